@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/* core.h -- what every part needs: allocation, logging, addresses, names, units */
+#ifndef DDPORT_CORE_H
+#define DDPORT_CORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#define DDPORT_VERSION "0.1.0"
+
+/* A view into someone else's bytes; never owns them. */
+typedef struct core_str {
+  const char *ptr;
+  size_t len;
+} core_str_t;
+
+/* Allocation that aborts on out-of-memory (NSD's xalloc). Only per-connection
+ * buffers may fail softly; they use plain malloc. */
+void *xmalloc(size_t size);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *ptr, size_t size);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t len);
+
+typedef enum core_log_level {
+  CORE_LOG_ERROR,
+  CORE_LOG_WARN,
+  CORE_LOG_INFO,
+  CORE_LOG_DEBUG,
+} core_log_level_t;
+
+/* Writes one line "TIME LEVEL message" to stderr. Thread-safe: one write(2)
+ * per line. Lines above the configured level are dropped. */
+void core_log(core_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void core_log_set_level(core_log_level_t level);
+
+/* An IPv4 or IPv6 address without a port. family is AF_INET or AF_INET6;
+ * IPv4 uses bytes[0..3]. */
+typedef struct core_ip {
+  int family;
+  uint8_t bytes[16];
+} core_ip_t;
+
+/* An address prefix such as 192.0.2.0/24 or ::1/128. */
+typedef struct core_prefix {
+  core_ip_t ip;
+  unsigned bits;
+} core_prefix_t;
+
+/* Parses a literal IPv4 or IPv6 address (no brackets, no port).
+ * Returns 0, or -EINVAL. */
+int core_ip_parse(const char *text, core_ip_t *out);
+
+/* Formats ip into buf (at least INET6_ADDRSTRLEN bytes); returns buf. */
+const char *core_ip_format(const core_ip_t *ip, char *buf, size_t size);
+
+/* Parses "127.0.0.1:8080", "[::1]:8080" or "[::]:443" into a sockaddr with
+ * the port set. Returns 0, or -EINVAL with *why set to a static phrase. */
+int core_hostport_parse(const char *text, struct sockaddr_storage *out,
+                        const char **why);
+
+/* Parses "192.0.2.0/24", "::1/128" or a bare address (a host prefix).
+ * Host bits beyond the prefix length must be zero. Returns 0 or -EINVAL
+ * with *why set. */
+int core_prefix_parse(const char *text, core_prefix_t *out, const char **why);
+
+/* True when ip lies inside prefix (same family; IPv4-mapped IPv6 addresses
+ * are compared as IPv4). */
+bool core_prefix_contains(const core_prefix_t *prefix, const core_ip_t *ip);
+
+/* Extracts the address of a sockaddr (AF_INET or AF_INET6); returns 0 or
+ * -EAFNOSUPPORT. */
+int core_ip_from_sockaddr(const struct sockaddr *sa, core_ip_t *out);
+
+/* Builds a sockaddr for ip:port; returns its length. */
+socklen_t core_ip_to_sockaddr(const core_ip_t *ip, uint16_t port,
+                              struct sockaddr_storage *out);
+
+/* Formats a sockaddr as "1.2.3.4:80" or "[::1]:80" into buf; returns buf. */
+const char *core_sockaddr_format(const struct sockaddr *sa, char *buf,
+                                 size_t size);
+
+#define CORE_NAME_MAX 253 /* presentation form without trailing dot */
+
+/* Normalises a host name from the wire or a file: strips one trailing dot,
+ * lowercases, and checks that it is 1..253 bytes of letters, digits, hyphens
+ * and dots with labels of 1..63 bytes. With allow_wildcard, a leading "*."
+ * label is accepted. Writes the result (NUL-terminated) to out, which must
+ * hold CORE_NAME_MAX + 1 bytes. Returns its length, or -EINVAL. */
+int core_name_normalise(const char *name, size_t len, char *out,
+                        bool allow_wildcard);
+
+/* True when name equals zone or lies below it (both normalised). */
+bool core_name_in_zone(const char *name, size_t name_len, const char *zone,
+                       size_t zone_len);
+
+/* "500ms", "5s", "10m", "1h", "7d" -> milliseconds. Returns 0 or -EINVAL. */
+int core_duration_parse(const char *text, uint64_t *ms);
+
+/* "512", "16KiB", "1MiB", "1GiB" -> bytes. Returns 0 or -EINVAL. */
+int core_size_parse(const char *text, uint64_t *bytes);
+
+/* Milliseconds on a monotonic clock. */
+uint64_t core_now_ms(void);
+
+#endif

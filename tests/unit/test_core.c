@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/* test_core.c -- addresses, prefixes, names and units */
+#include "core/core.h"
+#include "tests/test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+
+static void test_ip_parse(void) {
+  core_ip_t ip;
+  char buf[INET6_ADDRSTRLEN];
+  ASSERT_EQ(core_ip_parse("192.0.2.7", &ip), 0);
+  ASSERT_EQ(ip.family, AF_INET);
+  ASSERT_STR_EQ(core_ip_format(&ip, buf, sizeof buf), "192.0.2.7");
+  ASSERT_EQ(core_ip_parse("2001:db8::7", &ip), 0);
+  ASSERT_EQ(ip.family, AF_INET6);
+  ASSERT_STR_EQ(core_ip_format(&ip, buf, sizeof buf), "2001:db8::7");
+  ASSERT_EQ(core_ip_parse("999.1.1.1", &ip), -EINVAL);
+  ASSERT_EQ(core_ip_parse("[::1]", &ip), -EINVAL);
+  ASSERT_EQ(core_ip_parse("", &ip), -EINVAL);
+}
+
+static void test_hostport_parse(void) {
+  struct sockaddr_storage ss;
+  const char *why = NULL;
+  char buf[64];
+  ASSERT_EQ(core_hostport_parse("127.0.0.1:8080", &ss, &why), 0);
+  ASSERT_STR_EQ(core_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf),
+                "127.0.0.1:8080");
+  ASSERT_EQ(core_hostport_parse("[::1]:443", &ss, &why), 0);
+  ASSERT_STR_EQ(core_sockaddr_format((struct sockaddr *)&ss, buf, sizeof buf),
+                "[::1]:443");
+  ASSERT_EQ(core_hostport_parse("[::]:53", &ss, &why), 0);
+  ASSERT_EQ(ss.ss_family, AF_INET6);
+  const char *bad[] = {"127.0.0.1",     "127.0.0.1:0", "127.0.0.1:65536",
+                       "127.0.0.1:x",   "::1:80",      "[::1]80",
+                       "host.test:80",  ":80",         "127.0.0.1:",
+                       "[::1:80",       "1.2.3.4:-1"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    why = NULL;
+    if (core_hostport_parse(bad[i], &ss, &why) != -EINVAL || why == NULL)
+      TEST_FAIL_("accepted %s", bad[i]);
+  }
+}
+
+static void test_prefixes(void) {
+  core_prefix_t p;
+  core_ip_t ip;
+  const char *why;
+  ASSERT_EQ(core_prefix_parse("192.0.2.0/24", &p, &why), 0);
+  ASSERT_EQ(p.bits, 24);
+  core_ip_parse("192.0.2.200", &ip);
+  ASSERT(core_prefix_contains(&p, &ip));
+  core_ip_parse("192.0.3.1", &ip);
+  ASSERT(!core_prefix_contains(&p, &ip));
+  /* An IPv4-mapped IPv6 address is compared as the IPv4 it carries. */
+  core_ip_parse("::ffff:192.0.2.9", &ip);
+  ASSERT(core_prefix_contains(&p, &ip));
+  core_ip_parse("2001:db8::1", &ip);
+  ASSERT(!core_prefix_contains(&p, &ip));
+
+  ASSERT_EQ(core_prefix_parse("2001:db8::/33", &p, &why), 0);
+  core_ip_parse("2001:db8:7fff::1", &ip);
+  ASSERT(core_prefix_contains(&p, &ip));
+  core_ip_parse("2001:db8:8000::1", &ip);
+  ASSERT(!core_prefix_contains(&p, &ip));
+
+  ASSERT_EQ(core_prefix_parse("0.0.0.0/0", &p, &why), 0);
+  core_ip_parse("203.0.113.1", &ip);
+  ASSERT(core_prefix_contains(&p, &ip));
+  ASSERT_EQ(core_prefix_parse("10.1.2.3", &p, &why), 0);
+  ASSERT_EQ(p.bits, 32);
+
+  ASSERT_EQ(core_prefix_parse("192.0.2.1/24", &p, &why), -EINVAL);
+  ASSERT_CONTAINS(why, "beyond the prefix");
+  ASSERT_EQ(core_prefix_parse("192.0.2.0/33", &p, &why), -EINVAL);
+  ASSERT_EQ(core_prefix_parse("::/129", &p, &why), -EINVAL);
+  ASSERT_EQ(core_prefix_parse("x/8", &p, &why), -EINVAL);
+  ASSERT_EQ(core_prefix_parse("10.0.0.0/", &p, &why), -EINVAL);
+}
+
+static void test_names(void) {
+  char out[CORE_NAME_MAX + 1];
+  ASSERT_EQ(core_name_normalise("Cam.Example.NET.", 16, out, false), 15);
+  ASSERT_STR_EQ(out, "cam.example.net");
+  ASSERT_EQ(core_name_normalise("*.Cam.test", 10, out, true), 10);
+  ASSERT_STR_EQ(out, "*.cam.test");
+  ASSERT_EQ(core_name_normalise("*.cam.test", 10, out, false), -EINVAL);
+  ASSERT_EQ(core_name_normalise("a.*.test", 8, out, true), -EINVAL);
+  ASSERT_EQ(core_name_normalise("a..b", 4, out, false), -EINVAL);
+  ASSERT_EQ(core_name_normalise(".a", 2, out, false), -EINVAL);
+  ASSERT_EQ(core_name_normalise("a b", 3, out, false), -EINVAL);
+  ASSERT_EQ(core_name_normalise("a\0b", 3, out, false), -EINVAL);
+  char name[300];
+  /* 253 bytes in 63-byte labels is the longest name. */
+  memset(name, 'a', sizeof name);
+  name[63] = name[127] = name[191] = '.';
+  ASSERT_EQ(core_name_normalise(name, 253, out, false), 253);
+  ASSERT_EQ(core_name_normalise(name, 254, out, false), -EINVAL);
+  name[63] = 'a';
+  ASSERT_EQ(core_name_normalise(name, 100, out, false), -EINVAL);
+
+  ASSERT(core_name_in_zone("a.ddport.test", 13, "ddport.test", 11));
+  ASSERT(core_name_in_zone("ddport.test", 11, "ddport.test", 11));
+  ASSERT(!core_name_in_zone("xddport.test", 12, "ddport.test", 11));
+  ASSERT(!core_name_in_zone("test", 4, "ddport.test", 11));
+}
+
+static void test_units(void) {
+  uint64_t v;
+  ASSERT_EQ(core_duration_parse("500ms", &v), 0);
+  ASSERT_EQ(v, 500);
+  ASSERT_EQ(core_duration_parse("5s", &v), 0);
+  ASSERT_EQ(v, 5000);
+  ASSERT_EQ(core_duration_parse("10m", &v), 0);
+  ASSERT_EQ(v, 600000);
+  ASSERT_EQ(core_duration_parse("1h", &v), 0);
+  ASSERT_EQ(v, 3600000);
+  ASSERT_EQ(core_duration_parse("7d", &v), 0);
+  ASSERT_EQ(v, 604800000);
+  ASSERT_EQ(core_duration_parse("5", &v), -EINVAL);
+  ASSERT_EQ(core_duration_parse("s", &v), -EINVAL);
+  ASSERT_EQ(core_duration_parse("5 s", &v), -EINVAL);
+  ASSERT_EQ(core_duration_parse("-5s", &v), -EINVAL);
+  ASSERT_EQ(core_duration_parse("99999999999999999999s", &v), -EINVAL);
+  ASSERT_EQ(core_duration_parse("18446744073709552s", &v), -EINVAL);
+  ASSERT_EQ(core_size_parse("16KiB", &v), 0);
+  ASSERT_EQ(v, 16384);
+  ASSERT_EQ(core_size_parse("1MiB", &v), 0);
+  ASSERT_EQ(v, 1048576);
+  ASSERT_EQ(core_size_parse("512", &v), 0);
+  ASSERT_EQ(v, 512);
+  ASSERT_EQ(core_size_parse("16KB", &v), -EINVAL);
+  ASSERT_EQ(core_size_parse("", &v), -EINVAL);
+}
+
+int main(void) {
+  RUN_TEST(test_ip_parse);
+  RUN_TEST(test_hostport_parse);
+  RUN_TEST(test_prefixes);
+  RUN_TEST(test_names);
+  RUN_TEST(test_units);
+  return 0;
+}
