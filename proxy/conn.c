@@ -1,0 +1,546 @@
+/* SPDX-License-Identifier: MIT */
+/* conn.c -- one visitor connection: peek, route, connect, relay, close */
+#include "proxy/proxy_int.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RELAY_BUF_SIZE (16 * 1024)
+#define PEEK_FIRST_SIZE 4096
+/* After an error page, how long to swallow the rest of the request so the
+ * visitor reads the page instead of a reset. */
+#define LINGER_MS 2000
+
+typedef enum px_state {
+  PX_STATE_PEEKING,
+  PX_STATE_CONNECTING,
+  PX_STATE_RELAYING,
+  PX_STATE_ANSWERING, /* writing an error page, then lingering */
+  PX_STATE_CLOSING,
+} px_state_t;
+
+/* One direction's worth of relay state, named after the side it reads. */
+typedef struct px_side {
+  uv_tcp_t tcp; /* tcp.data points to the px_side */
+  px_conn_t *conn;
+  char *buf; /* read buffer for bytes travelling to the peer side */
+  uv_write_t write_req; /* writes of this side's bytes to the peer */
+  uv_shutdown_t shutdown_req;
+  uint64_t bytes; /* read from this side */
+  bool open; /* tcp initialised and not yet closed */
+  bool eof; /* this side sent FIN */
+  bool writing; /* our bytes are queued on the peer: reading paused */
+  bool shut; /* FIN passed on to the peer */
+} px_side_t;
+
+struct px_conn {
+  px_state_t state;
+  px_listener_t *listener;
+  px_conn_t *next, *prev;
+  px_side_t client, device;
+  uv_timer_t timer;
+  uv_connect_t connect_req;
+  char *peek; /* request head bytes read so far */
+  size_t peek_len, peek_cap;
+  const reg_device_t *route;
+  uint16_t port;
+  size_t next_addr; /* next of route->addrs to try */
+  struct sockaddr_storage target;
+  uint64_t started_ms, active_ms;
+  int open_handles;
+  const char *result; /* for the access log */
+  char name[CORE_NAME_MAX + 1];
+  char visitor[INET6_ADDRSTRLEN + 8];
+};
+
+static const reg_config_t *conn_config(const px_conn_t *conn) {
+  return conn->listener->server->config;
+}
+
+static px_side_t *peer_of(px_side_t *side) {
+  px_conn_t *conn = side->conn;
+  return side == &conn->client ? &conn->device : &conn->client;
+}
+
+static void log_access(px_conn_t *conn) {
+  const char *access = conn_config(conn)->proxy.access_log;
+  if (access != NULL && strcmp(access, "off") == 0)
+    return;
+  char target[INET6_ADDRSTRLEN + 8] = "-";
+  if (conn->route != NULL && conn->target.ss_family != 0)
+    core_sockaddr_format((const struct sockaddr *)&conn->target, target,
+                         sizeof target);
+  core_log(CORE_LOG_INFO,
+           "access visitor=%s listener=%s name=%s target=%s result=%s "
+           "bytes_in=%llu bytes_out=%llu ms=%llu",
+           conn->visitor, conn->listener->config->name,
+           conn->name[0] ? conn->name : "-", target,
+           conn->result ? conn->result : "closed",
+           (unsigned long long)conn->client.bytes,
+           (unsigned long long)conn->device.bytes,
+           (unsigned long long)(core_now_ms() - conn->started_ms));
+}
+
+/* Drops one handle's hold on conn; frees conn with its last handle.
+ * Returns true when conn is gone. */
+static bool release_handle(px_conn_t *conn) {
+  if (--conn->open_handles > 0)
+    return false;
+  px_server_t *server = conn->listener->server;
+  log_access(conn);
+  if (conn->prev)
+    conn->prev->next = conn->next;
+  else
+    server->conns = conn->next;
+  if (conn->next)
+    conn->next->prev = conn->prev;
+  server->n_conns--;
+  free(conn->client.buf);
+  free(conn->device.buf);
+  free(conn->peek);
+  free(conn);
+  px_server_conn_gone(server);
+  return true;
+}
+
+static px_conn_t *conn_of_handle(uv_handle_t *handle) {
+  if (handle->type == UV_TIMER)
+    return handle->data;
+  return ((px_side_t *)handle->data)->conn;
+}
+
+static void on_handle_closed(uv_handle_t *handle) {
+  release_handle(conn_of_handle(handle));
+}
+
+static void close_side(px_side_t *side) {
+  if (!side->open)
+    return;
+  side->open = false;
+  uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
+}
+
+static void conn_close(px_conn_t *conn, const char *result) {
+  if (conn->state == PX_STATE_CLOSING)
+    return;
+  if (conn->result == NULL)
+    conn->result = result;
+  conn->state = PX_STATE_CLOSING;
+  close_side(&conn->client);
+  close_side(&conn->device);
+  uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+}
+
+void px_conn_abort_all(px_server_t *server) {
+  /* conn_close only starts closing; nothing is unlinked until the loop
+   * runs the close callbacks, so walking the list here is safe. */
+  for (px_conn_t *conn = server->conns; conn != NULL; conn = conn->next)
+    conn_close(conn, "drain timeout");
+}
+
+/* ---- error pages -------------------------------------------------------- */
+
+static void on_linger_read(uv_stream_t *stream, ssize_t nread,
+                           const uv_buf_t *buf) {
+  px_side_t *side = stream->data;
+  (void)buf;
+  if (nread < 0)
+    conn_close(side->conn, NULL);
+}
+
+static void alloc_discard(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
+  static _Thread_local char sink[4096];
+  (void)handle;
+  (void)size;
+  *buf = uv_buf_init(sink, sizeof sink);
+}
+
+static void on_linger_timeout(uv_timer_t *timer) {
+  conn_close(timer->data, NULL);
+}
+
+static void on_page_shutdown(uv_shutdown_t *req, int status) {
+  px_side_t *side = req->data;
+  px_conn_t *conn = side->conn;
+  if (status < 0 || conn->state == PX_STATE_CLOSING) {
+    conn_close(conn, NULL);
+    return;
+  }
+  /* Read and drop what the visitor still sends until it closes, so its
+   * kernel does not answer our page with a reset before it is read. */
+  uv_timer_start(&conn->timer, on_linger_timeout, LINGER_MS, 0);
+  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_discard,
+                    on_linger_read) != 0)
+    conn_close(conn, NULL);
+}
+
+static void on_page_written(uv_write_t *req, int status) {
+  px_side_t *side = req->data;
+  px_conn_t *conn = side->conn;
+  if (status < 0 || conn->state == PX_STATE_CLOSING) {
+    conn_close(conn, NULL);
+    return;
+  }
+  side->shutdown_req.data = side;
+  if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)&side->tcp,
+                  on_page_shutdown) != 0)
+    conn_close(conn, NULL);
+}
+
+static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
+  assert(conn->state == PX_STATE_PEEKING ||
+         conn->state == PX_STATE_CONNECTING);
+  conn->state = PX_STATE_ANSWERING;
+  conn->result = result;
+  uv_timer_stop(&conn->timer);
+  uv_read_stop((uv_stream_t *)&conn->client.tcp);
+  close_side(&conn->device);
+  core_str_t text = px_page_response(page);
+  uv_buf_t buf = uv_buf_init((char *)text.ptr, (unsigned)text.len);
+  conn->client.write_req.data = &conn->client;
+  if (uv_write(&conn->client.write_req, (uv_stream_t *)&conn->client.tcp, &buf,
+               1, on_page_written) != 0)
+    conn_close(conn, NULL);
+}
+
+/* ---- relaying ----------------------------------------------------------- */
+
+static void start_reading(px_side_t *side);
+
+/* Both directions finished cleanly: nothing left to carry. */
+static void maybe_finish(px_conn_t *conn) {
+  if (conn->client.shut && conn->device.shut && !conn->client.writing &&
+      !conn->device.writing)
+    conn_close(conn, "routed");
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  px_side_t *side = req->data;
+  (void)status;
+  maybe_finish(side->conn);
+}
+
+/* Passes this side's FIN on to the peer once its bytes are all written. */
+static void pass_eof(px_side_t *side) {
+  px_side_t *peer = peer_of(side);
+  side->shut = true;
+  side->shutdown_req.data = side;
+  if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)&peer->tcp,
+                  on_shutdown) != 0)
+    conn_close(side->conn, "routed");
+}
+
+static void on_relay_written(uv_write_t *req, int status) {
+  px_side_t *side = req->data;
+  px_conn_t *conn = side->conn;
+  side->writing = false;
+  if (conn->state == PX_STATE_CLOSING)
+    return;
+  if (status < 0) {
+    conn_close(conn, "routed");
+    return;
+  }
+  /* The peer drained our bytes: the one backpressure rule lifts. */
+  if (side->eof)
+    pass_eof(side);
+  else
+    start_reading(side);
+  free(conn->peek);
+  conn->peek = NULL;
+}
+
+static void alloc_relay(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
+  px_side_t *side = handle->data;
+  (void)size;
+  if (side->buf == NULL)
+    side->buf = malloc(RELAY_BUF_SIZE);
+  *buf = uv_buf_init(side->buf, side->buf ? RELAY_BUF_SIZE : 0);
+}
+
+static void on_relay_read(uv_stream_t *stream, ssize_t nread,
+                          const uv_buf_t *buf) {
+  px_side_t *side = stream->data;
+  px_conn_t *conn = side->conn;
+  px_side_t *peer = peer_of(side);
+  if (nread == 0)
+    return;
+  if (nread == UV_EOF) {
+    side->eof = true;
+    uv_read_stop(stream);
+    pass_eof(side);
+    return;
+  }
+  if (nread < 0) {
+    conn_close(conn, side->buf == NULL ? "out of memory" : "routed");
+    return;
+  }
+  side->bytes += (uint64_t)nread;
+  conn->active_ms = core_now_ms();
+
+  uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
+  int n = uv_try_write((uv_stream_t *)&peer->tcp, &out, 1);
+  if (n == nread)
+    return;
+  if (n < 0 && n != UV_EAGAIN) {
+    conn_close(conn, "routed");
+    return;
+  }
+  if (n > 0)
+    out = uv_buf_init(buf->base + n, (unsigned)(nread - n));
+  /* Backpressure: stop reading this side until the peer takes the rest. */
+  uv_read_stop(stream);
+  side->writing = true;
+  side->write_req.data = side;
+  if (uv_write(&side->write_req, (uv_stream_t *)&peer->tcp, &out, 1,
+               on_relay_written) != 0) {
+    side->writing = false;
+    conn_close(conn, "routed");
+  }
+}
+
+static void start_reading(px_side_t *side) {
+  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) !=
+      0)
+    conn_close(side->conn, "routed");
+}
+
+static void on_idle_timer(uv_timer_t *timer) {
+  px_conn_t *conn = timer->data;
+  uint64_t idle = conn_config(conn)->proxy.idle_timeout_ms;
+  uint64_t quiet = core_now_ms() - conn->active_ms;
+  if (quiet >= idle) {
+    conn_close(conn, "idle timeout");
+    return;
+  }
+  uv_timer_start(timer, on_idle_timer, idle - quiet, 0);
+}
+
+static void start_relay(px_conn_t *conn) {
+  assert(conn->state == PX_STATE_CONNECTING);
+  conn->state = PX_STATE_RELAYING;
+  conn->active_ms = core_now_ms();
+  uv_timer_start(&conn->timer, on_idle_timer,
+                 conn_config(conn)->proxy.idle_timeout_ms, 0);
+  /* The peeked bytes go first; the client is read again once they are
+   * written, like any other client bytes held back by backpressure. */
+  px_side_t *client = &conn->client;
+  client->bytes = conn->peek_len;
+  client->writing = true;
+  client->write_req.data = client;
+  uv_buf_t buf = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, &buf, 1,
+               on_relay_written) != 0) {
+    client->writing = false;
+    conn_close(conn, "routed");
+    return;
+  }
+  start_reading(&conn->device);
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static void try_next_address(px_conn_t *conn);
+
+/* A failed attempt's handle is gone; its memory may now serve the next. */
+static void on_attempt_closed(uv_handle_t *handle) {
+  px_conn_t *conn = conn_of_handle(handle);
+  if (!release_handle(conn) && conn->state == PX_STATE_CONNECTING)
+    try_next_address(conn);
+}
+
+static void abandon_attempt(px_conn_t *conn) {
+  if (!conn->device.open)
+    return;
+  conn->device.open = false;
+  uv_timer_stop(&conn->timer);
+  uv_close((uv_handle_t *)&conn->device.tcp, on_attempt_closed);
+}
+
+static void on_connect_timeout(uv_timer_t *timer) {
+  px_conn_t *conn = timer->data;
+  core_log(CORE_LOG_DEBUG, "connect to %s for %s timed out", conn->name,
+           conn->visitor);
+  abandon_attempt(conn);
+}
+
+static void on_connected(uv_connect_t *req, int status) {
+  px_conn_t *conn = req->data;
+  /* ECANCELED: the handle is already closing (timeout or shutdown). */
+  if (status == UV_ECANCELED || conn->state != PX_STATE_CONNECTING)
+    return;
+  if (status < 0) {
+    abandon_attempt(conn);
+    return;
+  }
+  uv_timer_stop(&conn->timer);
+  start_relay(conn);
+}
+
+static void try_next_address(px_conn_t *conn) {
+  assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
+  const reg_config_t *config = conn_config(conn);
+  px_server_t *server = conn->listener->server;
+  while (conn->next_addr < conn->route->n_addrs) {
+    const core_ip_t *ip = &conn->route->addrs[conn->next_addr++];
+    const char *why;
+    char text[INET6_ADDRSTRLEN];
+    if (!reg_target_allowed(config, ip, conn->port, &why)) {
+      core_log(CORE_LOG_WARN, "device %s: target %s refused: %s", conn->name,
+               core_ip_format(ip, text, sizeof text), why);
+      continue;
+    }
+    core_ip_to_sockaddr(ip, conn->port, &conn->target);
+    if (uv_tcp_init(server->loop, &conn->device.tcp) != 0)
+      break;
+    conn->device.tcp.data = &conn->device;
+    conn->device.open = true;
+    conn->open_handles++;
+    conn->connect_req.data = conn;
+    if (uv_tcp_connect(&conn->connect_req, &conn->device.tcp,
+                       (const struct sockaddr *)&conn->target,
+                       on_connected) != 0) {
+      abandon_attempt(conn);
+      return;
+    }
+    uv_timer_start(&conn->timer, on_connect_timeout,
+                   config->proxy.connect_timeout_ms, 0);
+    return;
+  }
+  answer_page(conn, PX_PAGE_OFFLINE, "offline");
+}
+
+static void route_request(px_conn_t *conn, const px_http_host_t *host) {
+  memcpy(conn->name, host->name, host->name_len + 1);
+  px_server_t *server = conn->listener->server;
+  const reg_device_t *device = reg_lookup(server->reg, host->name,
+                                          host->name_len);
+  uint16_t port =
+      device ? reg_device_port(device, conn->listener->config->name) : 0;
+  if (port == 0) {
+    answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
+    return;
+  }
+  conn->route = device;
+  conn->port = port;
+  conn->state = PX_STATE_CONNECTING;
+  try_next_address(conn);
+}
+
+/* ---- peeking ------------------------------------------------------------ */
+
+static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
+  px_side_t *side = handle->data;
+  px_conn_t *conn = side->conn;
+  uint32_t max = conn_config(conn)->proxy.max_hello;
+  (void)size;
+  /* Grow by doubling so an idle visitor costs a small buffer only. */
+  if (conn->peek_len == conn->peek_cap && conn->peek_cap < max) {
+    size_t cap = conn->peek_cap ? conn->peek_cap * 2 : PEEK_FIRST_SIZE;
+    if (cap > max)
+      cap = max;
+    char *grown = realloc(conn->peek, cap);
+    if (grown != NULL) {
+      conn->peek = grown;
+      conn->peek_cap = cap;
+    }
+  }
+  *buf = uv_buf_init(conn->peek + conn->peek_len,
+                     (unsigned)(conn->peek_cap - conn->peek_len));
+}
+
+static void on_peek_read(uv_stream_t *stream, ssize_t nread,
+                         const uv_buf_t *buf) {
+  px_side_t *side = stream->data;
+  px_conn_t *conn = side->conn;
+  (void)buf;
+  assert(conn->state == PX_STATE_PEEKING);
+  if (nread == 0)
+    return;
+  if (nread == UV_ENOBUFS) {
+    conn_close(conn, "out of memory");
+    return;
+  }
+  if (nread < 0) {
+    conn_close(conn, "client closed");
+    return;
+  }
+  conn->peek_len += (size_t)nread;
+  px_http_host_t host;
+  switch (px_http_host_parse(conn->peek, conn->peek_len, &host)) {
+  case PX_PEEK_COMPLETE:
+    uv_read_stop(stream);
+    route_request(conn, &host);
+    return;
+  case PX_PEEK_INVALID:
+    core_log(CORE_LOG_DEBUG, "bad request from %s: %s", conn->visitor,
+             host.why);
+    answer_page(conn, PX_PAGE_BAD_REQUEST, "bad request");
+    return;
+  case PX_PEEK_NEED_MORE:
+    if (conn->peek_len >= conn_config(conn)->proxy.max_hello)
+      answer_page(conn, PX_PAGE_TOO_LARGE, "bad request");
+    return;
+  }
+}
+
+static void on_peek_deadline(uv_timer_t *timer) {
+  px_conn_t *conn = timer->data;
+  if (conn->peek_len == 0)
+    conn_close(conn, "timeout");
+  else
+    answer_page(conn, PX_PAGE_TIMEOUT, "timeout");
+}
+
+int px_conn_accept(px_listener_t *listener) {
+  px_server_t *server = listener->server;
+  px_conn_t *conn = xcalloc(1, sizeof *conn);
+  conn->listener = listener;
+  conn->state = PX_STATE_PEEKING;
+  conn->started_ms = core_now_ms();
+  conn->client.conn = conn;
+  conn->device.conn = conn;
+  conn->client.tcp.data = &conn->client;
+  conn->device.tcp.data = &conn->device;
+  strcpy(conn->visitor, "-");
+
+  int rc = uv_tcp_init(server->loop, &conn->client.tcp);
+  if (rc != 0) {
+    free(conn);
+    return rc;
+  }
+  conn->client.tcp.data = &conn->client;
+  conn->client.open = true;
+  conn->open_handles = 2;
+  uv_timer_init(server->loop, &conn->timer);
+  conn->timer.data = conn;
+
+  conn->next = server->conns;
+  if (server->conns)
+    server->conns->prev = conn;
+  server->conns = conn;
+  server->n_conns++;
+
+  rc = uv_accept((uv_stream_t *)&listener->tcp,
+                 (uv_stream_t *)&conn->client.tcp);
+  if (rc != 0) {
+    conn_close(conn, "accept failed");
+    return rc;
+  }
+  struct sockaddr_storage peer;
+  int len = sizeof peer;
+  if (uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&peer, &len) ==
+      0)
+    core_sockaddr_format((struct sockaddr *)&peer, conn->visitor,
+                         sizeof conn->visitor);
+  uv_tcp_nodelay(&conn->client.tcp, 1);
+  /* An absolute deadline: a visitor dripping bytes cannot extend it. */
+  uv_timer_start(&conn->timer, on_peek_deadline,
+                 server->config->proxy.peek_timeout_ms, 0);
+  rc = uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_peek,
+                     on_peek_read);
+  if (rc != 0)
+    conn_close(conn, "read failed");
+  return 0;
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/* proxy_int.h -- internals shared by the proxy's files */
+#ifndef DDPORT_PROXY_INT_H
+#define DDPORT_PROXY_INT_H
+
+#include "core/core.h"
+#include "proxy/proxy.h"
+
+#include <stddef.h>
+
+typedef enum px_peek_result {
+  PX_PEEK_COMPLETE,
+  PX_PEEK_NEED_MORE,
+  PX_PEEK_INVALID,
+} px_peek_result_t;
+
+/* What the Host peek found in one HTTP request head. */
+typedef struct px_http_host {
+  core_str_t raw; /* the host as sent (view into the caller's buffer) */
+  char name[CORE_NAME_MAX + 1]; /* normalised: no port, no trailing dot */
+  size_t name_len;
+  size_t head_len; /* bytes of the request line and headers, with CRLFCRLF */
+  const char *why; /* on PX_PEEK_INVALID: a short static reason */
+} px_http_host_t;
+
+/* Parses the request head at the start of buf (len bytes) and extracts the
+ * host to route by: the absolute-form target's host if present, else the
+ * one Host header. Only a complete head counts. Returns PX_PEEK_NEED_MORE
+ * until the head is complete and nothing seen so far is invalid,
+ * PX_PEEK_INVALID for a malformed request, a missing or duplicate Host or a
+ * host that is not a valid name, and PX_PEEK_COMPLETE with *out filled.
+ * Pure: no allocation, no state kept between calls. */
+px_peek_result_t px_http_host_parse(const char *buf, size_t len,
+                                    px_http_host_t *out);
+
+/* Strips a ":port" and a trailing dot, lowercases and validates a Host
+ * value into out (CORE_NAME_MAX + 1 bytes). Returns the length or -EINVAL. */
+int px_http_host_normalise(const char *host, size_t len, char *out);
+
+typedef enum px_page {
+  PX_PAGE_BAD_REQUEST, /* 400 */
+  PX_PAGE_NOT_FOUND, /* 404: no such device */
+  PX_PAGE_TIMEOUT, /* 408: the request head did not arrive in time */
+  PX_PAGE_TOO_LARGE, /* 431: request head larger than max_hello */
+  PX_PAGE_OFFLINE, /* 502: the device does not answer */
+} px_page_t;
+
+/* The complete HTTP response for page, with Connection: close. Static
+ * storage; never freed. */
+core_str_t px_page_response(px_page_t page);
+
+typedef struct px_conn px_conn_t;
+
+/* One listening socket of one worker. */
+typedef struct px_listener {
+  uv_tcp_t tcp; /* tcp.data points back here */
+  px_server_t *server;
+  const reg_listener_t *config;
+} px_listener_t;
+
+/* One worker's proxy: its listeners and its open connections. */
+struct px_server {
+  uv_loop_t *loop;
+  const reg_config_t *config;
+  const reg_t *reg;
+  px_listener_t *listeners;
+  size_t n_listeners;
+  size_t open_handles; /* listeners and the drain timer not yet closed */
+  px_conn_t *conns; /* doubly linked through px_conn's next/prev */
+  size_t n_conns;
+  uv_timer_t drain_timer;
+  bool stopping;
+};
+
+/* Takes over the next pending connection of listener: peeks, routes,
+ * connects, relays, logs one access line and frees itself when both sides
+ * are closed. Returns 0 or a UV_E* code (nothing is left open then). */
+int px_conn_accept(px_listener_t *listener);
+
+/* Closes every connection of server at once (the drain deadline passed).
+ * They are freed, and unlinked, in their close callbacks. */
+void px_conn_abort_all(px_server_t *server);
+
+/* Called by a connection when it is gone, so a stopping server can finish. */
+void px_server_conn_gone(px_server_t *server);
+
+#endif
