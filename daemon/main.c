@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* main.c -- the ddport command line */
+#include "daemon/daemon.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+    "usage: ddport COMMAND [OPTIONS]\n"
+    "\n"
+    "Dynamic DNS with port redirection: an authoritative DNS server and a\n"
+    "transparent proxy that routes visitors by HTTP Host to devices.\n"
+    "\n"
+    "commands:\n"
+    "  serve -c FILE     run in the foreground until SIGTERM/SIGINT\n"
+    "  check -c FILE     validate the configuration and registry\n"
+    "  hash-secret       read a secret on stdin, print its crypt(3) hash\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE configuration file (YAML)\n"
+    "  -v, --verbose     log debug messages too (serve)\n"
+    "  -h, --help        show this help\n"
+    "  -V, --version     show the version\n";
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "ddport: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nTry 'ddport --help'.\n");
+  return 2;
+}
+
+static void print_not_implemented(const reg_config_t *config) {
+  for (size_t i = 0; i < config->n_not_implemented; i++)
+    fprintf(stderr, "%s\n", config->not_implemented[i]);
+}
+
+static int cmd_check(const char *path) {
+  reg_config_t *config;
+  if (reg_config_load(path, stderr, &config) != 0)
+    return 1;
+  print_not_implemented(config);
+  printf("%s: ok: %zu listeners, %zu zones, %zu devices\n", path,
+         config->n_listeners, config->dns.n_zones, config->n_devices);
+  reg_config_free(config);
+  return 0;
+}
+
+static int cmd_serve(const char *path) {
+  reg_config_t *config;
+  if (reg_config_load(path, stderr, &config) != 0)
+    return 1;
+  for (size_t i = 0; i < config->n_not_implemented; i++)
+    core_log(CORE_LOG_WARN, "%s", config->not_implemented[i]);
+  reg_t *reg = reg_new(config);
+  int rc = daemon_serve(config, reg);
+  reg_free(reg);
+  reg_config_free(config);
+  return rc;
+}
+
+static int cmd_hash_secret(void) {
+  fprintf(stderr, "ddport hash-secret: not implemented yet (accounts and "
+                  "device updates arrive with the update API)\n");
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  static const struct option options[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"verbose", no_argument, NULL, 'v'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},
+      {NULL, 0, NULL, 0},
+  };
+  if (argc < 2)
+    return usage_error("%s", "missing command");
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+    fputs(usage_text, stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+    printf("ddport %s\n", DDPORT_VERSION);
+    return 0;
+  }
+  const char *command = argv[1];
+  if (command[0] == '-')
+    return usage_error("unknown option '%s'", command);
+
+  /* Options follow the command: let getopt see the command as argv[0]. */
+  const char *config_path = NULL;
+  int opt;
+  opterr = 0;
+  while ((opt = getopt_long(argc - 1, argv + 1, ":c:vhV", options, NULL)) !=
+         -1) {
+    switch (opt) {
+    case 'c':
+      config_path = optarg;
+      break;
+    case 'v':
+      core_log_set_level(CORE_LOG_DEBUG);
+      break;
+    case 'h':
+      fputs(usage_text, stdout);
+      return 0;
+    case 'V':
+      printf("ddport %s\n", DDPORT_VERSION);
+      return 0;
+    case ':':
+      return usage_error("option '%s' needs an argument", argv[optind]);
+    default:
+      return usage_error("unknown option '%s'", argv[optind]);
+    }
+  }
+  if (optind + 1 < argc)
+    return usage_error("unexpected argument '%s'", argv[optind + 1]);
+
+  if (strcmp(command, "hash-secret") == 0)
+    return cmd_hash_secret();
+  if (strcmp(command, "serve") != 0 && strcmp(command, "check") != 0)
+    return usage_error("unknown command '%s'", command);
+  if (config_path == NULL)
+    return usage_error("%s needs -c FILE", command);
+  return strcmp(command, "serve") == 0 ? cmd_serve(config_path)
+                                       : cmd_check(config_path);
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/* workers.c -- worker threads, signals and the control loop */
+#include "daemon/daemon.h"
+#include "dns/dns.h"
+#include "proxy/proxy.h"
+
+#include <signal.h>
+#include <stdlib.h>
+
+typedef struct worker {
+  uv_thread_t thread;
+  uv_loop_t loop;
+  uv_async_t stop; /* the control loop asks the worker to stop */
+  uv_sem_t started;
+  int start_rc;
+  unsigned id;
+  const reg_config_t *config;
+  const reg_t *reg;
+  px_server_t *proxy;
+  dns_server_t *dns;
+} worker_t;
+
+typedef struct control {
+  uv_signal_t signals[4];
+  worker_t *workers;
+  unsigned n_workers;
+  bool stopping;
+} control_t;
+
+static void stop_worker_servers(worker_t *w) {
+  if (w->proxy)
+    px_server_stop(w->proxy);
+  if (w->dns)
+    dns_server_stop(w->dns);
+  w->proxy = NULL;
+  w->dns = NULL;
+  uv_close((uv_handle_t *)&w->stop, NULL);
+}
+
+static void on_stop_request(uv_async_t *async) {
+  stop_worker_servers(async->data);
+}
+
+static void worker_main(void *arg) {
+  worker_t *w = arg;
+  uv_loop_init(&w->loop);
+  uv_async_init(&w->loop, &w->stop, on_stop_request);
+  w->stop.data = w;
+  int rc = px_server_start(&w->loop, w->config, w->reg, &w->proxy);
+  if (rc == 0 && w->config->dns.n_listen > 0)
+    rc = dns_server_start(&w->loop, w->config, w->reg, &w->dns);
+  w->start_rc = rc;
+  if (rc != 0)
+    stop_worker_servers(w);
+  uv_sem_post(&w->started);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&w->loop) != 0)
+    core_log(CORE_LOG_WARN, "worker %u: handles still open at exit", w->id);
+}
+
+static void stop_workers(control_t *ctl) {
+  if (ctl->stopping)
+    return;
+  ctl->stopping = true;
+  /* A worker that failed to start has closed its async handle already. */
+  for (unsigned i = 0; i < ctl->n_workers; i++)
+    if (ctl->workers[i].start_rc == 0)
+      uv_async_send(&ctl->workers[i].stop);
+  for (size_t i = 0; i < sizeof ctl->signals / sizeof ctl->signals[0]; i++)
+    uv_close((uv_handle_t *)&ctl->signals[i], NULL);
+}
+
+static void on_signal(uv_signal_t *handle, int signum) {
+  control_t *ctl = handle->data;
+  switch (signum) {
+  case SIGTERM:
+  case SIGINT:
+    core_log(CORE_LOG_INFO, "%s: draining connections and stopping",
+             signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    stop_workers(ctl);
+    break;
+  case SIGHUP:
+    core_log(CORE_LOG_WARN,
+             "SIGHUP: live reload is not implemented yet; restart to apply "
+             "configuration changes");
+    break;
+  case SIGUSR1:
+    core_log(CORE_LOG_INFO, "SIGUSR1: logs go to stderr; nothing to reopen");
+    break;
+  }
+}
+
+int daemon_serve(const reg_config_t *config, const reg_t *reg) {
+  unsigned n = config->workers ? config->workers : uv_available_parallelism();
+  control_t ctl = {.n_workers = n};
+  ctl.workers = xcalloc(n, sizeof *ctl.workers);
+  /* A visitor closing mid-write must cost an EPIPE, not the process. */
+  signal(SIGPIPE, SIG_IGN);
+
+  unsigned started = 0;
+  int rc = 0;
+  for (; started < n; started++) {
+    worker_t *w = &ctl.workers[started];
+    w->id = started;
+    w->config = config;
+    w->reg = reg;
+    uv_sem_init(&w->started, 0);
+    if (uv_thread_create(&w->thread, worker_main, w) != 0) {
+      core_log(CORE_LOG_ERROR, "cannot start worker thread %u", started);
+      uv_sem_destroy(&w->started);
+      rc = 1;
+      break;
+    }
+    uv_sem_wait(&w->started);
+    uv_sem_destroy(&w->started);
+    if (w->start_rc != 0) {
+      rc = 1;
+      started++;
+      break;
+    }
+  }
+  ctl.n_workers = started;
+
+  uv_loop_t *loop = uv_default_loop();
+  static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+  for (size_t i = 0; i < 4; i++) {
+    uv_signal_init(loop, &ctl.signals[i]);
+    ctl.signals[i].data = &ctl;
+    uv_signal_start(&ctl.signals[i], on_signal, signums[i]);
+  }
+  if (rc == 0) {
+    core_log(CORE_LOG_INFO,
+             "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
+             "devices, %u workers",
+             DDPORT_VERSION, config->n_listeners, config->dns.n_listen,
+             reg_count(reg), n);
+  } else {
+    stop_workers(&ctl);
+  }
+  uv_run(loop, UV_RUN_DEFAULT);
+  for (unsigned i = 0; i < ctl.n_workers; i++)
+    uv_thread_join(&ctl.workers[i].thread);
+  uv_loop_close(loop);
+  free(ctl.workers);
+  return rc;
+}

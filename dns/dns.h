@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* dns.h -- the authoritative DNS responder: answers from the registry */
+#ifndef DDPORT_DNS_H
+#define DDPORT_DNS_H
+
+#include "registry/registry.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Largest UDP answer we build when the client sent no EDNS0 OPT. */
+#define DNS_UDP_PLAIN_MAX 512
+/* Our EDNS0 UDP payload size (DNS flag day 2020). */
+#define DNS_EDNS_SIZE 1232
+
+/* Builds the answer to one query message into out (cap bytes; pass at least
+ * 512). Answers from config's zones and reg's devices. Returns the answer's
+ * length, or 0 when nothing must be sent back (the packet is not a query,
+ * or too short to carry a header). Pure: no allocation, no I/O. */
+size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap);
+
+typedef struct dns_server dns_server_t;
+
+/* Opens one SO_REUSEPORT UDP socket per address in config->dns.listen on
+ * loop and starts answering. config and reg are borrowed and must outlive
+ * the server. Returns 0 and *out, or a negative errno / UV_E* (logged). */
+int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
+                     const reg_t *reg, dns_server_t **out);
+
+/* Closes the sockets; the server frees itself once libuv is done with the
+ * handles (run the loop afterwards). */
+void dns_server_stop(dns_server_t *server);
+
+#endif
