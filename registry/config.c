@@ -1,0 +1,1733 @@
+/* SPDX-License-Identifier: MIT */
+/* config.c -- the YAML configuration: schema check into reg_config_t */
+#include "registry/registry.h"
+#include "registry/yaml_doc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FILE_SIZE ((size_t)64 * 1024 * 1024)
+#define QUOTE_SIZE 72       /* a quoted value in a message, cut if longer */
+#define TTL_MAX 2147483647u /* RFC 2181 section 8 */
+
+typedef reg_yaml_node_t node_t;
+
+/* Messages are gathered and printed in file order at the end, so sections
+ * can be checked in the order their dependencies need (listeners and zones
+ * before devices) whatever order the file has them in. */
+typedef struct message {
+  uint32_t line, column;
+  size_t seq;
+  char *text;
+} message_t;
+
+typedef struct messages {
+  message_t *v;
+  size_t n, cap;
+} messages_t;
+
+typedef struct ctx {
+  const char *name;
+  reg_config_t *config;
+  messages_t errors, warnings;
+} ctx_t;
+
+/* A key of a fixed-schema mapping and its value, or NULLs when absent. */
+typedef struct slot {
+  const node_t *key, *value;
+} slot_t;
+
+/* ---- messages ------------------------------------------------------------ */
+
+static char *vformat(const char *fmt, va_list ap) {
+  va_list copy;
+  va_copy(copy, ap);
+  int n = vsnprintf(NULL, 0, fmt, copy);
+  va_end(copy);
+  size_t size = n > 0 ? (size_t)n + 1 : 1;
+  char *s = xmalloc(size);
+  vsnprintf(s, size, fmt, ap);
+  return s;
+}
+
+static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *format(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *s = vformat(fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+static void push_message(ctx_t *c, messages_t *list, uint32_t line,
+                         uint32_t column, char *body) {
+  if (list->n == list->cap) {
+    list->cap = list->cap ? list->cap * 2 : 16;
+    list->v = xrealloc(list->v, list->cap * sizeof *list->v);
+  }
+  message_t *m = &list->v[list->n];
+  m->line = line;
+  m->column = column;
+  m->seq = list->n++;
+  m->text = format("%s:%u:%u: %s", c->name, line, column, body);
+  free(body);
+}
+
+static void error_at(ctx_t *c, const node_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void error_at(ctx_t *c, const node_t *at, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *body = vformat(fmt, ap);
+  va_end(ap);
+  push_message(c, &c->errors, at ? at->line : 1, at ? at->column : 1, body);
+}
+
+/* A key that parses but whose feature is not built: serve must say so
+ * rather than pretend. */
+static void not_implemented(ctx_t *c, const node_t *at, const char *path) {
+  push_message(c, &c->warnings, at->line, at->column,
+               format("%s is not implemented yet; ignored", path));
+}
+
+static int message_order(const void *a, const void *b) {
+  const message_t *x = a, *y = b;
+  if (x->line != y->line)
+    return x->line < y->line ? -1 : 1;
+  if (x->column != y->column)
+    return x->column < y->column ? -1 : 1;
+  return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void sort_messages(messages_t *list) {
+  if (list->n > 1)
+    qsort(list->v, list->n, sizeof *list->v, message_order);
+}
+
+static void free_messages(messages_t *list) {
+  for (size_t i = 0; i < list->n; i++)
+    free(list->v[i].text);
+  free(list->v);
+  list->v = NULL;
+  list->n = list->cap = 0;
+}
+
+/* User text inside a one-line message: quoted, control bytes shown as '?'
+ * so a message never spans lines, and cut when long. */
+static const char *quote(const char *s, size_t len, char *buf, size_t size) {
+  size_t max = size - 6, o = 0, i = 0;
+  buf[o++] = '\'';
+  for (; i < len && o < max; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    buf[o++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+  }
+  if (i < len) {
+    memcpy(buf + o, "...", 3);
+    o += 3;
+  }
+  buf[o++] = '\'';
+  buf[o] = '\0';
+  return buf;
+}
+
+static const char *quote_node(const node_t *n, char *buf, size_t size) {
+  return quote(n->text, n->len, buf, size);
+}
+
+static bool is_null(const node_t *n) {
+  if (n == NULL)
+    return true;
+  if (n->kind != REG_YAML_SCALAR || !n->plain)
+    return false;
+  return n->len == 0 || strcmp(n->text, "~") == 0 ||
+         strcmp(n->text, "null") == 0 || strcmp(n->text, "Null") == 0 ||
+         strcmp(n->text, "NULL") == 0;
+}
+
+static const char *describe(const node_t *n, char *buf, size_t size) {
+  if (is_null(n))
+    return "nothing";
+  if (n->kind == REG_YAML_SEQUENCE)
+    return "a sequence";
+  if (n->kind == REG_YAML_MAPPING)
+    return "a mapping";
+  if (strlen(n->text) != n->len)
+    return "a string with a NUL byte";
+  return quote_node(n, buf, size);
+}
+
+static void expected(ctx_t *c, const node_t *n, const node_t *key,
+                     const char *what, const char *where) {
+  char buf[QUOTE_SIZE];
+  /* A missing value has no useful position of its own. */
+  const node_t *at = is_null(n) && key != NULL ? key : n;
+  error_at(c, at, "expected %s for %s, got %s", what, where,
+           describe(n, buf, sizeof buf));
+}
+
+/* ---- suggestions --------------------------------------------------------- */
+
+/* Levenshtein distance, for "did you mean"; long strings are never close. */
+static size_t edit_distance(const char *a, size_t alen, const char *b,
+                            size_t blen) {
+  size_t row[65];
+  if (alen > 64 || blen > 64)
+    return SIZE_MAX;
+  for (size_t j = 0; j <= blen; j++)
+    row[j] = j;
+  for (size_t i = 1; i <= alen; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= blen; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (up + 1 < best)
+        best = up + 1;
+      if (row[j - 1] + 1 < best)
+        best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[blen];
+}
+
+static const char *closest(const char *s, size_t len, const char *const *names,
+                           size_t n) {
+  const char *best = NULL;
+  size_t best_d = 3;
+  for (size_t i = 0; i < n; i++) {
+    if (names[i] == NULL)
+      continue;
+    size_t nl = strlen(names[i]);
+    size_t d = edit_distance(s, len, names[i], nl);
+    if (d < best_d && d < nl) {
+      best = names[i];
+      best_d = d;
+    }
+  }
+  return best;
+}
+
+/* "a, b, c" for messages; the caller frees. */
+static char *join(const char *const *names, size_t n) {
+  size_t size = 1;
+  for (size_t i = 0; i < n; i++)
+    size += strlen(names[i]) + 2;
+  char *s = xmalloc(size);
+  s[0] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    if (i > 0)
+      strcat(s, ", ");
+    strcat(s, names[i]);
+  }
+  return s;
+}
+
+/* ---- a set of names with the node that introduced each ------------------ */
+
+typedef struct name_entry {
+  const char *s;
+  size_t len;
+  const node_t *at;
+} name_entry_t;
+
+typedef struct name_set {
+  name_entry_t *slots;
+  size_t mask;
+} name_set_t;
+
+static void set_init(name_set_t *set, size_t expected_count) {
+  size_t size = 16;
+  while (size < expected_count * 2)
+    size *= 2;
+  set->slots = xcalloc(size, sizeof *set->slots);
+  set->mask = size - 1;
+}
+
+static uint64_t hash_bytes(const char *s, size_t len) {
+  uint64_t h = 14695981039346656037ull; /* FNV-1a */
+  for (size_t i = 0; i < len; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* Adds s unless present. Returns the node of an earlier equal name, or NULL
+ * when s is new. The set never holds more than expected_count names. */
+static const node_t *set_add(name_set_t *set, const char *s, size_t len,
+                             const node_t *at) {
+  size_t i = (size_t)hash_bytes(s, len) & set->mask;
+  for (;; i = (i + 1) & set->mask) {
+    name_entry_t *e = &set->slots[i];
+    if (e->s == NULL) {
+      e->s = s;
+      e->len = len;
+      e->at = at;
+      return NULL;
+    }
+    if (e->len == len && memcmp(e->s, s, len) == 0)
+      return e->at;
+  }
+}
+
+static void set_free(name_set_t *set) {
+  free(set->slots);
+}
+
+/* ---- duplicate keys, anywhere in the document ---------------------------- */
+
+static bool same_key(const node_t *a, const node_t *b) {
+  return a->kind == REG_YAML_SCALAR && b->kind == REG_YAML_SCALAR &&
+         a->len == b->len && memcmp(a->text, b->text, a->len) == 0;
+}
+
+static void report_duplicate_key(ctx_t *c, node_t *key, const node_t *first) {
+  char buf[QUOTE_SIZE];
+  key->duplicate = true;
+  error_at(c, key, "duplicate key %s; already given at line %u, column %u",
+           quote_node(key, buf, sizeof buf), first->line, first->column);
+}
+
+/* Marks every repeated key so the schema walk sees only the first. */
+static void mark_duplicates(ctx_t *c, node_t *n) {
+  if (n->kind == REG_YAML_SEQUENCE) {
+    for (size_t i = 0; i < n->len; i++)
+      mark_duplicates(c, &n->kids[i]);
+    return;
+  }
+  if (n->kind != REG_YAML_MAPPING)
+    return;
+  if (n->len <= 16) {
+    for (size_t i = 1; i < n->len; i++)
+      for (size_t j = 0; j < i; j++)
+        if (same_key(reg_yaml_key(n, i), reg_yaml_key(n, j))) {
+          report_duplicate_key(c, reg_yaml_key(n, i), reg_yaml_key(n, j));
+          break;
+        }
+  } else {
+    name_set_t set;
+    set_init(&set, n->len);
+    for (size_t i = 0; i < n->len; i++) {
+      node_t *key = reg_yaml_key(n, i);
+      if (key->kind != REG_YAML_SCALAR)
+        continue;
+      const node_t *first = set_add(&set, key->text, key->len, key);
+      if (first != NULL)
+        report_duplicate_key(c, key, first);
+    }
+    set_free(&set);
+  }
+  for (size_t i = 0; i < 2 * n->len; i++)
+    mark_duplicates(c, &n->kids[i]);
+}
+
+/* ---- scalars ------------------------------------------------------------- */
+
+/* The text of a scalar value, or NULL after reporting what was expected. */
+static const char *text_of(ctx_t *c, const node_t *n, const node_t *key,
+                           const char *what, const char *where) {
+  if (is_null(n) || n->kind != REG_YAML_SCALAR || strlen(n->text) != n->len) {
+    expected(c, n, key, what, where);
+    return NULL;
+  }
+  return n->text;
+}
+
+/* Decimal only: a leading zero would be octal in YAML 1.1, so refuse the
+ * ambiguity. Returns 0, -EINVAL (not a number) or -ERANGE. */
+static int parse_decimal(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] != '\0'))
+    return -EINVAL;
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9')
+      return -EINVAL;
+    if (v > (UINT64_MAX - 9) / 10)
+      return -ERANGE;
+    v = v * 10 + (uint64_t)(*s - '0');
+  }
+  *out = v;
+  return 0;
+}
+
+static bool range_check(ctx_t *c, const node_t *n, const char *where,
+                        uint64_t v, int rc, uint64_t min, uint64_t max) {
+  if (rc == 0 && v >= min && v <= max)
+    return true;
+  error_at(c, n, "value %.40s for %s is out of range; expected %ju..%ju",
+           n->text, where, (uintmax_t)min, (uintmax_t)max);
+  return false;
+}
+
+static bool get_uint(ctx_t *c, const node_t *n, const node_t *key,
+                     const char *where, uint64_t min, uint64_t max,
+                     uint64_t *out) {
+  const char *what = "a number";
+  const char *s = text_of(c, n, key, what, where);
+  if (s == NULL)
+    return false;
+  uint64_t v = 0;
+  int rc = parse_decimal(s, &v);
+  if (rc == -EINVAL) {
+    expected(c, n, key, what, where);
+    return false;
+  }
+  if (!range_check(c, n, where, v, rc, min, max))
+    return false;
+  *out = v;
+  return true;
+}
+
+static bool get_u32(ctx_t *c, const node_t *n, const node_t *key,
+                    const char *where, uint32_t min, uint32_t *out) {
+  uint64_t v;
+  if (!get_uint(c, n, key, where, min, UINT32_MAX, &v))
+    return false;
+  *out = (uint32_t)v;
+  return true;
+}
+
+/* YAML 1.1 booleans, which is also how "off" reads as false. */
+static int bool_value(const node_t *n) {
+  static const char *const yes[] = {"true", "yes", "on"};
+  static const char *const no[] = {"false", "no", "off"};
+  if (n == NULL || n->kind != REG_YAML_SCALAR)
+    return -1;
+  for (size_t i = 0; i < 3; i++) {
+    if (strcasecmp(n->text, yes[i]) == 0)
+      return 1;
+    if (strcasecmp(n->text, no[i]) == 0)
+      return 0;
+  }
+  return -1;
+}
+
+static bool get_bool(ctx_t *c, const node_t *n, const node_t *key,
+                     const char *where, bool *out) {
+  int v = bool_value(n);
+  if (v < 0) {
+    expected(c, n, key, "true or false", where);
+    return false;
+  }
+  *out = v == 1;
+  return true;
+}
+
+static bool get_duration(ctx_t *c, const node_t *n, const node_t *key,
+                         const char *where, uint64_t *ms) {
+  const char *what = "a duration such as 500ms, 5s, 10m or 1h";
+  const char *s = text_of(c, n, key, what, where);
+  if (s == NULL)
+    return false;
+  if (core_duration_parse(s, ms) != 0) {
+    expected(c, n, key, what, where);
+    return false;
+  }
+  return true;
+}
+
+/* DNS timers: a plain number of seconds, or a duration in whole seconds. */
+static bool get_seconds(ctx_t *c, const node_t *n, const node_t *key,
+                        const char *where, uint32_t max, uint32_t *out) {
+  const char *what = "a number of seconds or a duration such as 10m or 1h";
+  const char *s = text_of(c, n, key, what, where);
+  if (s == NULL)
+    return false;
+  uint64_t v = 0, ms;
+  int rc = parse_decimal(s, &v);
+  if (rc == -EINVAL) {
+    if (core_duration_parse(s, &ms) != 0) {
+      expected(c, n, key, what, where);
+      return false;
+    }
+    if (ms % 1000 != 0) {
+      error_at(c, n, "%s for %s is not a whole number of seconds", s, where);
+      return false;
+    }
+    v = ms / 1000;
+    rc = 0;
+  }
+  if (!range_check(c, n, where, v, rc, 0, max))
+    return false;
+  *out = (uint32_t)v;
+  return true;
+}
+
+static bool get_string(ctx_t *c, const node_t *n, const node_t *key,
+                       const char *what, const char *where, char **out) {
+  const char *s = text_of(c, n, key, what, where);
+  if (s == NULL)
+    return false;
+  if (*s == '\0') {
+    expected(c, n, key, what, where);
+    return false;
+  }
+  free(*out);
+  *out = xstrdup(s);
+  return true;
+}
+
+static bool get_ip(ctx_t *c, const node_t *n, const char *where,
+                   core_ip_t *out) {
+  const char *what = "an IP address such as 192.0.2.7 or 2001:db8::7";
+  const char *s = text_of(c, n, NULL, what, where);
+  if (s == NULL)
+    return false;
+  if (core_ip_parse(s, out) != 0) {
+    char buf[QUOTE_SIZE];
+    error_at(c, n, "bad address %s in %s; expected %s",
+             quote_node(n, buf, sizeof buf), where, what);
+    return false;
+  }
+  return true;
+}
+
+static bool get_hostport(ctx_t *c, const node_t *n, const node_t *key,
+                         const char *where, struct sockaddr_storage *out) {
+  const char *what = "an address such as 127.0.0.1:8080 or [::1]:8080";
+  const char *s = text_of(c, n, key, what, where);
+  if (s == NULL)
+    return false;
+  /* Say "out of range" for a number that is only too big or zero; the
+   * general parser cannot tell that from a typo. */
+  const char *colon = strrchr(s, ':');
+  uint64_t port = 0;
+  int rc = colon ? parse_decimal(colon + 1, &port) : -EINVAL;
+  if (rc == -ERANGE || (rc == 0 && (port == 0 || port > 65535))) {
+    error_at(c, n, "port %.40s in %s is out of range; expected 1..65535",
+             colon + 1, where);
+    return false;
+  }
+  const char *why = NULL;
+  if (core_hostport_parse(s, out, &why) != 0) {
+    char buf[QUOTE_SIZE];
+    error_at(c, n, "bad address %s for %s: %s", quote_node(n, buf, sizeof buf),
+             where, why);
+    return false;
+  }
+  return true;
+}
+
+static bool get_prefix(ctx_t *c, const node_t *n, const char *where,
+                       core_prefix_t *out) {
+  const char *what = "an address prefix such as 192.0.2.0/24";
+  const char *s = text_of(c, n, NULL, what, where);
+  if (s == NULL)
+    return false;
+  const char *why = NULL;
+  if (core_prefix_parse(s, out, &why) != 0) {
+    char buf[QUOTE_SIZE];
+    error_at(c, n, "bad prefix %s in %s: %s", quote_node(n, buf, sizeof buf),
+             where, why);
+    return false;
+  }
+  return true;
+}
+
+/* Normalises a host name into out (CORE_NAME_MAX + 1 bytes). */
+static bool get_name(ctx_t *c, const node_t *n, const char *where,
+                     const char *example, bool wildcard, char *out) {
+  char what[96];
+  snprintf(what, sizeof what, "a host name such as %s", example);
+  const char *s = text_of(c, n, NULL, what, where);
+  if (s == NULL)
+    return false;
+  if (core_name_normalise(s, n->len, out, wildcard) < 0) {
+    char buf[QUOTE_SIZE];
+    error_at(c, n, "bad name %s for %s; expected %s",
+             quote_node(n, buf, sizeof buf), where, what);
+    return false;
+  }
+  return true;
+}
+
+/* ---- collections --------------------------------------------------------- */
+
+/* The items of a list; a lone scalar stands for a list of one, so
+ * "listen: 127.0.0.1:53" works as well as "listen: [127.0.0.1:53]". */
+static bool items_of(ctx_t *c, const node_t *n, const node_t *key,
+                     const char *what, const char *where, const node_t **items,
+                     size_t *count) {
+  *items = NULL;
+  *count = 0;
+  if (is_null(n))
+    return true;
+  if (n->kind == REG_YAML_SEQUENCE) {
+    *items = n->kids;
+    *count = n->len;
+    return true;
+  }
+  if (n->kind == REG_YAML_SCALAR) {
+    *items = n;
+    *count = 1;
+    return true;
+  }
+  expected(c, n, key, what, where);
+  return false;
+}
+
+static bool is_mapping_or_null(ctx_t *c, const node_t *n, const node_t *key,
+                               const char *where) {
+  if (is_null(n) || n->kind == REG_YAML_MAPPING)
+    return true;
+  expected(c, n, key, "a mapping", where);
+  return false;
+}
+
+static void unknown_key(ctx_t *c, const node_t *key, const char *where,
+                        const char *const *keys, size_t n_keys) {
+  char buf[QUOTE_SIZE];
+  const char *guess = closest(key->text, key->len, keys, n_keys);
+  quote_node(key, buf, sizeof buf);
+  if (guess != NULL) {
+    error_at(c, key, "unknown key %s in %s; did you mean '%s'?", buf, where,
+             guess);
+  } else {
+    char *all = join(keys, n_keys);
+    error_at(c, key, "unknown key %s in %s; expected one of: %s", buf, where,
+             all);
+    free(all);
+  }
+}
+
+/* Checks a fixed-schema mapping: fills slots[i] for keys[i] and reports
+ * keys it does not know. A null value counts as an empty mapping. */
+static bool walk_mapping(ctx_t *c, const node_t *map, const node_t *key,
+                         const char *where, const char *const *keys,
+                         size_t n_keys, slot_t *slots) {
+  memset(slots, 0, n_keys * sizeof *slots);
+  if (!is_mapping_or_null(c, map, key, where))
+    return false;
+  if (is_null(map))
+    return true;
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *k = reg_yaml_key(map, i);
+    char buf[QUOTE_SIZE];
+    if (k->duplicate)
+      continue;
+    if (k->kind != REG_YAML_SCALAR) {
+      error_at(c, k, "expected a key in %s, got %s", where,
+               describe(k, buf, sizeof buf));
+      continue;
+    }
+    size_t j = 0;
+    while (j < n_keys && strcmp(keys[j], k->text) != 0)
+      j++;
+    if (j == n_keys || strlen(k->text) != k->len) {
+      unknown_key(c, k, where, keys, n_keys);
+      continue;
+    }
+    slots[j].key = k;
+    slots[j].value = reg_yaml_value(map, i);
+  }
+  return true;
+}
+
+static bool present(const slot_t *s) {
+  return !is_null(s->value);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+enum { L_NAME, L_PROTOCOL, L_ADDRESS, L_COUNT };
+static const char *const listener_keys[L_COUNT] = {
+    [L_NAME] = "name", [L_PROTOCOL] = "protocol", [L_ADDRESS] = "address"};
+
+static bool valid_listener_name(const char *s) {
+  if (*s == '\0' || strlen(s) > 63)
+    return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+          *s == '-'))
+      return false;
+  return true;
+}
+
+static void parse_listener(ctx_t *c, const node_t *item, const node_t **seen) {
+  reg_config_t *cfg = c->config;
+  slot_t s[L_COUNT];
+  if (!walk_mapping(c, item, NULL, "a listener", listener_keys, L_COUNT, s))
+    return;
+
+  reg_listener_t l;
+  memset(&l, 0, sizeof l);
+  if (!present(&s[L_NAME])) {
+    error_at(c, s[L_NAME].key ? s[L_NAME].key : item,
+             "listener is missing 'name'; add e.g. 'name: http'");
+  } else {
+    const node_t *v = s[L_NAME].value;
+    const char *name = text_of(c, v, NULL, "a listener name", "'name'");
+    char buf[QUOTE_SIZE];
+    if (name != NULL && !valid_listener_name(name)) {
+      error_at(c, v,
+               "bad listener name %s; use lowercase letters, digits, '_' "
+               "and '-', such as 'http'",
+               quote_node(v, buf, sizeof buf));
+    } else if (name != NULL) {
+      size_t i = 0;
+      while (i < cfg->n_listeners && strcmp(cfg->listeners[i].name, name))
+        i++;
+      if (i < cfg->n_listeners)
+        error_at(c, v,
+                 "duplicate listener name '%s'; already defined at line %u, "
+                 "column %u",
+                 name, seen[i]->line, seen[i]->column);
+      else
+        l.name = xstrdup(name);
+    }
+  }
+
+  if (!present(&s[L_PROTOCOL])) {
+    error_at(c, s[L_PROTOCOL].key ? s[L_PROTOCOL].key : item,
+             "listener is missing 'protocol'; add 'protocol: http' or "
+             "'protocol: tls'");
+  } else {
+    const node_t *v = s[L_PROTOCOL].value;
+    if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "http") == 0) {
+      l.protocol = REG_PROTOCOL_HTTP;
+    } else if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "tls") == 0) {
+      l.protocol = REG_PROTOCOL_TLS;
+    } else {
+      expected(c, v, s[L_PROTOCOL].key, "'http' or 'tls'", "'protocol'");
+    }
+  }
+
+  if (!present(&s[L_ADDRESS]))
+    error_at(c, s[L_ADDRESS].key ? s[L_ADDRESS].key : item,
+             "listener is missing 'address'; add e.g. "
+             "'address: 127.0.0.1:8080'");
+  else
+    get_hostport(c, s[L_ADDRESS].value, s[L_ADDRESS].key, "'address'", &l.addr);
+
+  /* Keep a named listener even when another field is wrong, so devices
+   * naming it do not also report it missing. */
+  if (l.name != NULL) {
+    seen[cfg->n_listeners] = s[L_NAME].value;
+    cfg->listeners[cfg->n_listeners++] = l;
+  }
+}
+
+static void parse_listeners(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  if (is_null(v))
+    return;
+  if (v->kind != REG_YAML_SEQUENCE) {
+    expected(c, v, slot->key, "a list of listeners", "'listeners'");
+    return;
+  }
+  reg_config_t *cfg = c->config;
+  cfg->listeners = xcalloc(v->len, sizeof *cfg->listeners);
+  const node_t **seen = xcalloc(v->len, sizeof *seen);
+  for (size_t i = 0; i < v->len; i++)
+    parse_listener(c, &v->kids[i], seen);
+  free(seen);
+}
+
+static const reg_listener_t *find_listener(const reg_config_t *cfg,
+                                           const char *name) {
+  for (size_t i = 0; i < cfg->n_listeners; i++)
+    if (strcmp(cfg->listeners[i].name, name) == 0)
+      return &cfg->listeners[i];
+  return NULL;
+}
+
+/* ---- proxy --------------------------------------------------------------- */
+
+enum {
+  P_TIMEOUTS,
+  P_LIMITS,
+  P_MAX_HELLO,
+  P_ALLOW_TARGETS,
+  P_ACCESS_LOG,
+  P_COUNT
+};
+static const char *const proxy_keys[P_COUNT] = {
+    [P_TIMEOUTS] = "timeouts",     [P_LIMITS] = "limits",
+    [P_MAX_HELLO] = "max_hello",   [P_ALLOW_TARGETS] = "allow_targets",
+    [P_ACCESS_LOG] = "access_log",
+};
+
+enum { T_PEEK, T_CONNECT, T_IDLE, T_DRAIN, T_COUNT };
+static const char *const timeout_keys[T_COUNT] = {
+    [T_PEEK] = "peek",
+    [T_CONNECT] = "connect",
+    [T_IDLE] = "idle",
+    [T_DRAIN] = "drain",
+};
+
+enum { LIM_CONNECTIONS, LIM_PER_SOURCE, LIM_PEEKING, LIM_COUNT };
+static const char *const limit_keys[LIM_COUNT] = {
+    [LIM_CONNECTIONS] = "connections",
+    [LIM_PER_SOURCE] = "per_source",
+    [LIM_PEEKING] = "peeking",
+};
+
+#define DEFAULT_DRAIN_MS 30000
+#define DEFAULT_CONNECTIONS 100000
+#define DEFAULT_PER_SOURCE 256
+#define DEFAULT_PEEKING 10000
+
+static void parse_timeouts(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[T_COUNT];
+  uint64_t *fields[T_COUNT] = {
+      [T_PEEK] = &cfg->proxy.peek_timeout_ms,
+      [T_CONNECT] = &cfg->proxy.connect_timeout_ms,
+      [T_IDLE] = &cfg->proxy.idle_timeout_ms,
+      [T_DRAIN] = &cfg->proxy.drain_timeout_ms,
+  };
+  if (!walk_mapping(c, slot->value, slot->key, "'timeouts'", timeout_keys,
+                    T_COUNT, s))
+    return;
+  for (size_t i = 0; i < T_COUNT; i++) {
+    char where[32];
+    uint64_t ms;
+    if (s[i].key == NULL)
+      continue;
+    snprintf(where, sizeof where, "'%s'", timeout_keys[i]);
+    if (!get_duration(c, s[i].value, s[i].key, where, &ms))
+      continue;
+    if (ms == 0 && i != T_DRAIN) {
+      error_at(c, s[i].value, "%s must be longer than 0s", where);
+      continue;
+    }
+    *fields[i] = ms;
+  }
+  if (s[T_DRAIN].key != NULL && cfg->proxy.drain_timeout_ms != DEFAULT_DRAIN_MS)
+    not_implemented(c, s[T_DRAIN].key, "proxy.timeouts.drain");
+}
+
+static void parse_limits(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[LIM_COUNT];
+  uint32_t *fields[LIM_COUNT] = {
+      [LIM_CONNECTIONS] = &cfg->proxy.max_connections,
+      [LIM_PER_SOURCE] = &cfg->proxy.max_per_source,
+      [LIM_PEEKING] = &cfg->proxy.max_peeking,
+  };
+  if (!walk_mapping(c, slot->value, slot->key, "'limits'", limit_keys,
+                    LIM_COUNT, s))
+    return;
+  for (size_t i = 0; i < LIM_COUNT; i++) {
+    char where[32];
+    if (s[i].key == NULL)
+      continue;
+    snprintf(where, sizeof where, "'%s'", limit_keys[i]);
+    get_u32(c, s[i].value, s[i].key, where, 1, fields[i]);
+  }
+  if (cfg->proxy.max_connections != DEFAULT_CONNECTIONS ||
+      cfg->proxy.max_per_source != DEFAULT_PER_SOURCE ||
+      cfg->proxy.max_peeking != DEFAULT_PEEKING)
+    not_implemented(c, slot->key, "proxy.limits");
+}
+
+static void parse_max_hello(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  const char *what = "a size such as 16KiB or 1MiB";
+  const char *text = text_of(c, v, slot->key, what, "'max_hello'");
+  uint64_t bytes;
+  if (text == NULL)
+    return;
+  if (core_size_parse(text, &bytes) != 0) {
+    expected(c, v, NULL, what, "'max_hello'");
+    return;
+  }
+  /* Below 1KiB no real ClientHello fits; above 1MiB a peek costs too much
+   * memory per connection. */
+  if (bytes < 1024 || bytes > 1024 * 1024) {
+    error_at(c, v,
+             "max_hello %s is out of range; expected 1KiB..1MiB (16KiB "
+             "suits most clients)",
+             text);
+    return;
+  }
+  c->config->proxy.max_hello = (uint32_t)bytes;
+}
+
+static void parse_proxy(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[P_COUNT];
+  if (!walk_mapping(c, slot->value, slot->key, "'proxy'", proxy_keys, P_COUNT,
+                    s))
+    return;
+  if (s[P_TIMEOUTS].key != NULL)
+    parse_timeouts(c, &s[P_TIMEOUTS]);
+  if (s[P_LIMITS].key != NULL)
+    parse_limits(c, &s[P_LIMITS]);
+
+  if (s[P_MAX_HELLO].key != NULL)
+    parse_max_hello(c, &s[P_MAX_HELLO]);
+
+  if (s[P_ALLOW_TARGETS].key != NULL) {
+    const node_t *items;
+    size_t n;
+    if (items_of(c, s[P_ALLOW_TARGETS].value, s[P_ALLOW_TARGETS].key,
+                 "a list of address prefixes", "'allow_targets'", &items, &n)) {
+      cfg->proxy.allow_targets = xcalloc(n, sizeof *cfg->proxy.allow_targets);
+      for (size_t i = 0; i < n; i++) {
+        core_prefix_t *p =
+            &cfg->proxy.allow_targets[cfg->proxy.n_allow_targets];
+        if (get_prefix(c, &items[i], "'allow_targets'", p))
+          cfg->proxy.n_allow_targets++;
+      }
+    }
+  }
+
+  if (s[P_ACCESS_LOG].key != NULL) {
+    const node_t *v = s[P_ACCESS_LOG].value;
+    if (v->kind == REG_YAML_SCALAR && v->plain && bool_value(v) == 0) {
+      free(cfg->proxy.access_log);
+      cfg->proxy.access_log = xstrdup("off");
+    } else {
+      get_string(c, v, s[P_ACCESS_LOG].key, "'stderr', 'off' or a file path",
+                 "'access_log'", &cfg->proxy.access_log);
+    }
+  }
+}
+
+/* ---- dns ----------------------------------------------------------------- */
+
+enum { D_LISTEN, D_ZONES, D_TSIG_KEYS, D_RATE_LIMIT, D_COUNT };
+static const char *const dns_keys[D_COUNT] = {
+    [D_LISTEN] = "listen",
+    [D_ZONES] = "zones",
+    [D_TSIG_KEYS] = "tsig_keys",
+    [D_RATE_LIMIT] = "rate_limit",
+};
+
+enum {
+  Z_NAME,
+  Z_PROXY,
+  Z_TTL,
+  Z_NAMESERVERS,
+  Z_GLUE,
+  Z_SOA,
+  Z_NOTIFY,
+  Z_ALLOW_TRANSFER,
+  Z_COUNT
+};
+static const char *const zone_keys[Z_COUNT] = {
+    [Z_NAME] = "name",     [Z_PROXY] = "proxy",
+    [Z_TTL] = "ttl",       [Z_NAMESERVERS] = "nameservers",
+    [Z_GLUE] = "glue",     [Z_SOA] = "soa",
+    [Z_NOTIFY] = "notify", [Z_ALLOW_TRANSFER] = "allow_transfer",
+};
+
+enum { SOA_EMAIL, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, SOA_MINIMUM, SOA_COUNT };
+static const char *const soa_keys[SOA_COUNT] = {
+    [SOA_EMAIL] = "email",   [SOA_REFRESH] = "refresh", [SOA_RETRY] = "retry",
+    [SOA_EXPIRE] = "expire", [SOA_MINIMUM] = "minimum",
+};
+
+enum { RL_RESPONSES, RL_SLIP, RL_COUNT };
+static const char *const rate_limit_keys[RL_COUNT] = {
+    [RL_RESPONSES] = "responses_per_second", [RL_SLIP] = "slip"};
+
+/* Fills an address array from a non-empty list of IP literals; returns the
+ * count. */
+static size_t parse_ip_list(ctx_t *c, const slot_t *slot, const char *where,
+                            core_ip_t **out) {
+  const node_t *items;
+  size_t n, count = 0;
+  if (!items_of(c, slot->value, slot->key, "a list of IP addresses", where,
+                &items, &n))
+    return 0;
+  if (n == 0) {
+    error_at(c, is_null(slot->value) ? slot->key : slot->value,
+             "%s needs at least one IP address, such as 192.0.2.7", where);
+    return 0;
+  }
+  *out = xcalloc(n, sizeof **out);
+  for (size_t i = 0; i < n; i++)
+    if (get_ip(c, &items[i], where, &(*out)[count]))
+      count++;
+  return count;
+}
+
+static bool valid_email(const char *s) {
+  const char *at = strchr(s, '@');
+  char name[CORE_NAME_MAX + 1];
+  if (at == NULL || at == s || strchr(at + 1, '@') != NULL)
+    return false;
+  for (const char *p = s; p < at; p++)
+    if ((unsigned char)*p <= ' ' || *p == 0x7f)
+      return false;
+  return core_name_normalise(at + 1, strlen(at + 1), name, false) >= 0;
+}
+
+static void parse_soa(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
+  slot_t s[SOA_COUNT];
+  uint32_t *timers[SOA_COUNT] = {
+      [SOA_REFRESH] = &z->soa_refresh,
+      [SOA_RETRY] = &z->soa_retry,
+      [SOA_EXPIRE] = &z->soa_expire,
+      [SOA_MINIMUM] = &z->soa_minimum,
+  };
+  if (!walk_mapping(c, slot->value, slot->key, "'soa'", soa_keys, SOA_COUNT, s))
+    return;
+  if (s[SOA_EMAIL].key != NULL) {
+    const char *what = "an email address such as hostmaster@example.net";
+    char *email = NULL;
+    if (get_string(c, s[SOA_EMAIL].value, s[SOA_EMAIL].key, what, "'email'",
+                   &email)) {
+      if (valid_email(email)) {
+        free(z->soa_email);
+        z->soa_email = email;
+      } else {
+        expected(c, s[SOA_EMAIL].value, NULL, what, "'email'");
+        free(email);
+      }
+    }
+  }
+  for (size_t i = SOA_REFRESH; i < SOA_COUNT; i++) {
+    char where[32];
+    if (s[i].key == NULL)
+      continue;
+    snprintf(where, sizeof where, "'%s'", soa_keys[i]);
+    get_seconds(c, s[i].value, s[i].key, where, TTL_MAX, timers[i]);
+  }
+}
+
+static void parse_glue(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
+  const node_t *map = slot->value;
+  if (!is_mapping_or_null(c, map, slot->key, "'glue'") || is_null(map))
+    return;
+  z->glue = xcalloc(map->len, sizeof *z->glue);
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *k = reg_yaml_key(map, i);
+    char name[CORE_NAME_MAX + 1];
+    if (k->duplicate ||
+        !get_name(c, k, "a glue record", "ns1.example.net", false, name))
+      continue;
+    if (z->name != NULL &&
+        !core_name_in_zone(name, strlen(name), z->name, strlen(z->name))) {
+      error_at(c, k,
+               "glue name '%s' is outside zone '%s'; glue is only for "
+               "nameservers inside the zone",
+               name, z->name);
+      continue;
+    }
+    slot_t value = {k, reg_yaml_value(map, i)};
+    reg_glue_t *g = &z->glue[z->n_glue++];
+    g->name = xstrdup(name);
+    g->n_addrs = parse_ip_list(c, &value, "a glue record", &g->addrs);
+  }
+}
+
+static void parse_zone(ctx_t *c, const node_t *item, const node_t **seen,
+                       size_t index) {
+  reg_config_t *cfg = c->config;
+  slot_t s[Z_COUNT];
+  char path[64];
+  if (!walk_mapping(c, item, NULL, "a zone", zone_keys, Z_COUNT, s))
+    return;
+
+  reg_zone_t *z = &cfg->dns.zones[cfg->dns.n_zones++];
+  z->ttl = 60;
+  z->soa_refresh = 3600;
+  z->soa_retry = 600;
+  z->soa_expire = 7 * 86400;
+  z->soa_minimum = 60;
+  z->serial = (uint32_t)time(NULL);
+
+  char name[CORE_NAME_MAX + 1];
+  if (!present(&s[Z_NAME])) {
+    error_at(c, s[Z_NAME].key ? s[Z_NAME].key : item,
+             "zone is missing 'name'; add e.g. 'name: example.net'");
+  } else if (get_name(c, s[Z_NAME].value, "'name'", "example.net", false,
+                      name)) {
+    size_t i = 0;
+    while (i + 1 < cfg->dns.n_zones &&
+           (cfg->dns.zones[i].name == NULL ||
+            strcmp(cfg->dns.zones[i].name, name) != 0))
+      i++;
+    if (i + 1 < cfg->dns.n_zones)
+      error_at(c, s[Z_NAME].value,
+               "duplicate zone '%s'; already defined at line %u, column %u",
+               name, seen[i]->line, seen[i]->column);
+    else
+      z->name = xstrdup(name);
+    seen[cfg->dns.n_zones - 1] = s[Z_NAME].value;
+  }
+
+  if (!present(&s[Z_PROXY]))
+    error_at(c, s[Z_PROXY].key ? s[Z_PROXY].key : item,
+             "zone is missing 'proxy'; add the proxy's public addresses, "
+             "e.g. 'proxy: [192.0.2.1]'");
+  else
+    z->n_proxy = parse_ip_list(c, &s[Z_PROXY], "'proxy'", &z->proxy);
+
+  if (s[Z_TTL].key != NULL)
+    get_seconds(c, s[Z_TTL].value, s[Z_TTL].key, "'ttl'", TTL_MAX, &z->ttl);
+
+  if (s[Z_NAMESERVERS].key != NULL) {
+    const node_t *items;
+    size_t n;
+    if (items_of(c, s[Z_NAMESERVERS].value, s[Z_NAMESERVERS].key,
+                 "a list of host names", "'nameservers'", &items, &n)) {
+      z->nameservers = xcalloc(n, sizeof *z->nameservers);
+      for (size_t i = 0; i < n; i++)
+        if (get_name(c, &items[i], "'nameservers'", "ns1.example.net", false,
+                     name))
+          z->nameservers[z->n_nameservers++] = xstrdup(name);
+    }
+  }
+
+  if (s[Z_GLUE].key != NULL)
+    parse_glue(c, &s[Z_GLUE], z);
+  if (s[Z_SOA].key != NULL)
+    parse_soa(c, &s[Z_SOA], z);
+  if (z->soa_email == NULL && z->name != NULL)
+    z->soa_email = format("hostmaster@%s", z->name);
+
+  if (s[Z_NOTIFY].key != NULL) {
+    const node_t *items;
+    size_t n;
+    bool ok = true;
+    if (items_of(c, s[Z_NOTIFY].value, s[Z_NOTIFY].key, "a list of addresses",
+                 "'notify'", &items, &n)) {
+      for (size_t i = 0; i < n; i++) {
+        struct sockaddr_storage ss;
+        ok &= get_hostport(c, &items[i], NULL, "'notify'", &ss);
+      }
+      snprintf(path, sizeof path, "dns.zones[%zu].notify", index);
+      if (ok && n > 0)
+        not_implemented(c, s[Z_NOTIFY].key, path);
+    }
+  }
+
+  if (s[Z_ALLOW_TRANSFER].key != NULL) {
+    const node_t *items;
+    size_t n;
+    bool ok = true;
+    if (items_of(c, s[Z_ALLOW_TRANSFER].value, s[Z_ALLOW_TRANSFER].key,
+                 "a list of prefixes or TSIG key names", "'allow_transfer'",
+                 &items, &n)) {
+      for (size_t i = 0; i < n; i++)
+        ok &= text_of(c, &items[i], NULL, "a prefix or a TSIG key name",
+                      "'allow_transfer'") != NULL;
+      snprintf(path, sizeof path, "dns.zones[%zu].allow_transfer", index);
+      if (ok && n > 0)
+        not_implemented(c, s[Z_ALLOW_TRANSFER].key, path);
+    }
+  }
+}
+
+static void parse_zones(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  if (is_null(v))
+    return;
+  if (v->kind != REG_YAML_SEQUENCE) {
+    expected(c, v, slot->key, "a list of zones", "'zones'");
+    return;
+  }
+  reg_config_t *cfg = c->config;
+  cfg->dns.zones = xcalloc(v->len, sizeof *cfg->dns.zones);
+  const node_t **seen = xcalloc(v->len, sizeof *seen);
+  for (size_t i = 0; i < v->len; i++)
+    parse_zone(c, &v->kids[i], seen, i);
+  free(seen);
+}
+
+static void parse_rate_limit(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  slot_t s[RL_COUNT];
+  if (is_null(v) || bool_value(v) == 0)
+    return;
+  if (v->kind != REG_YAML_MAPPING) {
+    expected(c, v, slot->key,
+             "'off' or a mapping such as {responses_per_second: 20, slip: 2}",
+             "'rate_limit'");
+    return;
+  }
+  walk_mapping(c, v, slot->key, "'rate_limit'", rate_limit_keys, RL_COUNT, s);
+  uint64_t n;
+  if (s[RL_RESPONSES].key != NULL)
+    get_uint(c, s[RL_RESPONSES].value, s[RL_RESPONSES].key,
+             "'responses_per_second'", 1, 1000000, &n);
+  if (s[RL_SLIP].key != NULL)
+    get_uint(c, s[RL_SLIP].value, s[RL_SLIP].key, "'slip'", 0, 10, &n);
+  not_implemented(c, slot->key, "dns.rate_limit");
+}
+
+static void parse_tsig_keys(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  if (!is_mapping_or_null(c, v, slot->key, "'tsig_keys'") || is_null(v))
+    return;
+  for (size_t i = 0; i < v->len; i++)
+    is_mapping_or_null(c, reg_yaml_value(v, i), reg_yaml_key(v, i),
+                       "a TSIG key");
+  if (v->len > 0)
+    not_implemented(c, slot->key, "dns.tsig_keys");
+}
+
+static void parse_dns(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[D_COUNT];
+  if (!walk_mapping(c, slot->value, slot->key, "'dns'", dns_keys, D_COUNT, s))
+    return;
+  if (s[D_LISTEN].key != NULL) {
+    const node_t *items;
+    size_t n;
+    if (items_of(c, s[D_LISTEN].value, s[D_LISTEN].key, "a list of addresses",
+                 "'listen'", &items, &n)) {
+      cfg->dns.listen = xcalloc(n, sizeof *cfg->dns.listen);
+      for (size_t i = 0; i < n; i++)
+        if (get_hostport(c, &items[i], NULL, "'listen'",
+                         &cfg->dns.listen[cfg->dns.n_listen]))
+          cfg->dns.n_listen++;
+    }
+  }
+  if (s[D_ZONES].key != NULL)
+    parse_zones(c, &s[D_ZONES]);
+  if (s[D_TSIG_KEYS].key != NULL)
+    parse_tsig_keys(c, &s[D_TSIG_KEYS]);
+  if (s[D_RATE_LIMIT].key != NULL)
+    parse_rate_limit(c, &s[D_RATE_LIMIT]);
+}
+
+/* ---- devices ------------------------------------------------------------- */
+
+enum {
+  DEV_OWNER,
+  DEV_ADDRESS,
+  DEV_PORTS,
+  DEV_PROXY_PROTOCOL,
+  DEV_ENABLED,
+  DEV_COUNT
+};
+static const char *const device_keys[DEV_COUNT] = {
+    [DEV_OWNER] = "owner",     [DEV_ADDRESS] = "address",
+    [DEV_PORTS] = "ports",     [DEV_PROXY_PROTOCOL] = "proxy_protocol",
+    [DEV_ENABLED] = "enabled",
+};
+
+static void free_device(reg_device_t *d) {
+  free(d->name);
+  free(d->owner);
+  free(d->addrs);
+  free(d->target_host);
+  for (size_t j = 0; j < d->n_ports; j++)
+    free(d->ports[j].listener);
+  free(d->ports);
+}
+
+/* "192.0.2.300" is a bad address, not a host name: a name's last label is
+ * never all digits. */
+static bool looks_like_hostname(const node_t *n) {
+  char name[CORE_NAME_MAX + 1];
+  int len = core_name_normalise(n->text, n->len, name, false);
+  if (len < 0)
+    return false;
+  const char *last = strrchr(name, '.');
+  last = last ? last + 1 : name;
+  return strspn(last, "0123456789") != strlen(last);
+}
+
+static void parse_device_address(ctx_t *c, const slot_t *slot,
+                                 reg_device_t *d) {
+  const node_t *v = slot->value;
+  const char *what = "an IP address or a list of them";
+  if (v->kind == REG_YAML_SEQUENCE) {
+    d->n_addrs = parse_ip_list(c, slot, "'address'", &d->addrs);
+    return;
+  }
+  const char *s = text_of(c, v, slot->key, what, "'address'");
+  if (s == NULL)
+    return;
+  core_ip_t ip;
+  if (core_ip_parse(s, &ip) == 0) {
+    d->addrs = xmalloc(sizeof *d->addrs);
+    d->addrs[0] = ip;
+    d->n_addrs = 1;
+  } else if (looks_like_hostname(v)) {
+    error_at(c, v, "hostname targets are not implemented yet (issue 4)");
+  } else {
+    char buf[QUOTE_SIZE];
+    error_at(c, v,
+             "bad address %s for 'address'; expected an IP address such as "
+             "192.0.2.7 or 2001:db8::7",
+             quote_node(v, buf, sizeof buf));
+  }
+}
+
+static void unknown_listener(ctx_t *c, const node_t *k) {
+  const reg_config_t *cfg = c->config;
+  char buf[QUOTE_SIZE];
+  const char **names = xcalloc(cfg->n_listeners + 1, sizeof *names);
+  for (size_t i = 0; i < cfg->n_listeners; i++)
+    names[i] = cfg->listeners[i].name;
+  const char *guess = closest(k->text, k->len, names, cfg->n_listeners);
+  quote_node(k, buf, sizeof buf);
+  if (guess != NULL) {
+    error_at(c, k, "no listener named %s; did you mean '%s'?", buf, guess);
+  } else if (cfg->n_listeners == 0) {
+    error_at(c, k,
+             "no listener named %s; add it under 'listeners:' with a "
+             "protocol and address",
+             buf);
+  } else {
+    char *all = join(names, cfg->n_listeners);
+    error_at(c, k, "no listener named %s; the listeners are: %s", buf, all);
+    free(all);
+  }
+  free(names);
+}
+
+static void parse_device_ports(ctx_t *c, const slot_t *slot, reg_device_t *d) {
+  const node_t *map = slot->value;
+  if (!is_mapping_or_null(c, map, slot->key, "'ports'"))
+    return;
+  if (is_null(map) || map->len == 0) {
+    error_at(c, is_null(map) ? slot->key : map,
+             "device '%s' has no ports; add e.g. 'ports: {http: 10080}'",
+             d->name);
+    return;
+  }
+  d->ports = xcalloc(map->len, sizeof *d->ports);
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *k = reg_yaml_key(map, i), *v = reg_yaml_value(map, i);
+    char buf[QUOTE_SIZE];
+    if (k->duplicate)
+      continue;
+    if (k->kind != REG_YAML_SCALAR || strlen(k->text) != k->len) {
+      error_at(c, k, "expected a listener name in 'ports', got %s",
+               describe(k, buf, sizeof buf));
+      continue;
+    }
+    bool known = find_listener(c->config, k->text) != NULL;
+    if (!known)
+      unknown_listener(c, k);
+    char where[QUOTE_SIZE + 16];
+    snprintf(where, sizeof where, "listener %s",
+             quote_node(k, buf, sizeof buf));
+    const char *what = "a port number from 1 to 65535";
+    const char *s = text_of(c, v, k, what, where);
+    if (s == NULL)
+      continue;
+    uint64_t port = 0;
+    int rc = parse_decimal(s, &port);
+    if (rc == -EINVAL) {
+      expected(c, v, k, what, where);
+    } else if (rc == -ERANGE || port < 1 || port > 65535) {
+      error_at(c, v, "port %.40s for %s is out of range; expected 1..65535", s,
+               where);
+    } else if (known) {
+      reg_port_t *p = &d->ports[d->n_ports++];
+      p->listener = xstrdup(k->text);
+      p->port = (uint16_t)port;
+    }
+  }
+}
+
+static void check_device_zone(ctx_t *c, const node_t *key,
+                              const reg_device_t *d) {
+  const reg_config_t *cfg = c->config;
+  size_t len = strlen(d->name), n_named = 0;
+  /* Without zones the proxy still routes by name; DNS lives elsewhere. */
+  for (size_t i = 0; i < cfg->dns.n_zones; i++) {
+    const char *zone = cfg->dns.zones[i].name;
+    if (zone == NULL)
+      continue;
+    n_named++;
+    if (core_name_in_zone(d->name, len, zone, strlen(zone)))
+      return;
+  }
+  if (n_named == 0)
+    return;
+  const char **names = xcalloc(n_named, sizeof *names);
+  size_t k = 0;
+  for (size_t i = 0; i < cfg->dns.n_zones && k < 8; i++)
+    if (cfg->dns.zones[i].name != NULL)
+      names[k++] = cfg->dns.zones[i].name;
+  char *all = join(names, k);
+  error_at(c, key,
+           "device '%s' is outside every configured zone (%s%s); rename it "
+           "or add its zone under 'dns: zones:'",
+           d->name, all, n_named > k ? ", ..." : "");
+  free(all);
+  free(names);
+}
+
+static void parse_device_fields(ctx_t *c, const node_t *key,
+                                const node_t *value, reg_device_t *d) {
+  const char *name = d->name;
+
+  char where[CORE_NAME_MAX + 16];
+  snprintf(where, sizeof where, "device '%s'", name);
+  slot_t s[DEV_COUNT];
+  if (!walk_mapping(c, value, key, where, device_keys, DEV_COUNT, s))
+    return;
+
+  if (present(&s[DEV_OWNER]))
+    get_string(c, s[DEV_OWNER].value, s[DEV_OWNER].key, "an account name",
+               "'owner'", &d->owner);
+
+  if (!present(&s[DEV_ADDRESS]))
+    error_at(c, s[DEV_ADDRESS].key ? s[DEV_ADDRESS].key : key,
+             "device '%s' is missing 'address'; add e.g. "
+             "'address: 192.0.2.7'",
+             name);
+  else
+    parse_device_address(c, &s[DEV_ADDRESS], d);
+
+  if (s[DEV_PORTS].key == NULL)
+    error_at(c, key,
+             "device '%s' is missing 'ports'; add e.g. "
+             "'ports: {http: 10080}'",
+             name);
+  else
+    parse_device_ports(c, &s[DEV_PORTS], d);
+
+  if (s[DEV_PROXY_PROTOCOL].key != NULL) {
+    const node_t *v = s[DEV_PROXY_PROTOCOL].value;
+    if (bool_value(v) == 0) {
+      d->proxy_protocol = REG_PROXY_PROTOCOL_OFF;
+    } else if (v->kind == REG_YAML_SCALAR &&
+               (strcmp(v->text, "v1") == 0 || strcmp(v->text, "v2") == 0)) {
+      d->proxy_protocol =
+          v->text[1] == '1' ? REG_PROXY_PROTOCOL_V1 : REG_PROXY_PROTOCOL_V2;
+      error_at(c, v, "proxy_protocol is not implemented yet (issue 4)");
+    } else {
+      expected(c, v, s[DEV_PROXY_PROTOCOL].key, "'off', 'v1' or 'v2'",
+               "'proxy_protocol'");
+    }
+  }
+
+  if (s[DEV_ENABLED].key != NULL)
+    get_bool(c, s[DEV_ENABLED].value, s[DEV_ENABLED].key, "'enabled'",
+             &d->enabled);
+}
+
+static void parse_device(ctx_t *c, const node_t *key, const node_t *value,
+                         name_set_t *seen) {
+  reg_config_t *cfg = c->config;
+  char name[CORE_NAME_MAX + 1];
+  if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
+                name))
+    return;
+  /* A repeated device is still checked, into a scratch copy, so its own
+   * mistakes are reported too. */
+  reg_device_t scratch, *d = &scratch;
+  char *copy = xstrdup(name);
+  const node_t *first = set_add(seen, copy, strlen(copy), key);
+  if (first != NULL) {
+    error_at(c, key,
+             "duplicate device '%s'; already defined at line %u, column %u",
+             name, first->line, first->column);
+  } else {
+    d = &cfg->devices[cfg->n_devices++];
+  }
+  memset(d, 0, sizeof *d);
+  d->name = copy;
+  d->enabled = true;
+  d->wildcard = name[0] == '*';
+  if (d != &scratch)
+    check_device_zone(c, key, d);
+  parse_device_fields(c, key, value, d);
+  if (d == &scratch)
+    free_device(&scratch);
+}
+
+static void parse_devices(ctx_t *c, const slot_t *slot) {
+  const node_t *map = slot->value;
+  if (!is_mapping_or_null(c, map, slot->key, "'devices'") || is_null(map))
+    return;
+  reg_config_t *cfg = c->config;
+  name_set_t seen;
+  cfg->devices = xcalloc(map->len, sizeof *cfg->devices);
+  set_init(&seen, map->len);
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *key = reg_yaml_key(map, i);
+    if (!key->duplicate)
+      parse_device(c, key, reg_yaml_value(map, i), &seen);
+  }
+  set_free(&seen);
+}
+
+/* ---- the top level ------------------------------------------------------- */
+
+enum {
+  TOP_WORKERS,
+  TOP_STATE_DIR,
+  TOP_LISTENERS,
+  TOP_PROXY,
+  TOP_DNS,
+  TOP_UPDATE,
+  TOP_ADMIN,
+  TOP_ACCOUNTS,
+  TOP_REGISTRY,
+  TOP_DEVICES,
+  TOP_COUNT
+};
+static const char *const top_keys[TOP_COUNT] = {
+    [TOP_WORKERS] = "workers",
+    [TOP_STATE_DIR] = "state_dir",
+    [TOP_LISTENERS] = "listeners",
+    [TOP_PROXY] = "proxy",
+    [TOP_DNS] = "dns",
+    [TOP_UPDATE] = "update",
+    [TOP_ADMIN] = "admin",
+    [TOP_ACCOUNTS] = "accounts",
+    [TOP_REGISTRY] = "registry",
+    [TOP_DEVICES] = "devices",
+};
+
+static void parse_workers(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  uint64_t n = 0;
+  int rc = 0;
+  if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "auto") == 0) {
+    c->config->workers = 0;
+    return;
+  }
+  if (v->kind != REG_YAML_SCALAR || is_null(v) ||
+      (rc = parse_decimal(v->text, &n)) == -EINVAL) {
+    expected(c, v, slot->key, "a number or 'auto'", "'workers'");
+    return;
+  }
+  if (range_check(c, v, "'workers'", n, rc, 1, 1024))
+    c->config->workers = (unsigned)n;
+}
+
+/* Sections whose features are not built: check the shape only. */
+static void parse_unbuilt(ctx_t *c, const slot_t *slot, const char *path) {
+  char where[32];
+  snprintf(where, sizeof where, "'%s'", path);
+  if (is_mapping_or_null(c, slot->value, slot->key, where) &&
+      !is_null(slot->value) && slot->value->len > 0)
+    not_implemented(c, slot->key, path);
+}
+
+static void parse_registry(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  if (is_null(v) || (v->kind == REG_YAML_SEQUENCE && v->len == 0))
+    return;
+  error_at(c, v,
+           "registry files are not supported yet (issue 6); put devices "
+           "under 'devices:'");
+}
+
+static void parse_top(ctx_t *c, node_t *root) {
+  reg_config_t *cfg = c->config;
+  slot_t s[TOP_COUNT];
+  char buf[QUOTE_SIZE];
+  if (root == NULL || is_null(root)) {
+    error_at(c, NULL,
+             "empty configuration; expected settings such as 'listeners:' "
+             "and 'devices:' (see config.example.yaml)");
+    return;
+  }
+  if (root->kind != REG_YAML_MAPPING) {
+    error_at(c, root, "expected a mapping of settings at the top level, got %s",
+             describe(root, buf, sizeof buf));
+    return;
+  }
+  mark_duplicates(c, root);
+  walk_mapping(c, root, NULL, "the top level", top_keys, TOP_COUNT, s);
+
+  if (s[TOP_WORKERS].key != NULL)
+    parse_workers(c, &s[TOP_WORKERS]);
+  if (s[TOP_STATE_DIR].key != NULL)
+    get_string(c, s[TOP_STATE_DIR].value, s[TOP_STATE_DIR].key,
+               "a directory path", "'state_dir'", &cfg->state_dir);
+  /* Devices refer to listeners and zones, so those come first. */
+  if (s[TOP_LISTENERS].key != NULL)
+    parse_listeners(c, &s[TOP_LISTENERS]);
+  if (s[TOP_PROXY].key != NULL)
+    parse_proxy(c, &s[TOP_PROXY]);
+  if (s[TOP_DNS].key != NULL)
+    parse_dns(c, &s[TOP_DNS]);
+  if (s[TOP_UPDATE].key != NULL)
+    parse_unbuilt(c, &s[TOP_UPDATE], "update");
+  if (s[TOP_ADMIN].key != NULL)
+    parse_unbuilt(c, &s[TOP_ADMIN], "admin");
+  if (s[TOP_ACCOUNTS].key != NULL)
+    parse_unbuilt(c, &s[TOP_ACCOUNTS], "accounts");
+  if (s[TOP_REGISTRY].key != NULL)
+    parse_registry(c, &s[TOP_REGISTRY]);
+  if (s[TOP_DEVICES].key != NULL)
+    parse_devices(c, &s[TOP_DEVICES]);
+}
+
+static reg_config_t *config_new(const char *name) {
+  reg_config_t *cfg = xcalloc(1, sizeof *cfg);
+  cfg->path = xstrdup(name);
+  cfg->workers = 0;
+  cfg->state_dir = xstrdup("./ddport-state");
+  cfg->proxy.peek_timeout_ms = 5000;
+  cfg->proxy.connect_timeout_ms = 5000;
+  cfg->proxy.idle_timeout_ms = 5 * 60000;
+  cfg->proxy.drain_timeout_ms = DEFAULT_DRAIN_MS;
+  cfg->proxy.max_connections = DEFAULT_CONNECTIONS;
+  cfg->proxy.max_per_source = DEFAULT_PER_SOURCE;
+  cfg->proxy.max_peeking = DEFAULT_PEEKING;
+  cfg->proxy.max_hello = 16 * 1024;
+  cfg->proxy.access_log = xstrdup("stderr");
+  return cfg;
+}
+
+/* ---- public -------------------------------------------------------------- */
+
+int reg_config_load_buffer(const char *name, const char *data, size_t len,
+                           FILE *diag, reg_config_t **out) {
+  ctx_t c;
+  reg_yaml_doc_t *doc = NULL;
+  reg_yaml_error_t yerr;
+  int rc = -EINVAL;
+
+  memset(&c, 0, sizeof c);
+  c.name = name;
+  c.config = config_new(name);
+  *out = NULL;
+  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+    push_message(&c, &c.errors, yerr.line, yerr.column, xstrdup(yerr.message));
+  else
+    parse_top(&c, reg_yaml_root(doc));
+  reg_yaml_free(doc);
+
+  sort_messages(&c.errors);
+  for (size_t i = 0; diag != NULL && i < c.errors.n; i++)
+    fprintf(diag, "%s\n", c.errors.v[i].text);
+  if (c.errors.n == 0) {
+    sort_messages(&c.warnings);
+    reg_config_t *cfg = c.config;
+    cfg->not_implemented = xcalloc(c.warnings.n, sizeof(char *));
+    for (size_t i = 0; i < c.warnings.n; i++)
+      cfg->not_implemented[i] = c.warnings.v[i].text;
+    cfg->n_not_implemented = c.warnings.n;
+    c.warnings.n = 0;
+    *out = cfg;
+    c.config = NULL;
+    rc = 0;
+  }
+  free_messages(&c.errors);
+  free_messages(&c.warnings);
+  reg_config_free(c.config);
+  return rc;
+}
+
+/* Reads a whole file, one byte past the limit to tell "exactly 64 MiB"
+ * from more. Returns 0, -EFBIG or a negative errno. */
+static int read_file(const char *path, char **out, size_t *out_len) {
+  struct stat st;
+  size_t len = 0, cap = 64 * 1024;
+  char *data = NULL;
+  int rc = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
+    cap = (size_t)st.st_size < MAX_FILE_SIZE ? (size_t)st.st_size + 1
+                                             : MAX_FILE_SIZE + 1;
+  data = xmalloc(cap);
+  while (len <= MAX_FILE_SIZE) {
+    if (len == cap) {
+      cap = cap * 2 > MAX_FILE_SIZE + 1 ? MAX_FILE_SIZE + 1 : cap * 2;
+      data = xrealloc(data, cap);
+    }
+    ssize_t n = read(fd, data + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = -errno;
+      goto done;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+  }
+  if (len > MAX_FILE_SIZE)
+    rc = -EFBIG;
+
+done:
+  close(fd);
+  if (rc != 0) {
+    free(data);
+    data = NULL;
+    len = 0;
+  }
+  *out = data;
+  *out_len = len;
+  return rc;
+}
+
+int reg_config_load(const char *path, FILE *diag, reg_config_t **out) {
+  char *data = NULL;
+  size_t len = 0;
+  *out = NULL;
+  int rc = read_file(path, &data, &len);
+  if (rc == -EFBIG) {
+    if (diag != NULL)
+      fprintf(diag,
+              "%s: too large; a configuration file may hold at most "
+              "64 MiB\n",
+              path);
+    return rc;
+  }
+  if (rc != 0) {
+    if (diag != NULL)
+      fprintf(diag, "%s: cannot read: %s\n", path, strerror(-rc));
+    return rc;
+  }
+  rc = reg_config_load_buffer(path, data, len, diag, out);
+  free(data);
+  return rc;
+}
+
+static void free_zone(reg_zone_t *z) {
+  free(z->name);
+  free(z->proxy);
+  for (size_t i = 0; i < z->n_nameservers; i++)
+    free(z->nameservers[i]);
+  free(z->nameservers);
+  for (size_t i = 0; i < z->n_glue; i++) {
+    free(z->glue[i].name);
+    free(z->glue[i].addrs);
+  }
+  free(z->glue);
+  free(z->soa_email);
+}
+
+void reg_config_free(reg_config_t *config) {
+  if (config == NULL)
+    return;
+  free(config->path);
+  free(config->state_dir);
+  for (size_t i = 0; i < config->n_listeners; i++)
+    free(config->listeners[i].name);
+  free(config->listeners);
+  free(config->proxy.allow_targets);
+  free(config->proxy.access_log);
+  free(config->dns.listen);
+  for (size_t i = 0; i < config->dns.n_zones; i++)
+    free_zone(&config->dns.zones[i]);
+  free(config->dns.zones);
+  for (size_t i = 0; i < config->n_devices; i++)
+    free_device(&config->devices[i]);
+  free(config->devices);
+  for (size_t i = 0; i < config->n_not_implemented; i++)
+    free(config->not_implemented[i]);
+  free(config->not_implemented);
+  free(config);
+}
+
+uint16_t reg_device_port(const reg_device_t *device,
+                         const char *listener_name) {
+  for (size_t i = 0; i < device->n_ports; i++)
+    if (strcmp(device->ports[i].listener, listener_name) == 0)
+      return device->ports[i].port;
+  return 0;
+}

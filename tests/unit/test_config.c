@@ -1,0 +1,858 @@
+/* SPDX-License-Identifier: MIT */
+/* test_config.c -- the YAML configuration loader: values, defaults, errors */
+#include "registry/registry.h"
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *argv0;
+
+/* Loads text under the name "t.yaml"; *diag receives what was reported. */
+static int load(const char *text, char **diag, reg_config_t **config) {
+  size_t size = 0;
+  FILE *f = open_memstream(diag, &size);
+  ASSERT(f != NULL);
+  int rc = reg_config_load_buffer("t.yaml", text, strlen(text), f, config);
+  fclose(f);
+  return rc;
+}
+
+/* The text must load cleanly; the caller frees the config. */
+static reg_config_t *load_ok(const char *text) {
+  char *diag;
+  reg_config_t *config = NULL;
+  int rc = load(text, &diag, &config);
+  ASSERT_STR_EQ(diag, "");
+  ASSERT_EQ(rc, 0);
+  ASSERT(config != NULL);
+  free(diag);
+  return config;
+}
+
+/* The text must fail with exactly these diagnostics. */
+static void expect_errors(const char *text, const char *expected) {
+  char *diag;
+  reg_config_t *config = (reg_config_t *)&config;
+  int rc = load(text, &diag, &config);
+  ASSERT_STR_EQ(diag, expected);
+  ASSERT_EQ(rc, -EINVAL);
+  ASSERT(config == NULL);
+  free(diag);
+}
+
+/* Enough around a device for it to be valid: one listener, one zone. */
+#define BASE                                                                   \
+  "listeners:\n"                                                               \
+  "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"                \
+  "dns:\n"                                                                     \
+  "  zones:\n"                                                                 \
+  "    - {name: ddport.test, proxy: [127.0.0.1]}\n"
+/* BASE is five lines; what follows starts on line 6. */
+
+static const char example[] =
+    "workers: auto\n"
+    "state_dir: ./ddport-state\n"
+    "listeners:\n"
+    "  - name: http\n"
+    "    protocol: http\n"
+    "    address: 127.0.0.1:8080\n"
+    "proxy:\n"
+    "  timeouts: {peek: 5s, connect: 5s, idle: 5m}\n"
+    "  max_hello: 16KiB\n"
+    "  allow_targets: [127.0.0.0/8, \"::1/128\"]\n"
+    "  access_log: stderr\n"
+    "dns:\n"
+    "  listen: [127.0.0.1:5353]\n"
+    "  zones:\n"
+    "    - name: ddport.test\n"
+    "      proxy: [127.0.0.1, \"::1\"]\n"
+    "      ttl: 60\n"
+    "      nameservers: [ns1.ddport.test]\n"
+    "      glue: {ns1.ddport.test: [127.0.0.1]}\n"
+    "      soa: {email: hostmaster@ddport.test, refresh: 1h, retry: 10m, "
+    "expire: 7d, minimum: 60}\n"
+    "devices:\n"
+    "  demo.ddport.test:\n"
+    "    owner: demo\n"
+    "    address: 127.0.0.1\n"
+    "    ports: {http: 10080}\n"
+    "    enabled: true\n"
+    "  \"*.demo.ddport.test\": {owner: demo, address: 127.0.0.1, "
+    "ports: {http: 10080}}\n";
+
+static uint16_t sockaddr_port(const struct sockaddr_storage *ss) {
+  if (ss->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+  return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+}
+
+static const char *ip_text(const core_ip_t *ip, char *buf, size_t size) {
+  return core_ip_format(ip, buf, size);
+}
+
+static void check_example(const reg_config_t *c) {
+  char buf[64];
+  ASSERT_EQ(c->workers, 0);
+  ASSERT_STR_EQ(c->state_dir, "./ddport-state");
+  ASSERT_EQ(c->n_listeners, 1);
+  ASSERT_STR_EQ(c->listeners[0].name, "http");
+  ASSERT_EQ(c->listeners[0].protocol, REG_PROTOCOL_HTTP);
+  ASSERT_EQ(c->listeners[0].addr.ss_family, AF_INET);
+  ASSERT_EQ(sockaddr_port(&c->listeners[0].addr), 8080);
+  ASSERT_EQ(c->proxy.peek_timeout_ms, 5000);
+  ASSERT_EQ(c->proxy.connect_timeout_ms, 5000);
+  ASSERT_EQ(c->proxy.idle_timeout_ms, 300000);
+  ASSERT_EQ(c->proxy.max_hello, 16384);
+  ASSERT_EQ(c->proxy.n_allow_targets, 2);
+  ASSERT_EQ(c->proxy.allow_targets[0].bits, 8);
+  ASSERT_STR_EQ(ip_text(&c->proxy.allow_targets[0].ip, buf, sizeof buf),
+                "127.0.0.0");
+  ASSERT_EQ(c->proxy.allow_targets[1].ip.family, AF_INET6);
+  ASSERT_EQ(c->proxy.allow_targets[1].bits, 128);
+  ASSERT_STR_EQ(c->proxy.access_log, "stderr");
+  ASSERT_EQ(c->dns.n_listen, 1);
+  ASSERT_EQ(sockaddr_port(&c->dns.listen[0]), 5353);
+  ASSERT_EQ(c->dns.n_zones, 1);
+  const reg_zone_t *z = &c->dns.zones[0];
+  ASSERT_STR_EQ(z->name, "ddport.test");
+  ASSERT_EQ(z->n_proxy, 2);
+  ASSERT_STR_EQ(ip_text(&z->proxy[1], buf, sizeof buf), "::1");
+  ASSERT_EQ(z->ttl, 60);
+  ASSERT_EQ(z->n_nameservers, 1);
+  ASSERT_STR_EQ(z->nameservers[0], "ns1.ddport.test");
+  ASSERT_EQ(z->n_glue, 1);
+  ASSERT_STR_EQ(z->glue[0].name, "ns1.ddport.test");
+  ASSERT_EQ(z->glue[0].n_addrs, 1);
+  ASSERT_STR_EQ(z->soa_email, "hostmaster@ddport.test");
+  ASSERT_EQ(z->soa_refresh, 3600);
+  ASSERT_EQ(z->soa_retry, 600);
+  ASSERT_EQ(z->soa_expire, 604800);
+  ASSERT_EQ(z->soa_minimum, 60);
+  ASSERT_EQ(c->n_devices, 2);
+  ASSERT_STR_EQ(c->devices[0].name, "demo.ddport.test");
+  ASSERT_STR_EQ(c->devices[0].owner, "demo");
+  ASSERT_EQ(c->devices[0].wildcard, false);
+  ASSERT_EQ(c->devices[0].enabled, true);
+  ASSERT_EQ(reg_device_port(&c->devices[0], "http"), 10080);
+  ASSERT_STR_EQ(c->devices[1].name, "*.demo.ddport.test");
+  ASSERT_EQ(c->devices[1].wildcard, true);
+  ASSERT_EQ(c->n_not_implemented, 0);
+}
+
+static void test_example_embedded(void) {
+  reg_config_t *c = load_ok(example);
+  check_example(c);
+  reg_config_free(c);
+}
+
+/* The repository's own example must load: try where the source tree is
+ * likely to be from a build directory. */
+static void test_example_file(void) {
+  char candidates[5][4096];
+  size_t n = 0;
+  const char *source = getenv("DDPORT_SOURCE");
+  if (source != NULL)
+    snprintf(candidates[n++], sizeof candidates[0], "%s/config.example.yaml",
+             source);
+  const char *slash = argv0 ? strrchr(argv0, '/') : NULL;
+  if (slash != NULL)
+    snprintf(candidates[n++], sizeof candidates[0],
+             "%.*s/../../config.example.yaml", (int)(slash - argv0), argv0);
+  /* meson compiles with paths relative to the build directory, where it
+   * also runs the tests. */
+  const char *file = __FILE__;
+  slash = strrchr(file, '/');
+  if (slash != NULL)
+    snprintf(candidates[n++], sizeof candidates[0],
+             "%.*s/../../config.example.yaml", (int)(slash - file), file);
+  snprintf(candidates[n++], sizeof candidates[0], "../config.example.yaml");
+  snprintf(candidates[n++], sizeof candidates[0], "config.example.yaml");
+  for (size_t i = 0; i < n; i++) {
+    if (access(candidates[i], R_OK) != 0)
+      continue;
+    char *diag;
+    size_t size;
+    FILE *f = open_memstream(&diag, &size);
+    reg_config_t *c = NULL;
+    int rc = reg_config_load(candidates[i], f, &c);
+    fclose(f);
+    ASSERT_STR_EQ(diag, "");
+    ASSERT_EQ(rc, 0);
+    ASSERT_STR_EQ(c->path, candidates[i]);
+    check_example(c);
+    free(diag);
+    reg_config_free(c);
+    return;
+  }
+  printf("# config.example.yaml not found; embedded copy tested only\n");
+}
+
+static void test_defaults(void) {
+  reg_config_t *c = load_ok(BASE "devices:\n"
+                                 "  a.ddport.test: {address: 192.0.2.7, "
+                                 "ports: {http: 80}}\n");
+  ASSERT_STR_EQ(c->path, "t.yaml");
+  ASSERT_EQ(c->workers, 0);
+  ASSERT_STR_EQ(c->state_dir, "./ddport-state");
+  ASSERT_EQ(c->proxy.peek_timeout_ms, 5000);
+  ASSERT_EQ(c->proxy.connect_timeout_ms, 5000);
+  ASSERT_EQ(c->proxy.idle_timeout_ms, 300000);
+  ASSERT_EQ(c->proxy.drain_timeout_ms, 30000);
+  ASSERT_EQ(c->proxy.max_connections, 100000);
+  ASSERT_EQ(c->proxy.max_per_source, 256);
+  ASSERT_EQ(c->proxy.max_peeking, 10000);
+  ASSERT_EQ(c->proxy.max_hello, 16384);
+  ASSERT_EQ(c->proxy.n_allow_targets, 0);
+  ASSERT_STR_EQ(c->proxy.access_log, "stderr");
+  ASSERT_EQ(c->dns.n_listen, 0);
+  const reg_zone_t *z = &c->dns.zones[0];
+  ASSERT_EQ(z->ttl, 60);
+  ASSERT_EQ(z->n_nameservers, 0);
+  ASSERT_EQ(z->n_glue, 0);
+  ASSERT_STR_EQ(z->soa_email, "hostmaster@ddport.test");
+  ASSERT_EQ(z->soa_refresh, 3600);
+  ASSERT_EQ(z->soa_retry, 600);
+  ASSERT_EQ(z->soa_expire, 604800);
+  ASSERT_EQ(z->soa_minimum, 60);
+  uint32_t now = (uint32_t)time(NULL);
+  ASSERT(z->serial <= now && z->serial + 60 >= now);
+  const reg_device_t *d = &c->devices[0];
+  ASSERT(d->owner == NULL);
+  ASSERT(d->target_host == NULL);
+  ASSERT_EQ(d->n_addrs, 1);
+  ASSERT_EQ(d->addrs[0].family, AF_INET);
+  ASSERT_EQ(d->proxy_protocol, REG_PROXY_PROTOCOL_OFF);
+  ASSERT_EQ(d->enabled, true);
+  ASSERT_EQ(d->wildcard, false);
+  ASSERT_EQ(reg_device_port(d, "http"), 80);
+  ASSERT_EQ(reg_device_port(d, "https"), 0);
+  reg_config_free(c);
+}
+
+static void test_values(void) {
+  char buf[64];
+  reg_config_t *c = load_ok(
+      "workers: 4\n"
+      "state_dir: /var/lib/ddport\n"
+      "listeners:\n"
+      "  - {name: http, protocol: http, address: \"[::1]:8080\"}\n"
+      "  - {name: alt_2-x, protocol: http, address: 0.0.0.0:8081}\n"
+      "proxy:\n"
+      "  timeouts: {peek: 500ms, connect: 2s, idle: 1h, drain: 30s}\n"
+      "  limits: {connections: 100000, per_source: 256, peeking: 10000}\n"
+      "  max_hello: 1MiB\n"
+      "  allow_targets: 192.0.2.0/24\n"
+      "  access_log: off\n"
+      "dns:\n"
+      "  listen: [\"[::]:53\", 127.0.0.1:53]\n"
+      "  zones:\n"
+      "    - name: DDport.TEST.\n"
+      "      proxy: 2001:db8::1\n"
+      "      ttl: 1h\n"
+      "      nameservers: [NS1.ddport.test, ns.example.net.]\n"
+      "      glue: {NS1.DDPORT.TEST: 192.0.2.53}\n"
+      "      soa: {email: dns@example.net, refresh: 7200, retry: 1m,\n"
+      "            expire: 2w, minimum: 5m}\n"
+      "      notify: []\n"
+      "      allow_transfer: []\n"
+      "  tsig_keys: {}\n"
+      "  rate_limit: off\n"
+      "update: {}\n"
+      "registry: []\n"
+      "devices:\n"
+      "  Cam.DDport.Test.:\n"
+      "    owner: alice\n"
+      "    address: [203.0.113.7, \"2001:db8::7\"]\n"
+      "    ports: {http: 10080, alt_2-x: 65535}\n"
+      "    proxy_protocol: off\n"
+      "    enabled: no\n"
+      "  \"*.Cam.ddport.test\": {address: 10.0.0.1, ports: {http: 1},\n"
+      "                        enabled: On}\n");
+  ASSERT_EQ(c->workers, 4);
+  ASSERT_STR_EQ(c->state_dir, "/var/lib/ddport");
+  ASSERT_EQ(c->n_listeners, 2);
+  ASSERT_EQ(c->listeners[0].addr.ss_family, AF_INET6);
+  ASSERT_EQ(sockaddr_port(&c->listeners[0].addr), 8080);
+  ASSERT_STR_EQ(c->listeners[1].name, "alt_2-x");
+  ASSERT_EQ(sockaddr_port(&c->listeners[1].addr), 8081);
+  ASSERT_EQ(c->proxy.peek_timeout_ms, 500);
+  ASSERT_EQ(c->proxy.connect_timeout_ms, 2000);
+  ASSERT_EQ(c->proxy.idle_timeout_ms, 3600000);
+  ASSERT_EQ(c->proxy.max_hello, 1048576);
+  ASSERT_EQ(c->proxy.n_allow_targets, 1);
+  ASSERT_EQ(c->proxy.allow_targets[0].bits, 24);
+  ASSERT_STR_EQ(c->proxy.access_log, "off");
+  ASSERT_EQ(c->dns.n_listen, 2);
+  ASSERT_EQ(c->dns.listen[0].ss_family, AF_INET6);
+  ASSERT_EQ(sockaddr_port(&c->dns.listen[1]), 53);
+  const reg_zone_t *z = &c->dns.zones[0];
+  ASSERT_STR_EQ(z->name, "ddport.test");
+  ASSERT_EQ(z->n_proxy, 1);
+  ASSERT_STR_EQ(ip_text(&z->proxy[0], buf, sizeof buf), "2001:db8::1");
+  ASSERT_EQ(z->ttl, 3600);
+  ASSERT_EQ(z->n_nameservers, 2);
+  ASSERT_STR_EQ(z->nameservers[0], "ns1.ddport.test");
+  ASSERT_STR_EQ(z->nameservers[1], "ns.example.net");
+  ASSERT_STR_EQ(z->glue[0].name, "ns1.ddport.test");
+  ASSERT_STR_EQ(ip_text(&z->glue[0].addrs[0], buf, sizeof buf), "192.0.2.53");
+  ASSERT_STR_EQ(z->soa_email, "dns@example.net");
+  ASSERT_EQ(z->soa_refresh, 7200);
+  ASSERT_EQ(z->soa_retry, 60);
+  ASSERT_EQ(z->soa_expire, 14 * 86400);
+  ASSERT_EQ(z->soa_minimum, 300);
+  ASSERT_EQ(c->n_devices, 2);
+  const reg_device_t *d = &c->devices[0];
+  ASSERT_STR_EQ(d->name, "cam.ddport.test");
+  ASSERT_STR_EQ(d->owner, "alice");
+  ASSERT_EQ(d->n_addrs, 2);
+  ASSERT_STR_EQ(ip_text(&d->addrs[0], buf, sizeof buf), "203.0.113.7");
+  ASSERT_STR_EQ(ip_text(&d->addrs[1], buf, sizeof buf), "2001:db8::7");
+  ASSERT_EQ(d->n_ports, 2);
+  ASSERT_EQ(reg_device_port(d, "http"), 10080);
+  ASSERT_EQ(reg_device_port(d, "alt_2-x"), 65535);
+  ASSERT_EQ(d->enabled, false);
+  ASSERT_EQ(d->wildcard, false);
+  d = &c->devices[1];
+  ASSERT_STR_EQ(d->name, "*.cam.ddport.test");
+  ASSERT_EQ(d->wildcard, true);
+  ASSERT_EQ(d->enabled, true);
+  ASSERT_EQ(c->n_not_implemented, 0);
+  reg_config_free(c);
+}
+
+static void test_tls_listener(void) {
+  reg_config_t *c =
+      load_ok("listeners:\n"
+              "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
+              "  - {name: https, protocol: tls, address: \"[::1]:8443\"}\n"
+              "devices:\n"
+              "  a.test: {address: 192.0.2.7, ports: {http: 1, https: 2}}\n");
+  ASSERT_EQ(c->n_listeners, 2);
+  ASSERT_EQ(c->listeners[0].protocol, REG_PROTOCOL_HTTP);
+  ASSERT_EQ(c->listeners[1].protocol, REG_PROTOCOL_TLS);
+  ASSERT_EQ(reg_device_port(&c->devices[0], "https"), 2);
+  ASSERT_EQ(reg_device_port(&c->devices[0], "http"), 1);
+  ASSERT_EQ(reg_device_port(&c->devices[0], "imaps"), 0);
+  reg_config_free(c);
+}
+
+static void test_booleans(void) {
+  static const char *const yes[] = {"true", "yes", "on", "True", "YES"};
+  static const char *const no[] = {"false", "no", "off", "False", "OFF"};
+  char text[512];
+  for (size_t i = 0; i < 10; i++) {
+    const char *word = i < 5 ? yes[i] : no[i - 5];
+    snprintf(text, sizeof text,
+             BASE "devices:\n"
+                  "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                  "enabled: %s}\n",
+             word);
+    reg_config_t *c = load_ok(text);
+    ASSERT_EQ(c->devices[0].enabled, i < 5);
+    reg_config_free(c);
+  }
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                     "enabled: maybe}\n",
+                "t.yaml:7:67: expected true or false for 'enabled', got "
+                "'maybe'\n");
+}
+
+static void test_no_devices_no_zones(void) {
+  /* Null sections read as empty ones. */
+  reg_config_t *c = load_ok("listeners:\ndevices:\nregistry:\n");
+  ASSERT_EQ(c->n_listeners, 0);
+  ASSERT_EQ(c->n_devices, 0);
+  reg_config_free(c);
+  /* Without zones, devices are not checked against them. */
+  c = load_ok("listeners: [{name: http, protocol: http, "
+              "address: 127.0.0.1:80}]\n"
+              "devices: {x.example: {address: 192.0.2.1, ports: {http: 8}}}\n");
+  ASSERT_EQ(c->n_devices, 1);
+  reg_config_free(c);
+}
+
+static void test_not_implemented(void) {
+  reg_config_t *c =
+      load_ok("proxy:\n"
+              "  timeouts: {drain: 1m}\n"
+              "  limits: {connections: 5}\n"
+              "dns:\n"
+              "  zones:\n"
+              "    - name: ddport.test\n"
+              "      proxy: [127.0.0.1]\n"
+              "      notify: [192.0.2.53:53]\n"
+              "      allow_transfer: [192.0.2.0/24, key1]\n"
+              "  tsig_keys: {key1: {algorithm: hmac-sha256, secret: AAAA}}\n"
+              "  rate_limit: {responses_per_second: 20, slip: 2}\n"
+              "update: {listen: [127.0.0.1:8081]}\n"
+              "admin: {listen: 127.0.0.1:9090}\n"
+              "accounts:\n"
+              "  demo: {secret: x}\n");
+  char joined[2048] = "";
+  for (size_t i = 0; i < c->n_not_implemented; i++)
+    snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s\n",
+             c->not_implemented[i]);
+  ASSERT_STR_EQ(
+      joined,
+      "t.yaml:2:14: proxy.timeouts.drain is not implemented yet; ignored\n"
+      "t.yaml:3:3: proxy.limits is not implemented yet; ignored\n"
+      "t.yaml:8:7: dns.zones[0].notify is not implemented yet; ignored\n"
+      "t.yaml:9:7: dns.zones[0].allow_transfer is not implemented yet; "
+      "ignored\n"
+      "t.yaml:10:3: dns.tsig_keys is not implemented yet; ignored\n"
+      "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
+      "t.yaml:12:1: update is not implemented yet; ignored\n"
+      "t.yaml:13:1: admin is not implemented yet; ignored\n"
+      "t.yaml:14:1: accounts is not implemented yet; ignored\n");
+  ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
+  ASSERT_EQ(c->proxy.max_connections, 5);
+  reg_config_free(c);
+}
+
+static void test_unknown_key(void) {
+  expect_errors("listners: []\n",
+                "t.yaml:1:1: unknown key 'listners' in the top level; did you "
+                "mean 'listeners'?\n");
+  expect_errors("proxy: {colour: blue}\n",
+                "t.yaml:1:9: unknown key 'colour' in 'proxy'; expected one "
+                "of: timeouts, limits, max_hello, allow_targets, "
+                "access_log\n");
+  expect_errors(BASE
+                "devices:\n"
+                "  a.ddport.test: {adress: 192.0.2.7, ports: {http: 80}}\n",
+                "t.yaml:7:3: device 'a.ddport.test' is missing 'address'; "
+                "add e.g. 'address: 192.0.2.7'\n"
+                "t.yaml:7:19: unknown key 'adress' in device 'a.ddport.test'; "
+                "did you mean 'address'?\n");
+}
+
+static void test_wrong_type(void) {
+  expect_errors("proxy: [1, 2]\n",
+                "t.yaml:1:8: expected a mapping for 'proxy', got a "
+                "sequence\n");
+  expect_errors("workers: many\n",
+                "t.yaml:1:10: expected a number or 'auto' for 'workers', got "
+                "'many'\n");
+  expect_errors("workers: 0\n",
+                "t.yaml:1:10: value 0 for 'workers' is out of range; expected "
+                "1..1024\n");
+  expect_errors("listeners: {name: http}\n",
+                "t.yaml:1:12: expected a list of listeners for 'listeners', "
+                "got a mapping\n");
+  expect_errors("- a\n",
+                "t.yaml:1:1: expected a mapping of settings at the top "
+                "level, got a sequence\n");
+  expect_errors("dns: {zones: [{name: a.test, proxy: [1.2.3.4], ttl: soon}]}\n",
+                "t.yaml:1:53: expected a number of seconds or a duration such "
+                "as 10m or 1h for 'ttl', got 'soon'\n");
+  expect_errors("state_dir:\n",
+                "t.yaml:1:1: expected a directory path for 'state_dir', got "
+                "nothing\n");
+}
+
+static void test_bad_address(void) {
+  expect_errors("listeners:\n"
+                "  - {name: http, protocol: http, address: localhost:80}\n",
+                "t.yaml:2:43: bad address 'localhost:80' for 'address': not "
+                "an IP address (IPv6 goes in brackets: [::1]:8080)\n");
+  expect_errors("dns: {listen: [\"::1\"]}\n",
+                "t.yaml:1:16: bad address '::1' for 'listen': expected "
+                "address:port, such as 127.0.0.1:8080 or [::1]:8080\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.300, "
+                     "ports: {http: 80}}\n",
+                "t.yaml:7:28: bad address '192.0.2.300' for 'address'; "
+                "expected an IP address such as 192.0.2.7 or 2001:db8::7\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: [192.0.2.1, 1::2::3], "
+                     "ports: {http: 80}}\n",
+                "t.yaml:7:40: bad address '1::2::3' in 'address'; expected "
+                "an IP address such as 192.0.2.7 or 2001:db8::7\n");
+  expect_errors("dns: {zones: [{name: a.test, proxy: [a.test]}]}\n",
+                "t.yaml:1:38: bad address 'a.test' in 'proxy'; expected an "
+                "IP address such as 192.0.2.7 or 2001:db8::7\n");
+}
+
+static void test_port_range(void) {
+  expect_errors("listeners:\n"
+                "  - {name: http, protocol: http, address: 127.0.0.1:65536}\n",
+                "t.yaml:2:43: port 65536 in 'address' is out of range; "
+                "expected 1..65535\n");
+  expect_errors("listeners:\n"
+                "  - {name: http, protocol: http, address: \"[::1]:0\"}\n",
+                "t.yaml:2:43: port 0 in 'address' is out of range; expected "
+                "1..65535\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: 70000}}\n",
+                "t.yaml:7:53: port 70000 for listener 'http' is out of range; "
+                "expected 1..65535\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: 0}}\n",
+                "t.yaml:7:53: port 0 for listener 'http' is out of range; "
+                "expected 1..65535\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: web}}\n",
+                "t.yaml:7:53: expected a port number from 1 to 65535 for "
+                "listener 'http', got 'web'\n");
+}
+
+static void test_duplicate_device(void) {
+  expect_errors(BASE "devices:\n"
+                     "  cam.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: 80}}\n"
+                     "  Cam.DDPORT.test.: {address: 192.0.2.8, "
+                     "ports: {http: 81}}\n",
+                "t.yaml:8:3: duplicate device 'cam.ddport.test'; already "
+                "defined at line 7, column 3\n");
+  /* The repeated device's own mistakes are reported as well. */
+  expect_errors(BASE "devices:\n"
+                     "  cam.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: 80}}\n"
+                     "  CAM.ddport.test: {address: 192.0.2.8}\n",
+                "t.yaml:8:3: duplicate device 'cam.ddport.test'; already "
+                "defined at line 7, column 3\n"
+                "t.yaml:8:3: device 'cam.ddport.test' is missing 'ports'; "
+                "add e.g. 'ports: {http: 10080}'\n");
+}
+
+static void test_duplicate_listener(void) {
+  expect_errors("listeners:\n"
+                "  - {name: http, protocol: http, address: 127.0.0.1:80}\n"
+                "  - {name: http, protocol: http, address: 127.0.0.1:81}\n",
+                "t.yaml:3:12: duplicate listener name 'http'; already "
+                "defined at line 2, column 12\n");
+  expect_errors("listeners:\n"
+                "  - {name: HTTP, protocol: http, address: 127.0.0.1:80}\n",
+                "t.yaml:2:12: bad listener name 'HTTP'; use lowercase "
+                "letters, digits, '_' and '-', such as 'http'\n");
+}
+
+static void test_duplicate_key(void) {
+  expect_errors("workers: 2\n"
+                "state_dir: /a\n"
+                "workers: 3\n",
+                "t.yaml:3:1: duplicate key 'workers'; already given at line "
+                "1, column 1\n");
+  expect_errors(BASE
+                "devices:\n"
+                "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80},\n"
+                "                  address: 192.0.2.8}\n",
+                "t.yaml:8:19: duplicate key 'address'; already given at line "
+                "7, column 19\n");
+  /* A large mapping takes the hashed path. */
+  char text[4096] = BASE "devices:\n";
+  for (int i = 0; i < 40; i++)
+    snprintf(text + strlen(text), sizeof text - strlen(text),
+             "  d%d.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n",
+             i == 39 ? 3 : i);
+  expect_errors(text, "t.yaml:46:3: duplicate key 'd3.ddport.test'; already "
+                      "given at line 10, column 3\n");
+}
+
+static void test_bad_prefix(void) {
+  expect_errors("proxy: {allow_targets: [192.0.2.1/24]}\n",
+                "t.yaml:1:25: bad prefix '192.0.2.1/24' in 'allow_targets': "
+                "address has bits set beyond the prefix length\n");
+  expect_errors("proxy: {allow_targets: [10.0.0.0/33, any]}\n",
+                "t.yaml:1:25: bad prefix '10.0.0.0/33' in 'allow_targets': "
+                "prefix length must be 0 to 32\n"
+                "t.yaml:1:38: bad prefix 'any' in 'allow_targets': not an IP "
+                "address; expected a prefix such as 192.0.2.0/24\n");
+}
+
+static void test_bad_duration_and_size(void) {
+  expect_errors("proxy: {timeouts: {peek: 5 seconds, idle: 0s}}\n",
+                "t.yaml:1:26: expected a duration such as 500ms, 5s, 10m or "
+                "1h for 'peek', got '5 seconds'\n"
+                "t.yaml:1:43: 'idle' must be longer than 0s\n");
+  expect_errors("proxy: {max_hello: 16KB}\n",
+                "t.yaml:1:20: expected a size such as 16KiB or 1MiB for "
+                "'max_hello', got '16KB'\n");
+  expect_errors("proxy: {max_hello: 512}\n",
+                "t.yaml:1:20: max_hello 512 is out of range; expected "
+                "1KiB..1MiB (16KiB suits most clients)\n");
+  expect_errors(
+      "dns: {zones: [{name: a.test, proxy: [1.2.3.4],\n"
+      "                soa: {refresh: 1500ms, expire: 99999999999}}]}\n",
+      "t.yaml:2:32: 1500ms for 'refresh' is not a whole number of "
+      "seconds\n"
+      "t.yaml:2:48: value 99999999999 for 'expire' is out of "
+      "range; expected 0..2147483647\n");
+}
+
+static void test_device_outside_zone(void) {
+  expect_errors(BASE
+                "devices:\n"
+                "  cam.example.net: {address: 192.0.2.7, "
+                "ports: {http: 80}}\n"
+                "  xddport.test: {address: 192.0.2.7, ports: {http: 80}}\n",
+                "t.yaml:7:3: device 'cam.example.net' is outside every "
+                "configured zone (ddport.test); rename it or add its zone "
+                "under 'dns: zones:'\n"
+                "t.yaml:8:3: device 'xddport.test' is outside every "
+                "configured zone (ddport.test); rename it or add its zone "
+                "under 'dns: zones:'\n");
+}
+
+static void test_unknown_listener(void) {
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, "
+                     "ports: {htp: 80, ssh: 22}}\n",
+                "t.yaml:7:47: no listener named 'htp'; did you mean "
+                "'http'?\n"
+                "t.yaml:7:56: no listener named 'ssh'; the listeners are: "
+                "http\n");
+  expect_errors("devices:\n"
+                "  a.example: {address: 192.0.2.7, ports: {web: 80}}\n",
+                "t.yaml:2:43: no listener named 'web'; add it under "
+                "'listeners:' with a protocol and address\n");
+}
+
+static void test_missing_keys(void) {
+  expect_errors("listeners:\n"
+                "  - protocol: http\n"
+                "  - name: x\n"
+                "    address:\n",
+                "t.yaml:2:5: listener is missing 'name'; add e.g. "
+                "'name: http'\n"
+                "t.yaml:2:5: listener is missing 'address'; add e.g. "
+                "'address: 127.0.0.1:8080'\n"
+                "t.yaml:3:5: listener is missing 'protocol'; add "
+                "'protocol: http' or 'protocol: tls'\n"
+                "t.yaml:4:5: listener is missing 'address'; add e.g. "
+                "'address: 127.0.0.1:8080'\n");
+  expect_errors("dns:\n"
+                "  zones:\n"
+                "    - ttl: 5\n",
+                "t.yaml:3:7: zone is missing 'name'; add e.g. "
+                "'name: example.net'\n"
+                "t.yaml:3:7: zone is missing 'proxy'; add the proxy's public "
+                "addresses, e.g. 'proxy: [192.0.2.1]'\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {owner: me}\n"
+                     "  b.ddport.test: {address: 192.0.2.7, ports: {}}\n"
+                     "  c.ddport.test:\n",
+                "t.yaml:7:3: device 'a.ddport.test' is missing 'address'; "
+                "add e.g. 'address: 192.0.2.7'\n"
+                "t.yaml:7:3: device 'a.ddport.test' is missing 'ports'; add "
+                "e.g. 'ports: {http: 10080}'\n"
+                "t.yaml:8:46: device 'b.ddport.test' has no ports; add e.g. "
+                "'ports: {http: 10080}'\n"
+                "t.yaml:9:3: device 'c.ddport.test' is missing 'address'; "
+                "add e.g. 'address: 192.0.2.7'\n"
+                "t.yaml:9:3: device 'c.ddport.test' is missing 'ports'; add "
+                "e.g. 'ports: {http: 10080}'\n");
+}
+
+static void test_not_implemented_errors(void) {
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: cam.example.net, "
+                     "ports: {http: 80}}\n"
+                     "  b.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                     "proxy_protocol: v2}\n",
+                "t.yaml:7:28: hostname targets are not implemented yet "
+                "(issue 4)\n"
+                "t.yaml:8:74: proxy_protocol is not implemented yet "
+                "(issue 4)\n");
+  expect_errors("registry: [devices.d/]\n",
+                "t.yaml:1:11: registry files are not supported yet (issue "
+                "6); put devices under 'devices:'\n");
+}
+
+static void test_names(void) {
+  expect_errors(BASE "devices:\n"
+                     "  bad_name.ddport.test: {address: 192.0.2.7, "
+                     "ports: {http: 80}}\n",
+                "t.yaml:7:3: bad name 'bad_name.ddport.test' for a device; "
+                "expected a host name such as cam.example.net or "
+                "*.example.net\n");
+  expect_errors("dns: {zones: [{name: \"*.a.test\", proxy: [1.2.3.4],\n"
+                "                nameservers: [ns..a.test],\n"
+                "                glue: {ns1.b.test: [1.2.3.4]},\n"
+                "                soa: {email: nobody}}]}\n",
+                "t.yaml:1:22: bad name '*.a.test' for 'name'; expected a "
+                "host name such as example.net\n"
+                "t.yaml:2:31: bad name 'ns..a.test' for 'nameservers'; "
+                "expected a host name such as ns1.example.net\n"
+                "t.yaml:4:30: expected an email address such as "
+                "hostmaster@example.net for 'email', got 'nobody'\n");
+  expect_errors("dns: {zones: [{name: a.test, proxy: [1.2.3.4],\n"
+                "                glue: {ns1.b.test: [1.2.3.4]}},\n"
+                "               {name: A.test, proxy: [1.2.3.4]}]}\n",
+                "t.yaml:2:24: glue name 'ns1.b.test' is outside zone 'a.test'; "
+                "glue is only for nameservers inside the zone\n"
+                "t.yaml:3:23: duplicate zone 'a.test'; already defined at "
+                "line 1, column 22\n");
+  expect_errors("dns: {zones: [{name: a.test, proxy: [],\n"
+                "                glue: {ns1.a.test: []}}]}\n",
+                "t.yaml:1:37: 'proxy' needs at least one IP address, such as "
+                "192.0.2.7\n"
+                "t.yaml:2:36: a glue record needs at least one IP address, "
+                "such as 192.0.2.7\n");
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: [], ports: {http: 80}}\n",
+                "t.yaml:7:28: 'address' needs at least one IP address, such "
+                "as 192.0.2.7\n");
+}
+
+static void test_yaml_errors(void) {
+  expect_errors("listeners: [\n",
+                "t.yaml:2:1: did not find expected node content (while "
+                "parsing a flow node at line 2, column 1)\n");
+  expect_errors("a: 'open\n",
+                "t.yaml:2:1: found unexpected end of stream (while scanning a "
+                "quoted scalar at line 1, column 4)\n");
+  expect_errors("base: &b {x: 1}\nother: *b\n",
+                "t.yaml:1:7: YAML anchors ('&b') are not supported; write "
+                "the value out\n");
+  expect_errors("other: *b\n",
+                "t.yaml:1:8: YAML aliases ('*b') are not supported; write "
+                "the value out\n");
+  expect_errors("workers: !int 4\n",
+                "t.yaml:1:10: YAML tag '!int' is not supported; remove it\n");
+  expect_errors("workers: 2\n---\nworkers: 3\n",
+                "t.yaml:2:1: a second YAML document; a configuration file "
+                "holds one, so remove this '---' and what follows or merge "
+                "them\n");
+  expect_errors("a: \"\xc3\x28\"\n",
+                "t.yaml:1:6: invalid trailing UTF-8 octet (byte 0x28)\n");
+  char deep[256] = "";
+  for (int i = 0; i < 70; i++)
+    strcat(deep, "[");
+  expect_errors(deep, "t.yaml:1:65: nested deeper than 64 levels; flatten "
+                      "the structure\n");
+  /* !!str keeps a number a string, and is otherwise harmless. */
+  reg_config_t *c = load_ok("workers: !!str 4\n");
+  ASSERT_EQ(c->workers, 4);
+  reg_config_free(c);
+}
+
+static void test_empty(void) {
+  const char *empty = "t.yaml:1:1: empty configuration; expected settings "
+                      "such as 'listeners:' and 'devices:' (see "
+                      "config.example.yaml)\n";
+  expect_errors("", empty);
+  expect_errors("# nothing but a comment\n\n", empty);
+  expect_errors("---\n", empty);
+  expect_errors("~\n", empty);
+}
+
+static void test_nul_byte(void) {
+  static const char text[] = "workers: 1\0\n";
+  char *diag;
+  size_t size;
+  FILE *f = open_memstream(&diag, &size);
+  reg_config_t *c = NULL;
+  int rc = reg_config_load_buffer("t.yaml", text, sizeof text - 1, f, &c);
+  fclose(f);
+  ASSERT_EQ(rc, -EINVAL);
+  ASSERT_STR_EQ(diag, "t.yaml:1:11: control characters are not allowed "
+                      "(byte 0x00)\n");
+  free(diag);
+  expect_errors("state_dir: \"a\\0b\"\n",
+                "t.yaml:1:12: expected a directory path for 'state_dir', got "
+                "a string with a NUL byte\n");
+}
+
+static void test_many_errors(void) {
+  /* Every problem is reported, in file order, whatever the order of the
+   * sections they are checked in. */
+  expect_errors("workers: lots\n"
+                "devices:\n"
+                "  a.ddport.test: {address: 192.0.2.7, ports: {http: 99999}}\n"
+                "  b.ddport.test: {address: 192.0.2., ports: {https: 443}}\n"
+                "listeners:\n"
+                "  - {name: http, protocol: htp, address: 127.0.0.1:80}\n"
+                "dns:\n"
+                "  zones: [{name: ddport.test, proxy: [127.0.0.1], ttl: -1}]\n"
+                "proxy: {allow_targets: [\"::1/129\"], colour: red}\n"
+                "registry: [x.yaml]\n",
+                "t.yaml:1:10: expected a number or 'auto' for 'workers', got "
+                "'lots'\n"
+                "t.yaml:3:53: port 99999 for listener 'http' is out of range; "
+                "expected 1..65535\n"
+                "t.yaml:4:28: bad address '192.0.2.' for 'address'; expected "
+                "an IP address such as 192.0.2.7 or 2001:db8::7\n"
+                "t.yaml:4:46: no listener named 'https'; did you mean "
+                "'http'?\n"
+                "t.yaml:6:28: expected 'http' or 'tls' for 'protocol', got "
+                "'htp'\n"
+                "t.yaml:8:56: expected a number of seconds or a duration such "
+                "as 10m or 1h for 'ttl', got '-1'\n"
+                "t.yaml:9:25: bad prefix '::1/129' in 'allow_targets': prefix "
+                "length must be 0 to 128\n"
+                "t.yaml:9:37: unknown key 'colour' in 'proxy'; expected one "
+                "of: timeouts, limits, max_hello, allow_targets, "
+                "access_log\n"
+                "t.yaml:10:11: registry files are not supported yet (issue "
+                "6); put devices under 'devices:'\n");
+}
+
+static void test_load_file(void) {
+  char path[] = "/tmp/ddport-test-config-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  ASSERT_EQ(write(fd, example, sizeof example - 1),
+            (ssize_t)(sizeof example - 1));
+  close(fd);
+  reg_config_t *c = NULL;
+  ASSERT_EQ(reg_config_load(path, stderr, &c), 0);
+  check_example(c);
+  ASSERT_STR_EQ(c->path, path);
+  reg_config_free(c);
+  unlink(path);
+
+  char *diag;
+  size_t size;
+  FILE *f = open_memstream(&diag, &size);
+  c = (reg_config_t *)&c;
+  ASSERT_EQ(reg_config_load(path, f, &c), -ENOENT);
+  fclose(f);
+  ASSERT(c == NULL);
+  char expected[128];
+  snprintf(expected, sizeof expected,
+           "%s: cannot read: No such file or directory\n", path);
+  ASSERT_STR_EQ(diag, expected);
+  free(diag);
+}
+
+int main(int argc, char **argv) {
+  (void)argc;
+  argv0 = argv[0];
+  RUN_TEST(test_example_embedded);
+  RUN_TEST(test_example_file);
+  RUN_TEST(test_defaults);
+  RUN_TEST(test_values);
+  RUN_TEST(test_tls_listener);
+  RUN_TEST(test_booleans);
+  RUN_TEST(test_no_devices_no_zones);
+  RUN_TEST(test_not_implemented);
+  RUN_TEST(test_unknown_key);
+  RUN_TEST(test_wrong_type);
+  RUN_TEST(test_bad_address);
+  RUN_TEST(test_port_range);
+  RUN_TEST(test_duplicate_device);
+  RUN_TEST(test_duplicate_listener);
+  RUN_TEST(test_duplicate_key);
+  RUN_TEST(test_bad_prefix);
+  RUN_TEST(test_bad_duration_and_size);
+  RUN_TEST(test_device_outside_zone);
+  RUN_TEST(test_unknown_listener);
+  RUN_TEST(test_missing_keys);
+  RUN_TEST(test_not_implemented_errors);
+  RUN_TEST(test_names);
+  RUN_TEST(test_yaml_errors);
+  RUN_TEST(test_empty);
+  RUN_TEST(test_nul_byte);
+  RUN_TEST(test_many_errors);
+  RUN_TEST(test_load_file);
+  return 0;
+}
