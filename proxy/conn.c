@@ -197,7 +197,11 @@ static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
   uv_timer_stop(&conn->timer);
   uv_read_stop((uv_stream_t *)&conn->client.tcp);
   close_side(&conn->device);
-  core_str_t text = px_page_response(page);
+  core_str_t text = px_refusal(conn->listener->config->protocol, page);
+  if (text.len == 0) {
+    conn_close(conn, NULL);
+    return;
+  }
   uv_buf_t buf = uv_buf_init((char *)text.ptr, (unsigned)text.len);
   conn->client.write_req.data = &conn->client;
   if (uv_write(&conn->client.write_req, (uv_stream_t *)&conn->client.tcp, &buf,
@@ -411,11 +415,10 @@ static void try_next_address(px_conn_t *conn) {
   answer_page(conn, PX_PAGE_OFFLINE, "offline");
 }
 
-static void route_request(px_conn_t *conn, const px_http_host_t *host) {
-  memcpy(conn->name, host->name, host->name_len + 1);
+static void route_request(px_conn_t *conn, const char *name, size_t len) {
+  memcpy(conn->name, name, len + 1);
   px_server_t *server = conn->listener->server;
-  const reg_device_t *device = reg_lookup(server->reg, host->name,
-                                          host->name_len);
+  const reg_device_t *device = reg_lookup(server->reg, name, len);
   uint16_t port =
       device ? reg_device_port(device, conn->listener->config->name) : 0;
   if (port == 0) {
@@ -467,15 +470,35 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
   conn->peek_len += (size_t)nread;
+
+  px_peek_result_t r;
+  const char *name, *why;
+  size_t name_len;
   px_http_host_t host;
-  switch (px_http_host_parse(conn->peek, conn->peek_len, &host)) {
+  px_sni_t sni;
+  if (conn->listener->config->protocol == REG_PROTOCOL_TLS) {
+    r = px_sni_parse((const uint8_t *)conn->peek, conn->peek_len, &sni);
+    name = sni.name;
+    name_len = sni.name_len;
+    why = sni.why;
+  } else {
+    r = px_http_host_parse(conn->peek, conn->peek_len, &host);
+    name = host.name;
+    name_len = host.name_len;
+    why = host.why;
+  }
+  switch (r) {
   case PX_PEEK_COMPLETE:
     uv_read_stop(stream);
-    route_request(conn, &host);
+    if (name_len == 0) {
+      /* A ClientHello without server_name: nothing to route by. */
+      answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
+      return;
+    }
+    route_request(conn, name, name_len);
     return;
   case PX_PEEK_INVALID:
-    core_log(CORE_LOG_DEBUG, "bad request from %s: %s", conn->visitor,
-             host.why);
+    core_log(CORE_LOG_DEBUG, "bad request from %s: %s", conn->visitor, why);
     answer_page(conn, PX_PAGE_BAD_REQUEST, "bad request");
     return;
   case PX_PEEK_NEED_MORE:

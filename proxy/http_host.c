@@ -148,13 +148,16 @@ px_peek_result_t px_http_host_parse(const char *buf, size_t len,
     out->why = llhttp_errno_name(err);
     return PX_PEEK_INVALID;
   }
-  if (!scan.complete) {
-    if (head != 0) {
-      out->why = "incomplete request head";
-      return PX_PEEK_INVALID;
-    }
-    return PX_PEEK_NEED_MORE;
+  /* Both must agree where the head ends. llhttp 8.1 takes CR followed by
+   * any byte as the blank line; two parsers that disagree on where headers
+   * end are how requests get smuggled, so that is invalid here. */
+  if (scan.complete != (head != 0) ||
+      (scan.complete && llhttp_get_error_pos(&parser) != buf + head)) {
+    out->why = "malformed end of request head";
+    return PX_PEEK_INVALID;
   }
+  if (!scan.complete)
+    return PX_PEEK_NEED_MORE;
   out->head_len = head;
 
   if (scan.n_host > 1) {

@@ -60,8 +60,32 @@ static void build_pages(void) {
   }
 }
 
-core_str_t px_page_response(px_page_t page) {
+/* TLS alert descriptions (RFC 8446 section 6). */
+enum {
+  ALERT_DECODE_ERROR = 50,
+  ALERT_INTERNAL_ERROR = 80,
+  ALERT_UNRECOGNIZED_NAME = 112,
+};
+
+#define ALERT_RECORD(desc)                                                     \
+  { 21, 3, 3, 0, 2, 2 /* fatal */, desc }
+
+static const char alerts[][7] = {
+    [PX_PAGE_BAD_REQUEST] = ALERT_RECORD(ALERT_DECODE_ERROR),
+    [PX_PAGE_NOT_FOUND] = ALERT_RECORD(ALERT_UNRECOGNIZED_NAME),
+    [PX_PAGE_TIMEOUT] = ALERT_RECORD(0),
+    [PX_PAGE_TOO_LARGE] = ALERT_RECORD(ALERT_DECODE_ERROR),
+    [PX_PAGE_OFFLINE] = ALERT_RECORD(ALERT_INTERNAL_ERROR),
+};
+
+core_str_t px_refusal(reg_protocol_t protocol, px_page_t page) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (protocol == REG_PROTOCOL_TLS) {
+    /* A half-sent hello that timed out gets no alert: nothing to decode. */
+    if (page == PX_PAGE_TIMEOUT)
+      return (core_str_t){NULL, 0};
+    return (core_str_t){alerts[page], sizeof alerts[page]};
+  }
   pthread_once(&once, build_pages);
   return (core_str_t){pages[page].response, pages[page].len};
 }

@@ -37,6 +37,22 @@ px_peek_result_t px_http_host_parse(const char *buf, size_t len,
  * value into out (CORE_NAME_MAX + 1 bytes). Returns the length or -EINVAL. */
 int px_http_host_normalise(const char *host, size_t len, char *out);
 
+/* What the SNI peek found in a TLS ClientHello. */
+typedef struct px_sni {
+  char name[CORE_NAME_MAX + 1]; /* normalised server_name host_name */
+  size_t name_len; /* 0: the ClientHello names no server */
+  size_t hello_len; /* bytes of the ClientHello handshake message */
+  const char *why; /* on PX_PEEK_INVALID: a short static reason */
+} px_sni_t;
+
+/* Parses the TLS records at the start of buf (len bytes), reassembling the
+ * ClientHello across TCP segments and across TLS records, and extracts the
+ * server_name. Returns PX_PEEK_NEED_MORE until the whole ClientHello is
+ * there, PX_PEEK_INVALID for anything that is not a well-formed ClientHello
+ * (or names an invalid host), PX_PEEK_COMPLETE with *out filled (name_len 0
+ * when there is no server_name). Pure: no allocation, no state kept. */
+px_peek_result_t px_sni_parse(const uint8_t *buf, size_t len, px_sni_t *out);
+
 typedef enum px_page {
   PX_PAGE_BAD_REQUEST, /* 400 */
   PX_PAGE_NOT_FOUND, /* 404: no such device */
@@ -45,9 +61,12 @@ typedef enum px_page {
   PX_PAGE_OFFLINE, /* 502: the device does not answer */
 } px_page_t;
 
-/* The complete HTTP response for page, with Connection: close. Static
- * storage; never freed. */
-core_str_t px_page_response(px_page_t page);
+/* What to send a visitor the proxy cannot relay: for HTTP listeners the
+ * complete response for page, with Connection: close; for TLS listeners
+ * the matching fatal alert record (unrecognized_name for an unknown name,
+ * decode_error for a malformed hello, internal_error for an offline
+ * device), or nothing for a timeout. Static storage; never freed. */
+core_str_t px_refusal(reg_protocol_t protocol, px_page_t page);
 
 typedef struct px_conn px_conn_t;
 

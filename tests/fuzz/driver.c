@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* driver.c -- runs a libFuzzer target over seeds and seeded mutations */
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +14,37 @@
  * -Dfuzz=true builds the same targets for open-ended coverage-guided runs. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define MAX_INPUT (64 * 1024)
+#define FUZZ_MAX_INPUT (64 * 1024)
 #define MAX_SEEDS 256
 
 typedef struct seed {
   uint8_t *data;
   size_t len;
 } seed_t;
+
+/* The input under test, written out if the target crashes so the failure
+ * can be replayed: `fuzz_x DIR 0` with the file copied into DIR. */
+static const uint8_t *current_input;
+static size_t current_len;
+
+static void save_crash(int sig) {
+  int fd = open("fuzz-crash.bin", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) {
+    ssize_t n = write(fd, current_input, current_len);
+    (void)n;
+    close(fd);
+    static const char msg[] = "fuzz: crashing input saved to fuzz-crash.bin\n";
+    n = write(STDERR_FILENO, msg, sizeof msg - 1);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void run_one(const uint8_t *data, size_t len) {
+  current_input = data;
+  current_len = len;
+  LLVMFuzzerTestOneInput(data, len);
+}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
@@ -47,8 +74,8 @@ static size_t load_seeds(const char *dir, seed_t *seeds) {
     FILE *f = fopen(path, "rb");
     if (f == NULL)
       continue;
-    seeds[n].data = malloc(MAX_INPUT);
-    seeds[n].len = fread(seeds[n].data, 1, MAX_INPUT, f);
+    seeds[n].data = malloc(FUZZ_MAX_INPUT);
+    seeds[n].len = fread(seeds[n].data, 1, FUZZ_MAX_INPUT, f);
     fclose(f);
     n++;
   }
@@ -56,7 +83,7 @@ static size_t load_seeds(const char *dir, seed_t *seeds) {
   return n;
 }
 
-/* One random edit of buf (len bytes, MAX_INPUT capacity); returns new len. */
+/* One random edit of buf (len bytes, FUZZ_MAX_INPUT capacity); returns new len. */
 static size_t mutate(uint8_t *buf, size_t len, const seed_t *seeds,
                      size_t n_seeds) {
   static const char *const tokens[] = {
@@ -85,7 +112,7 @@ static size_t mutate(uint8_t *buf, size_t len, const seed_t *seeds,
   case 3: { /* insert a token */
     const char *t = tokens[below(sizeof tokens / sizeof tokens[0])];
     size_t n = strlen(t) ? strlen(t) : 1;
-    if (len + n > MAX_INPUT)
+    if (len + n > FUZZ_MAX_INPUT)
       return len;
     memmove(buf + at + n, buf + at, len - at);
     memcpy(buf + at, t, n);
@@ -95,7 +122,7 @@ static size_t mutate(uint8_t *buf, size_t len, const seed_t *seeds,
     return at;
   case 5: { /* duplicate a span */
     size_t n = below(64) + 1;
-    if (at + n > len || len + n > MAX_INPUT)
+    if (at + n > len || len + n > FUZZ_MAX_INPUT)
       return len;
     memmove(buf + at + n, buf + at, len - at);
     return len + n;
@@ -103,7 +130,7 @@ static size_t mutate(uint8_t *buf, size_t len, const seed_t *seeds,
   default: { /* splice in part of another seed */
     const seed_t *s = &seeds[below(n_seeds)];
     size_t from = below(s->len + 1), n = below(s->len - from + 1);
-    if (len + n > MAX_INPUT)
+    if (len + n > FUZZ_MAX_INPUT)
       return len;
     memmove(buf + at + n, buf + at, len - at);
     memcpy(buf + at, s->data + from, n);
@@ -128,10 +155,12 @@ int main(int argc, char **argv) {
   if (seed_env != NULL)
     rng_state = strtoull(seed_env, NULL, 0) | 1;
 
+  signal(SIGABRT, save_crash);
+  signal(SIGSEGV, save_crash);
   for (size_t i = 0; i < n_seeds; i++)
-    LLVMFuzzerTestOneInput(seeds[i].data, seeds[i].len);
+    run_one(seeds[i].data, seeds[i].len);
 
-  uint8_t *buf = malloc(MAX_INPUT);
+  uint8_t *buf = malloc(FUZZ_MAX_INPUT);
   for (long i = 0; i < iterations; i++) {
     const seed_t *s = &seeds[below(n_seeds)];
     memcpy(buf, s->data, s->len);
@@ -141,7 +170,7 @@ int main(int argc, char **argv) {
     /* An exact-size copy lets ASan catch any read past the input. */
     uint8_t *input = malloc(len ? len : 1);
     memcpy(input, buf, len);
-    LLVMFuzzerTestOneInput(input, len);
+    run_one(input, len);
     free(input);
   }
   free(buf);

@@ -75,6 +75,9 @@ static void test_normalisation(void) {
 /* Bare LF line endings are refused (llhttp is strict): two parsers that
  * split lines differently are how requests get smuggled. */
 static void test_lf_line_endings(void) {
+  /* Found by the fuzzer: llhttp ends the head at CR + any byte. */
+  expect_invalid("GET / HTTP/1.1\r\nHost: a.test\r\n\r\x84");
+  expect_invalid("GET / HTTP/1.1\r\nHost: a.test\r\n\rX\r\n\r\n");
   expect_invalid("GET / HTTP/1.1\nHost: lf.test\n\n");
   expect_invalid("GET / HTTP/1.1\r\nHost: lf.test\n\n");
 }
