@@ -1,0 +1,416 @@
+/* SPDX-License-Identifier: MIT */
+/* answer.c -- builds the authoritative answer to one query */
+#include "dns/dns.h"
+#include "dns/dns_int.h"
+
+#include <string.h>
+
+/* What the query asked, as far as it could be read. */
+typedef struct query {
+  dns_header_t header;
+  bool has_question; /* the first question parsed */
+  dns_question_t question;
+  bool well_formed; /* every section parsed, one question, OPT rules kept */
+  bool has_opt;
+  uint16_t opt_size;
+  uint8_t opt_version;
+  bool opt_do;
+} query_t;
+
+/* The answer being built. Records are counted per section as written; the
+ * header goes in last. */
+typedef struct reply {
+  const query_t *q;
+  dns_writer_t w;
+  unsigned rcode; /* 12-bit: the upper bits travel in the OPT record */
+  bool aa;
+  uint16_t an, ns, ar;
+} reply_t;
+
+static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
+  size_t pos = DNS_HEADER_SIZE;
+  unsigned n_opt = 0;
+
+  memset(q, 0, sizeof(*q));
+  dns_header_parse(msg, len, &q->header);
+  for (unsigned i = 0; i < q->header.qdcount; i++) {
+    dns_question_t scratch;
+    dns_question_t *out = i == 0 ? &q->question : &scratch;
+    if (dns_question_parse(msg, len, &pos, out) != DNS_WIRE_OK)
+      return;
+    if (i == 0)
+      q->has_question = true;
+  }
+  unsigned n_rr =
+      (unsigned)q->header.ancount + q->header.nscount + q->header.arcount;
+  unsigned first_additional = n_rr - q->header.arcount;
+  for (unsigned i = 0; i < n_rr; i++) {
+    dns_rr_t rr;
+    if (dns_rr_parse(msg, len, &pos, &rr) != DNS_WIRE_OK)
+      return;
+    if (rr.type != DNS_TYPE_OPT)
+      continue;
+    /* RFC 6891 6.1.1: one OPT, in the additional section, owner root. */
+    if (++n_opt > 1 || i < first_additional || rr.name.labels != 0)
+      return;
+    q->has_opt = true;
+    q->opt_size = rr.rclass;
+    q->opt_version = (uint8_t)(rr.ttl >> 16);
+    q->opt_do = (rr.ttl & DNS_OPT_DO) != 0;
+  }
+  q->well_formed = q->header.qdcount == 1;
+}
+
+static size_t size_limit(const query_t *q, size_t cap) {
+  size_t limit = DNS_UDP_PLAIN_MAX;
+  if (q->has_opt) {
+    limit = q->opt_size < DNS_UDP_PLAIN_MAX ? DNS_UDP_PLAIN_MAX : q->opt_size;
+    if (limit > DNS_EDNS_SIZE)
+      limit = DNS_EDNS_SIZE;
+  }
+  return limit < cap ? limit : cap;
+}
+
+/* ---- sections ----------------------------------------------------------- */
+
+static const dns_name_t *qname(const reply_t *r) {
+  return &r->q->question.name;
+}
+
+/* The owner name of records at the question name: the question's own bytes,
+ * which the writer turns into a pointer to offset 12. */
+static void answer_addrs(reply_t *r, const core_ip_t *ips, size_t n, int family,
+                         uint32_t ttl) {
+  for (size_t i = 0; i < n; i++) {
+    if (ips[i].family != family)
+      continue;
+    if (family == AF_INET)
+      dns_write_rr_a(&r->w, qname(r), ttl, ips[i].bytes);
+    else
+      dns_write_rr_aaaa(&r->w, qname(r), ttl, ips[i].bytes);
+    r->an++;
+  }
+}
+
+static void soa_build(const reg_zone_t *zone, const dns_name_t *apex,
+                      dns_soa_t *soa) {
+  if (zone->n_nameservers == 0 ||
+      dns_name_from_text(zone->nameservers[0], strlen(zone->nameservers[0]),
+                         &soa->mname) != 0) {
+    if (dns_name_prepend(apex, "ns", 2, &soa->mname) != 0)
+      soa->mname = *apex;
+  }
+
+  /* The mailbox's local part is one label even when it holds dots
+   * (RFC 1035 8), so it is not simply the address with '@' -> '.'. */
+  const char *email = zone->soa_email ? zone->soa_email : "";
+  const char *at = strchr(email, '@');
+  int err;
+  if (at) {
+    dns_name_t domain;
+    err = dns_name_from_text(at + 1, strlen(at + 1), &domain);
+    if (err == 0)
+      err = dns_name_prepend(&domain, email, (size_t)(at - email), &soa->rname);
+  } else {
+    err = *email ? dns_name_from_text(email, strlen(email), &soa->rname) : -1;
+  }
+  if (err != 0 && dns_name_prepend(apex, "hostmaster", 10, &soa->rname) != 0)
+    soa->rname = *apex;
+
+  soa->serial = zone->serial;
+  soa->refresh = zone->soa_refresh;
+  soa->retry = zone->soa_retry;
+  soa->expire = zone->soa_expire;
+  soa->minimum = zone->soa_minimum;
+}
+
+static void answer_soa(reply_t *r, const reg_zone_t *zone,
+                       const dns_name_t *apex) {
+  dns_soa_t soa;
+  soa_build(zone, apex, &soa);
+  dns_write_rr_soa(&r->w, qname(r), zone->ttl, &soa);
+  r->an++;
+}
+
+/* NXDOMAIN and NODATA carry the SOA so resolvers know how long to cache the
+ * negative answer: the lesser of its TTL and MINIMUM (RFC 2308 3). */
+static void authority_soa(reply_t *r, const reg_zone_t *zone,
+                          const dns_name_t *apex) {
+  dns_soa_t soa;
+  soa_build(zone, apex, &soa);
+  uint32_t ttl = zone->soa_minimum < zone->ttl ? zone->soa_minimum : zone->ttl;
+  dns_write_rr_soa(&r->w, apex, ttl, &soa);
+  r->ns++;
+}
+
+static const reg_glue_t *glue_find(const reg_zone_t *zone, const char *name) {
+  for (size_t i = 0; i < zone->n_glue; i++)
+    if (zone->glue[i].name && strcmp(zone->glue[i].name, name) == 0)
+      return &zone->glue[i];
+  return NULL;
+}
+
+static void answer_ns(reply_t *r, const reg_zone_t *zone,
+                      const dns_name_t *apex) {
+  for (size_t i = 0; i < zone->n_nameservers; i++) {
+    dns_name_t host;
+    const char *ns = zone->nameservers[i];
+    if (dns_name_from_text(ns, strlen(ns), &host) != 0)
+      continue;
+    dns_write_rr_ns(&r->w, qname(r), zone->ttl, &host);
+    r->an++;
+  }
+  /* Glue: addresses of the in-zone servers, so resolvers need no second
+   * round trip. */
+  for (size_t i = 0; i < zone->n_nameservers; i++) {
+    dns_name_t host;
+    const char *ns = zone->nameservers[i];
+    const reg_glue_t *glue = glue_find(zone, ns);
+    if (!glue || dns_name_from_text(ns, strlen(ns), &host) != 0)
+      continue;
+    for (size_t k = 0; k < glue->n_addrs; k++) {
+      const core_ip_t *ip = &glue->addrs[k];
+      if (ip->family == AF_INET)
+        dns_write_rr_a(&r->w, &host, zone->ttl, ip->bytes);
+      else if (ip->family == AF_INET6)
+        dns_write_rr_aaaa(&r->w, &host, zone->ttl, ip->bytes);
+      else
+        continue;
+      r->ar++;
+    }
+  }
+  if (r->an == 0)
+    authority_soa(r, zone, apex);
+}
+
+/* A/AAAA/ANY from a list of addresses; other types get NODATA. */
+static void answer_host(reply_t *r, const reg_zone_t *zone,
+                        const dns_name_t *apex, const core_ip_t *ips,
+                        size_t n) {
+  uint16_t qtype = r->q->question.qtype;
+  if (qtype == DNS_TYPE_A || qtype == DNS_TYPE_ANY)
+    answer_addrs(r, ips, n, AF_INET, zone->ttl);
+  if (qtype == DNS_TYPE_AAAA || qtype == DNS_TYPE_ANY)
+    answer_addrs(r, ips, n, AF_INET6, zone->ttl);
+  if (r->an == 0)
+    authority_soa(r, zone, apex);
+}
+
+/* The device that answers for name, if it belongs to zone: a wildcard or
+ * name from a parent zone must not reach across the cut into a child. (So
+ * no wildcard answers for an apex: it would sit above it.) */
+static const reg_device_t *device_find(const reg_t *reg, const reg_zone_t *zone,
+                                       const char *name, size_t len) {
+  const reg_device_t *dev = reg_lookup(reg, name, len);
+  if (!dev)
+    return NULL;
+  const char *base = dev->name;
+  if (dev->wildcard && strncmp(base, "*.", 2) == 0)
+    base += 2;
+  if (!core_name_in_zone(base, strlen(base), zone->name, strlen(zone->name)))
+    return NULL;
+  return dev;
+}
+
+/* A name with a wildcard right below it exists as an empty non-terminal
+ * (RFC 4592 2.2.2). It gets NODATA: an NXDOMAIN would tell resolvers that
+ * cut the tree there (RFC 8020) that the names the wildcard covers do not
+ * exist either. */
+static bool wildcard_below(const reg_t *reg, const char *name, size_t len) {
+  char key[CORE_NAME_MAX + 1];
+  if (len + 2 > CORE_NAME_MAX)
+    return false;
+  key[0] = '*';
+  key[1] = '.';
+  memcpy(key + 2, name, len);
+  const reg_device_t *dev = reg_lookup(reg, key, len + 2);
+  return dev && strncmp(dev->name, key, len + 2) == 0 &&
+         dev->name[len + 2] == '\0';
+}
+
+static void answer_apex(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
+                        const dns_name_t *apex) {
+  switch (r->q->question.qtype) {
+  case DNS_TYPE_SOA:
+  case DNS_TYPE_ANY: /* RFC 8482: one RRset is enough */
+    answer_soa(r, zone, apex);
+    return;
+  case DNS_TYPE_NS:
+    answer_ns(r, zone, apex);
+    return;
+  case DNS_TYPE_A:
+  case DNS_TYPE_AAAA: {
+    /* A device registered at the apex itself is served like any other. */
+    const reg_device_t *dev =
+        device_find(reg, zone, zone->name, strlen(zone->name));
+    if (dev) {
+      answer_host(r, zone, apex, zone->proxy, zone->n_proxy);
+      return;
+    }
+    break;
+  }
+  default:
+    break;
+  }
+  authority_soa(r, zone, apex);
+}
+
+static void answer_zone(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
+                        const dns_name_t *apex) {
+  char text[DNS_NAME_TEXT_MAX];
+
+  r->aa = true;
+  if (qname(r)->labels == apex->labels) {
+    answer_apex(r, reg, zone, apex);
+    return;
+  }
+  int len = dns_name_to_text(qname(r), text, sizeof(text), true);
+  /* An escape means a byte no host name can hold (a dot inside a label,
+   * say): the text would split labels differently than the wire does, and
+   * no glue or device can carry such a name. */
+  if (len > 0 && memchr(text, '\\', (size_t)len) == NULL) {
+    const reg_glue_t *glue = glue_find(zone, text);
+    if (glue) {
+      answer_host(r, zone, apex, glue->addrs, glue->n_addrs);
+      return;
+    }
+    if (device_find(reg, zone, text, (size_t)len)) {
+      answer_host(r, zone, apex, zone->proxy, zone->n_proxy);
+      return;
+    }
+    if (wildcard_below(reg, text, (size_t)len)) {
+      authority_soa(r, zone, apex);
+      return;
+    }
+  }
+  r->rcode = DNS_RCODE_NXDOMAIN;
+  authority_soa(r, zone, apex);
+}
+
+/* The zone holding qname: the one with the most labels among those it lies
+ * in. */
+static const reg_zone_t *zone_find(const reg_config_t *config,
+                                   const dns_name_t *name, dns_name_t *apex) {
+  const reg_zone_t *best = NULL;
+  for (size_t i = 0; i < config->dns.n_zones; i++) {
+    const reg_zone_t *zone = &config->dns.zones[i];
+    dns_name_t candidate;
+    if (!zone->name ||
+        dns_name_from_text(zone->name, strlen(zone->name), &candidate) != 0)
+      continue;
+    if (!dns_name_is_under(name, &candidate))
+      continue;
+    if (best && candidate.labels <= apex->labels)
+      continue;
+    best = zone;
+    *apex = candidate;
+  }
+  return best;
+}
+
+/* ---- the message -------------------------------------------------------- */
+
+static void write_opt(reply_t *r) {
+  if (!r->q->has_opt)
+    return;
+  dns_write_rr_opt(&r->w, DNS_EDNS_SIZE, (uint8_t)(r->rcode >> 4), 0,
+                   r->q->opt_do);
+  r->ar++;
+}
+
+static void write_header(reply_t *r, bool tc, bool with_question) {
+  const dns_header_t *qh = &r->q->header;
+  dns_header_t h = {
+      .id = qh->id,
+      .flags = (uint16_t)(DNS_FLAG_QR | DNS_FLAG_OPCODE(dns_header_opcode(qh)) |
+                          (qh->flags & (DNS_FLAG_RD | DNS_FLAG_CD)) |
+                          (r->aa ? DNS_FLAG_AA : 0) | (tc ? DNS_FLAG_TC : 0) |
+                          DNS_FLAG_RCODE(r->rcode)),
+      .qdcount = with_question ? 1 : 0,
+      .ancount = r->an,
+      .nscount = r->ns,
+      .arcount = r->ar,
+  };
+  dns_header_encode(&h, r->w.buf);
+}
+
+/* Header, question and OPT only: the answer for errors, and with TC set,
+ * for answers that do not fit. */
+static size_t finish_short(reply_t *r, bool tc, bool with_question) {
+  dns_writer_rewind(&r->w, 0);
+  r->an = r->ns = r->ar = 0;
+  dns_write_header(&r->w, &r->q->header);
+  if (with_question)
+    dns_write_question(&r->w, &r->q->question);
+  write_opt(r);
+  if (r->w.too_big) {
+    /* Only with a cap below the 512 the contract asks for. */
+    if (r->w.cap < DNS_HEADER_SIZE)
+      return 0;
+    dns_writer_rewind(&r->w, DNS_HEADER_SIZE);
+    r->ar = 0;
+    with_question = false;
+    tc = true;
+  }
+  write_header(r, tc, with_question);
+  return r->w.len;
+}
+
+size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap) {
+  query_t q;
+  reply_t r = {.q = &q};
+
+  if (len < DNS_HEADER_SIZE || !out)
+    return 0;
+  query_parse(query, len, &q);
+  if (q.header.flags & DNS_FLAG_QR)
+    return 0;
+  dns_writer_init(&r.w, out, size_limit(&q, cap));
+
+  bool echo = q.has_question && q.header.qdcount == 1;
+  if (dns_header_opcode(&q.header) != DNS_OPCODE_QUERY) {
+    /* Other opcodes may lay out their sections differently: say we do not
+     * implement them before judging their format. */
+    r.rcode = DNS_RCODE_NOTIMP;
+    q.has_opt = q.has_opt && q.well_formed;
+    return finish_short(&r, false, echo);
+  }
+  if (!q.well_formed) {
+    r.rcode = DNS_RCODE_FORMERR;
+    q.has_opt = false;
+    return finish_short(&r, false, q.has_question);
+  }
+  if (q.has_opt && q.opt_version > 0) {
+    r.rcode = DNS_RCODE_BADVERS;
+    return finish_short(&r, false, true);
+  }
+  /* Only IN holds our data; CHAOS (version.bind and friends) may come. */
+  if (q.question.qclass != DNS_CLASS_IN) {
+    r.rcode = DNS_RCODE_REFUSED;
+    return finish_short(&r, false, true);
+  }
+  /* Zone transfers belong to TCP and to the transfer ACL; neither exists
+   * yet. */
+  if (q.question.qtype == DNS_TYPE_AXFR || q.question.qtype == DNS_TYPE_IXFR) {
+    r.rcode = DNS_RCODE_NOTIMP;
+    return finish_short(&r, false, true);
+  }
+
+  dns_name_t apex;
+  const reg_zone_t *zone = zone_find(config, &q.question.name, &apex);
+  if (!zone) {
+    r.rcode = DNS_RCODE_REFUSED;
+    return finish_short(&r, false, true);
+  }
+
+  dns_write_header(&r.w, &q.header);
+  dns_write_question(&r.w, &q.question);
+  answer_zone(&r, reg, zone, &apex);
+  write_opt(&r);
+  if (r.w.too_big)
+    return finish_short(&r, true, true);
+  write_header(&r, false, true);
+  return r.w.len;
+}

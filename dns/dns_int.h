@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/* dns_int.h -- the DNS wire codec shared inside dns/ and by its tests */
+#ifndef DDPORT_DNS_INT_H
+#define DDPORT_DNS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- protocol numbers -------------------------------------------------- */
+
+#define DNS_HEADER_SIZE 12
+#define DNS_LABEL_MAX 63
+#define DNS_NAME_WIRE_MAX 255 /* uncompressed, including the root label */
+/* Presentation form: every byte may need "\DDD", plus the NUL. */
+#define DNS_NAME_TEXT_MAX (4 * DNS_NAME_WIRE_MAX + 1)
+/* A 255-byte name has at most 127 labels, so a sane encoder never needs more
+ * jumps than that; the cap bounds the work per name whatever the input. */
+#define DNS_NAME_MAX_JUMPS 127
+
+enum {
+  DNS_TYPE_A = 1,
+  DNS_TYPE_NS = 2,
+  DNS_TYPE_CNAME = 5,
+  DNS_TYPE_SOA = 6,
+  DNS_TYPE_MX = 15,
+  DNS_TYPE_TXT = 16,
+  DNS_TYPE_AAAA = 28,
+  DNS_TYPE_OPT = 41,
+  DNS_TYPE_IXFR = 251,
+  DNS_TYPE_AXFR = 252,
+  DNS_TYPE_ANY = 255,
+};
+
+enum {
+  DNS_CLASS_IN = 1,
+  DNS_CLASS_CH = 3,
+  DNS_CLASS_ANY = 255,
+};
+
+enum {
+  DNS_OPCODE_QUERY = 0,
+  DNS_OPCODE_NOTIFY = 4,
+  DNS_OPCODE_UPDATE = 5,
+};
+
+enum {
+  DNS_RCODE_NOERROR = 0,
+  DNS_RCODE_FORMERR = 1,
+  DNS_RCODE_SERVFAIL = 2,
+  DNS_RCODE_NXDOMAIN = 3,
+  DNS_RCODE_NOTIMP = 4,
+  DNS_RCODE_REFUSED = 5,
+  DNS_RCODE_BADVERS = 16, /* extended: needs an OPT record to carry it */
+};
+
+/* Bits of dns_header_t.flags. */
+#define DNS_FLAG_QR 0x8000u
+#define DNS_FLAG_AA 0x0400u
+#define DNS_FLAG_TC 0x0200u
+#define DNS_FLAG_RD 0x0100u
+#define DNS_FLAG_RA 0x0080u
+#define DNS_FLAG_AD 0x0020u
+#define DNS_FLAG_CD 0x0010u
+#define DNS_FLAG_OPCODE(op) ((uint16_t)(((op)&0xFu) << 11))
+#define DNS_FLAG_RCODE(rc) ((uint16_t)((rc)&0xFu))
+
+/* Bit of the OPT record's TTL field (RFC 3225). */
+#define DNS_OPT_DO 0x8000u
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/* What a parser found. Parsers read only msg[0..len), never allocate, and
+ * leave their outputs unspecified unless they return DNS_WIRE_OK. */
+typedef enum dns_wire {
+  DNS_WIRE_OK = 0,
+  DNS_WIRE_TRUNCATED,      /* the message ends inside the item */
+  DNS_WIRE_BAD_POINTER,    /* compression pointer not strictly backwards */
+  DNS_WIRE_LABEL_TOO_LONG, /* a length byte of 64..191 */
+  DNS_WIRE_NAME_TOO_LONG,  /* more than 255 bytes once decompressed */
+} dns_wire_t;
+
+/* A static phrase for s. */
+const char *dns_wire_strerror(dns_wire_t s);
+
+typedef struct dns_header {
+  uint16_t id;
+  uint16_t flags;
+  uint16_t qdcount, ancount, nscount, arcount;
+} dns_header_t;
+
+static inline unsigned dns_header_opcode(const dns_header_t *h) {
+  return (h->flags >> 11) & 0xFu;
+}
+
+static inline unsigned dns_header_rcode(const dns_header_t *h) {
+  return h->flags & 0xFu;
+}
+
+/* A domain name in uncompressed wire form: length-prefixed labels ending
+ * with the root label (0). Case is kept as received. */
+typedef struct dns_name {
+  uint8_t wire[DNS_NAME_WIRE_MAX];
+  uint8_t len;    /* bytes used in wire, 1..255 */
+  uint8_t labels; /* not counting the root */
+} dns_name_t;
+
+typedef struct dns_question {
+  dns_name_t name;
+  uint16_t qtype, qclass;
+} dns_question_t;
+
+/* A resource record as parsed; rdata stays in the message. */
+typedef struct dns_rr {
+  dns_name_t name;
+  uint16_t type, rclass;
+  uint32_t ttl;
+  uint16_t rdlength;
+  size_t rdata; /* offset of the rdata in the message */
+} dns_rr_t;
+
+/* Reads the 12-byte header at the start of msg. */
+dns_wire_t dns_header_parse(const uint8_t *msg, size_t len, dns_header_t *out);
+
+/* Writes h as 12 bytes to out. */
+void dns_header_encode(const dns_header_t *h, uint8_t out[DNS_HEADER_SIZE]);
+
+/* Decodes the name at msg[*pos], following compression pointers, and
+ * advances *pos past the name's bytes at that place (past the first pointer
+ * when there is one). A pointer must point before the start of the run of
+ * labels it ends and not into the header; that rule alone rules out loops,
+ * and DNS_NAME_MAX_JUMPS bounds the work. */
+dns_wire_t dns_name_decode(const uint8_t *msg, size_t len, size_t *pos,
+                           dns_name_t *out);
+
+/* Decodes one question at msg[*pos] and advances *pos past it. */
+dns_wire_t dns_question_parse(const uint8_t *msg, size_t len, size_t *pos,
+                              dns_question_t *out);
+
+/* Decodes one resource record at msg[*pos] (rdata is checked to lie inside
+ * the message, not decoded) and advances *pos past it. */
+dns_wire_t dns_rr_parse(const uint8_t *msg, size_t len, size_t *pos,
+                        dns_rr_t *out);
+
+/* ---- names -------------------------------------------------------------- */
+
+/* Encodes a presentation-form name ("a.b.c", trailing dot optional, "." or
+ * "" for the root; "\." and "\DDD" escapes accepted). Returns 0, or -EINVAL
+ * for an empty label, a label over 63 bytes, a name over 255 wire bytes or
+ * a bad escape. */
+int dns_name_from_text(const char *text, size_t len, dns_name_t *out);
+
+/* Writes name in presentation form to out (size bytes, NUL-terminated):
+ * no trailing dot, "." for the root; '.', '\\' and bytes outside
+ * printable ASCII escaped as "\." or "\DDD", so the text always names the
+ * same labels. With lowercase, A-Z become a-z. Returns the length, or
+ * -ENOSPC (DNS_NAME_TEXT_MAX always suffices). */
+int dns_name_to_text(const dns_name_t *name, char *out, size_t size,
+                     bool lowercase);
+
+/* True when a and b are the same name, ASCII case ignored. */
+bool dns_name_equal(const dns_name_t *a, const dns_name_t *b);
+
+/* True when name equals zone or lies below it, by labels, ASCII case
+ * ignored. */
+bool dns_name_is_under(const dns_name_t *name, const dns_name_t *zone);
+
+/* Builds label "." parent into out; -EINVAL when label is empty, over 63
+ * bytes, or the result would exceed 255 wire bytes. */
+int dns_name_prepend(const dns_name_t *parent, const char *label, size_t len,
+                     dns_name_t *out);
+
+/* ---- writing ------------------------------------------------------------ */
+
+#define DNS_WRITER_MAX_NAMES 64
+
+/* Builds a message into a caller's buffer. A write that does not fit sets
+ * too_big and writes nothing, and every later write is ignored, so callers
+ * write a whole answer and check too_big once at the end. Names are
+ * compressed against earlier names in the buffer (case-sensitively, so a
+ * pointer never changes the case a client sees). */
+typedef struct dns_writer {
+  uint8_t *buf;
+  size_t cap;
+  size_t len;
+  bool too_big;
+  size_t n_names;
+  uint16_t names[DNS_WRITER_MAX_NAMES]; /* offsets of labels written whole */
+} dns_writer_t;
+
+void dns_writer_init(dns_writer_t *w, uint8_t *buf, size_t cap);
+
+/* Forgets everything after offset len (including remembered names there)
+ * and clears too_big. */
+void dns_writer_rewind(dns_writer_t *w, size_t len);
+
+void dns_write_u8(dns_writer_t *w, uint8_t v);
+void dns_write_u16(dns_writer_t *w, uint16_t v);
+void dns_write_u32(dns_writer_t *w, uint32_t v);
+void dns_write_bytes(dns_writer_t *w, const void *p, size_t n);
+
+/* Overwrites 2 bytes already written at offset (no-op if they were not). */
+void dns_writer_patch_u16(dns_writer_t *w, size_t offset, uint16_t v);
+
+void dns_write_header(dns_writer_t *w, const dns_header_t *h);
+
+/* Writes name, compressed against names written before. */
+void dns_write_name(dns_writer_t *w, const dns_name_t *name);
+
+/* Writes q's name uncompressed (but remembered for later pointers), then
+ * its type and class: the bytes a client sent, case and all. */
+void dns_write_question(dns_writer_t *w, const dns_question_t *q);
+
+/* Writes an RR's owner, type, class, TTL and a placeholder rdlength;
+ * returns the placeholder's offset for dns_write_rr_end. */
+size_t dns_write_rr_begin(dns_writer_t *w, const dns_name_t *owner,
+                          uint16_t type, uint16_t rclass, uint32_t ttl);
+
+/* Patches the rdlength of the RR begun at rdlength_at to cover what was
+ * written since. */
+void dns_write_rr_end(dns_writer_t *w, size_t rdlength_at);
+
+void dns_write_rr_a(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
+                    const uint8_t addr[4]);
+void dns_write_rr_aaaa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
+                       const uint8_t addr[16]);
+void dns_write_rr_ns(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
+                     const dns_name_t *host);
+
+typedef struct dns_soa {
+  dns_name_t mname, rname;
+  uint32_t serial, refresh, retry, expire, minimum;
+} dns_soa_t;
+
+void dns_write_rr_soa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
+                      const dns_soa_t *soa);
+
+/* Writes an OPT record (root owner, no options). ext_rcode is the upper 8
+ * bits of a 12-bit RCODE. */
+void dns_write_rr_opt(dns_writer_t *w, uint16_t udp_size, uint8_t ext_rcode,
+                      uint8_t version, bool dnssec_ok);
+
+#endif

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/* server.c -- UDP listeners that feed queries to dns_answer_query */
+#include "dns/dns.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Big enough for any UDP datagram, so none arrives cut short. */
+#define RECV_BUF_SIZE 65536
+/* Room for bursts while the loop is busy; the kernel may grant less. */
+#define SOCKET_RCVBUF (4 * 1024 * 1024)
+
+typedef struct dns_udp {
+  uv_udp_t handle; /* handle.data: the server */
+  struct sockaddr_storage addr;
+} dns_udp_t;
+
+struct dns_server {
+  const reg_config_t *config;
+  const reg_t *reg;
+  size_t n_open; /* handles initialised and not yet closed */
+  bool stopping;
+  uint64_t n_queries, n_answers, n_dropped;
+  /* One loop, one thread: a packet is answered before the next is read, so
+   * the buffers are shared by all the server's sockets. */
+  uint8_t recv_buf[RECV_BUF_SIZE];
+  uint8_t answer[DNS_EDNS_SIZE];
+  size_t n_udp;
+  dns_udp_t udp[];
+};
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  dns_server_t *server = handle->data;
+  (void)suggested;
+  buf->base = (char *)server->recv_buf;
+  buf->len = sizeof(server->recv_buf);
+}
+
+static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
+                    const struct sockaddr *addr, unsigned flags) {
+  dns_server_t *server = handle->data;
+
+  /* nread == 0 with no address is libuv saying the socket ran dry; read
+   * errors on UDP concern one datagram and never the socket. */
+  if (nread <= 0 || !addr || server->stopping)
+    return;
+  server->n_queries++;
+  if (flags & UV_UDP_PARTIAL) {
+    server->n_dropped++;
+    return;
+  }
+  size_t n =
+      dns_answer_query(server->config, server->reg, (const uint8_t *)buf->base,
+                       (size_t)nread, server->answer, sizeof(server->answer));
+  if (n == 0)
+    return;
+  uv_buf_t out = uv_buf_init((char *)server->answer, (unsigned)n);
+  /* No send queue: a full socket buffer means the host is overloaded, and
+   * a resolver retries sooner than a queued answer would arrive. */
+  if (uv_udp_try_send(handle, &out, 1, addr) < 0)
+    server->n_dropped++;
+  else
+    server->n_answers++;
+}
+
+static void on_close(uv_handle_t *handle) {
+  dns_server_t *server = handle->data;
+  if (--server->n_open == 0)
+    free(server);
+}
+
+static int udp_socket_open(const struct sockaddr_storage *addr) {
+  int one = 1;
+  int rcvbuf = SOCKET_RCVBUF;
+  int err;
+  socklen_t addr_len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                   : sizeof(struct sockaddr_in);
+
+  int fd =
+      socket(addr->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  /* Every worker binds the same address; the kernel spreads queries over
+   * their sockets. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+    goto fail;
+  /* [::] must not also take IPv4, which may be listed on its own. */
+  if (addr->ss_family == AF_INET6 &&
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)
+    goto fail;
+  /* Best effort: SO_RCVBUF is capped at net.core.rmem_max; the FORCE
+   * variant passes the cap when we hold CAP_NET_ADMIN. */
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0)
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  if (bind(fd, (const struct sockaddr *)addr, addr_len) != 0)
+    goto fail;
+  return fd;
+
+fail:
+  err = -errno;
+  close(fd);
+  return err;
+}
+
+static int udp_start(uv_loop_t *loop, dns_server_t *server, dns_udp_t *udp) {
+  char text[64];
+  const char *what = "bind";
+
+  int fd = udp_socket_open(&udp->addr);
+  if (fd < 0) {
+    core_log(CORE_LOG_ERROR, "dns: cannot %s udp %s: %s", what,
+             core_sockaddr_format((const struct sockaddr *)&udp->addr, text,
+                                  sizeof(text)),
+             uv_strerror(fd));
+    return fd;
+  }
+  int err = uv_udp_init(loop, &udp->handle);
+  if (err != 0) {
+    close(fd);
+    what = "set up";
+    goto fail;
+  }
+  udp->handle.data = server;
+  server->n_open++;
+  err = uv_udp_open(&udp->handle, fd);
+  if (err != 0) {
+    close(fd);
+    what = "open";
+    goto fail;
+  }
+  err = uv_udp_recv_start(&udp->handle, on_alloc, on_recv);
+  if (err != 0) {
+    what = "read from";
+    goto fail;
+  }
+  core_log(CORE_LOG_DEBUG, "dns: answering on udp %s",
+           core_sockaddr_format((const struct sockaddr *)&udp->addr, text,
+                                sizeof(text)));
+  return 0;
+
+fail:
+  core_log(CORE_LOG_ERROR, "dns: cannot %s udp %s: %s", what,
+           core_sockaddr_format((const struct sockaddr *)&udp->addr, text,
+                                sizeof(text)),
+           uv_strerror(err));
+  return err;
+}
+
+int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
+                     const reg_t *reg, dns_server_t **out) {
+  size_t n = config->dns.n_listen;
+  dns_server_t *server = xcalloc(1, sizeof(*server) + n * sizeof(dns_udp_t));
+
+  server->config = config;
+  server->reg = reg;
+  server->n_udp = n;
+  for (size_t i = 0; i < n; i++) {
+    server->udp[i].addr = config->dns.listen[i];
+    int err = udp_start(loop, server, &server->udp[i]);
+    if (err != 0) {
+      dns_server_stop(server);
+      return err;
+    }
+  }
+  *out = server;
+  return 0;
+}
+
+void dns_server_stop(dns_server_t *server) {
+  if (!server || server->stopping)
+    return;
+  server->stopping = true;
+  if (server->n_open == 0) {
+    free(server);
+    return;
+  }
+  /* The last close callback frees the server. */
+  for (size_t i = 0; i < server->n_udp; i++) {
+    uv_handle_t *h = (uv_handle_t *)&server->udp[i].handle;
+    /* A handle that never got through uv_udp_init has no data. */
+    if (h->data == server)
+      uv_close(h, on_close);
+  }
+}
