@@ -60,6 +60,9 @@ static const char example[] =
     "  - name: http\n"
     "    protocol: http\n"
     "    address: 127.0.0.1:8080\n"
+    "  - name: https\n"
+    "    protocol: tls\n"
+    "    address: 127.0.0.1:8443\n"
     "proxy:\n"
     "  timeouts: {peek: 5s, connect: 5s, idle: 5m}\n"
     "  max_hello: 16KiB\n"
@@ -79,7 +82,7 @@ static const char example[] =
     "  demo.ddport.test:\n"
     "    owner: demo\n"
     "    address: 127.0.0.1\n"
-    "    ports: {http: 10080}\n"
+    "    ports: {http: 10080, https: 10443}\n"
     "    enabled: true\n"
     "  \"*.demo.ddport.test\": {owner: demo, address: 127.0.0.1, "
     "ports: {http: 10080}}\n";
@@ -98,7 +101,10 @@ static void check_example(const reg_config_t *c) {
   char buf[64];
   ASSERT_EQ(c->workers, 0);
   ASSERT_STR_EQ(c->state_dir, "./ddport-state");
-  ASSERT_EQ(c->n_listeners, 1);
+  ASSERT_EQ(c->n_listeners, 2);
+  ASSERT_STR_EQ(c->listeners[1].name, "https");
+  ASSERT_EQ(c->listeners[1].protocol, REG_PROTOCOL_TLS);
+  ASSERT_EQ(sockaddr_port(&c->listeners[1].addr), 8443);
   ASSERT_STR_EQ(c->listeners[0].name, "http");
   ASSERT_EQ(c->listeners[0].protocol, REG_PROTOCOL_HTTP);
   ASSERT_EQ(c->listeners[0].addr.ss_family, AF_INET);
@@ -138,6 +144,7 @@ static void check_example(const reg_config_t *c) {
   ASSERT_EQ(c->devices[0].wildcard, false);
   ASSERT_EQ(c->devices[0].enabled, true);
   ASSERT_EQ(reg_device_port(&c->devices[0], "http"), 10080);
+  ASSERT_EQ(reg_device_port(&c->devices[0], "https"), 10443);
   ASSERT_STR_EQ(c->devices[1].name, "*.demo.ddport.test");
   ASSERT_EQ(c->devices[1].wildcard, true);
   ASSERT_EQ(c->n_not_implemented, 0);
@@ -399,7 +406,6 @@ static void test_not_implemented(void) {
              c->not_implemented[i]);
   ASSERT_STR_EQ(
       joined,
-      "t.yaml:2:14: proxy.timeouts.drain is not implemented yet; ignored\n"
       "t.yaml:3:3: proxy.limits is not implemented yet; ignored\n"
       "t.yaml:8:7: dns.zones[0].notify is not implemented yet; ignored\n"
       "t.yaml:9:7: dns.zones[0].allow_transfer is not implemented yet; "
@@ -411,6 +417,13 @@ static void test_not_implemented(void) {
       "t.yaml:14:1: accounts is not implemented yet; ignored\n");
   ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
   ASSERT_EQ(c->proxy.max_connections, 5);
+  reg_config_free(c);
+
+  c = load_ok("proxy: {access_log: /var/log/ddport/access.log}\n");
+  ASSERT_EQ(c->n_not_implemented, 1);
+  ASSERT_STR_EQ(c->not_implemented[0],
+                "t.yaml:1:21: access_log to a file is not implemented yet; "
+                "access lines go to stderr");
   reg_config_free(c);
 }
 
