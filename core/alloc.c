@@ -36,7 +36,9 @@ void *xrealloc(void *ptr, size_t size) {
   return p;
 }
 
-char *xstrdup(const char *s) { return xstrndup(s, strlen(s)); }
+char *xstrdup(const char *s) {
+  return xstrndup(s, strlen(s));
+}
 
 char *xstrndup(const char *s, size_t len) {
   char *p = xmalloc(len + 1);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* core.h -- what every part needs: allocation, logging, addresses, names, units */
+/* core.h -- what every part needs: allocation, logging, addresses, names, units
+ */
 #ifndef DDPORT_CORE_H
 #define DDPORT_CORE_H
 

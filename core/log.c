@@ -30,8 +30,9 @@ void core_log(core_log_level_t level, const char *fmt, ...) {
   va_start(ap, fmt);
   int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
   va_end(ap);
-  n = (m < 0) ? n : (n + (size_t)m >= sizeof line - 1 ? sizeof line - 2
-                                                          : n + (size_t)m);
+  n = (m < 0) ? n
+              : (n + (size_t)m >= sizeof line - 1 ? sizeof line - 2
+                                                  : n + (size_t)m);
   line[n++] = '\n';
   /* One write(2) per line so lines from worker threads never interleave. */
   ssize_t w = write(STDERR_FILENO, line, n);

@@ -32,8 +32,8 @@ int core_duration_parse(const char *text, uint64_t *ms) {
   static const struct {
     const char *suffix;
     uint64_t ms;
-  } units[] = {{"ms", 1},        {"s", 1000},        {"m", 60000},
-               {"h", 3600000},   {"d", 86400000},    {"w", 604800000}};
+  } units[] = {{"ms", 1},      {"s", 1000},     {"m", 60000},
+               {"h", 3600000}, {"d", 86400000}, {"w", 604800000}};
   uint64_t v;
   const char *suffix = parse_number(text, &v);
   if (suffix == NULL)

@@ -25,14 +25,14 @@ typedef enum px_state {
 typedef struct px_side {
   uv_tcp_t tcp; /* tcp.data points to the px_side */
   px_conn_t *conn;
-  char *buf; /* read buffer for bytes travelling to the peer side */
+  char *buf;            /* read buffer for bytes travelling to the peer side */
   uv_write_t write_req; /* writes of this side's bytes to the peer */
   uv_shutdown_t shutdown_req;
   uint64_t bytes; /* read from this side */
-  bool open; /* tcp initialised and not yet closed */
-  bool eof; /* this side sent FIN */
-  bool writing; /* our bytes are queued on the peer: reading paused */
-  bool shut; /* FIN passed on to the peer */
+  bool open;      /* tcp initialised and not yet closed */
+  bool eof;       /* this side sent FIN */
+  bool writing;   /* our bytes are queued on the peer: reading paused */
+  bool shut;      /* FIN passed on to the peer */
 } px_side_t;
 
 struct px_conn {
@@ -171,8 +171,8 @@ static void on_page_shutdown(uv_shutdown_t *req, int status) {
   /* Read and drop what the visitor still sends until it closes, so its
    * kernel does not answer our page with a reset before it is read. */
   uv_timer_start(&conn->timer, on_linger_timeout, LINGER_MS, 0);
-  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_discard,
-                    on_linger_read) != 0)
+  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_discard, on_linger_read) !=
+      0)
     conn_close(conn, NULL);
 }
 
@@ -190,8 +190,7 @@ static void on_page_written(uv_write_t *req, int status) {
 }
 
 static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
-  assert(conn->state == PX_STATE_PEEKING ||
-         conn->state == PX_STATE_CONNECTING);
+  assert(conn->state == PX_STATE_PEEKING || conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_ANSWERING;
   conn->result = result;
   uv_timer_stop(&conn->timer);
@@ -305,8 +304,7 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
 }
 
 static void start_reading(px_side_t *side) {
-  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) !=
-      0)
+  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) != 0)
     conn_close(side->conn, "routed");
 }
 
@@ -561,8 +559,8 @@ int px_conn_accept(px_listener_t *listener) {
   /* An absolute deadline: a visitor dripping bytes cannot extend it. */
   uv_timer_start(&conn->timer, on_peek_deadline,
                  server->config->proxy.peek_timeout_ms, 0);
-  rc = uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_peek,
-                     on_peek_read);
+  rc =
+      uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_peek, on_peek_read);
   if (rc != 0)
     conn_close(conn, "read failed");
   return 0;

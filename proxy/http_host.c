@@ -101,7 +101,8 @@ static void trim(core_str_t *s) {
     s->ptr++;
     s->len--;
   }
-  while (s->len > 0 && (s->ptr[s->len - 1] == ' ' || s->ptr[s->len - 1] == '\t'))
+  while (s->len > 0 &&
+         (s->ptr[s->len - 1] == ' ' || s->ptr[s->len - 1] == '\t'))
     s->len--;
 }
 

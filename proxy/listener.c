@@ -35,14 +35,14 @@ static int open_reuseport_socket(const struct sockaddr *addr, int type) {
 static void on_connection(uv_stream_t *stream, int status) {
   px_listener_t *listener = stream->data;
   if (status < 0) {
-    core_log(CORE_LOG_WARN, "listener %s: accept: %s",
-             listener->config->name, uv_strerror(status));
+    core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
+             uv_strerror(status));
     return;
   }
   int rc = px_conn_accept(listener);
   if (rc != 0)
-    core_log(CORE_LOG_WARN, "listener %s: accept: %s",
-             listener->config->name, uv_strerror(rc));
+    core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
+             uv_strerror(rc));
 }
 
 static void maybe_free(px_server_t *server) {
@@ -97,12 +97,12 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
                          sizeof where);
     l->server = server;
     l->config = lc;
-    int fd = open_reuseport_socket((const struct sockaddr *)&lc->addr,
-                                   SOCK_STREAM);
+    int fd =
+        open_reuseport_socket((const struct sockaddr *)&lc->addr, SOCK_STREAM);
     if (fd < 0) {
       rc = fd;
-      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s",
-               lc->name, where, strerror(-fd));
+      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
+               where, strerror(-fd));
       break;
     }
     uv_tcp_init(loop, &l->tcp);
@@ -113,8 +113,8 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
     if (rc == 0)
       rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
     if (rc != 0) {
-      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s",
-               lc->name, where, uv_strerror(rc));
+      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
+               where, uv_strerror(rc));
       break;
     }
   }
@@ -131,8 +131,7 @@ void px_server_stop(px_server_t *server) {
     return;
   server->stopping = true;
   for (size_t i = 0; i < server->n_listeners; i++)
-    uv_close((uv_handle_t *)&server->listeners[i].tcp,
-             on_server_handle_closed);
+    uv_close((uv_handle_t *)&server->listeners[i].tcp, on_server_handle_closed);
   if (server->n_conns == 0) {
     uv_close((uv_handle_t *)&server->drain_timer, on_server_handle_closed);
     return;

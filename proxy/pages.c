@@ -6,8 +6,7 @@
 
 /* The bodies are fixed, so their lengths are computed at compile time. */
 #define BODY(title, msg)                                                       \
-  "<!doctype html><title>" title "</title><h1>" title "</h1><p>" msg           \
-  "</p>\n"
+  "<!doctype html><title>" title "</title><h1>" title "</h1><p>" msg "</p>\n"
 
 static const char body_400[] =
     BODY("400 Bad Request", "The request could not be understood.");
@@ -31,16 +30,19 @@ typedef struct page_text {
 } page_text_t;
 
 static page_text_t pages[] = {
-    [PX_PAGE_BAD_REQUEST] = {"400 Bad Request", body_400, sizeof body_400 - 1,
-                             {0}, 0},
-    [PX_PAGE_NOT_FOUND] = {"404 Not Found", body_404, sizeof body_404 - 1, {0},
+    [PX_PAGE_BAD_REQUEST] =
+        {"400 Bad Request", body_400, sizeof body_400 - 1, {0}, 0},
+    [PX_PAGE_NOT_FOUND] =
+        {"404 Not Found", body_404, sizeof body_404 - 1, {0}, 0},
+    [PX_PAGE_TIMEOUT] =
+        {"408 Request Timeout", body_408, sizeof body_408 - 1, {0}, 0},
+    [PX_PAGE_TOO_LARGE] = {"431 Request Header Fields Too Large",
+                           body_431,
+                           sizeof body_431 - 1,
+                           {0},
                            0},
-    [PX_PAGE_TIMEOUT] = {"408 Request Timeout", body_408, sizeof body_408 - 1,
-                         {0}, 0},
-    [PX_PAGE_TOO_LARGE] = {"431 Request Header Fields Too Large", body_431,
-                           sizeof body_431 - 1, {0}, 0},
-    [PX_PAGE_OFFLINE] = {"502 Bad Gateway", body_502, sizeof body_502 - 1,
-                         {0}, 0},
+    [PX_PAGE_OFFLINE] =
+        {"502 Bad Gateway", body_502, sizeof body_502 - 1, {0}, 0},
 };
 
 static void build_pages(void) {

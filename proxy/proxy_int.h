@@ -40,9 +40,9 @@ int px_http_host_normalise(const char *host, size_t len, char *out);
 /* What the SNI peek found in a TLS ClientHello. */
 typedef struct px_sni {
   char name[CORE_NAME_MAX + 1]; /* normalised server_name host_name */
-  size_t name_len; /* 0: the ClientHello names no server */
-  size_t hello_len; /* bytes of the ClientHello handshake message */
-  const char *why; /* on PX_PEEK_INVALID: a short static reason */
+  size_t name_len;              /* 0: the ClientHello names no server */
+  size_t hello_len;             /* bytes of the ClientHello handshake message */
+  const char *why;              /* on PX_PEEK_INVALID: a short static reason */
 } px_sni_t;
 
 /* Parses the TLS records at the start of buf (len bytes), reassembling the
@@ -55,10 +55,10 @@ px_peek_result_t px_sni_parse(const uint8_t *buf, size_t len, px_sni_t *out);
 
 typedef enum px_page {
   PX_PAGE_BAD_REQUEST, /* 400 */
-  PX_PAGE_NOT_FOUND, /* 404: no such device */
-  PX_PAGE_TIMEOUT, /* 408: the request head did not arrive in time */
-  PX_PAGE_TOO_LARGE, /* 431: request head larger than max_hello */
-  PX_PAGE_OFFLINE, /* 502: the device does not answer */
+  PX_PAGE_NOT_FOUND,   /* 404: no such device */
+  PX_PAGE_TIMEOUT,     /* 408: the request head did not arrive in time */
+  PX_PAGE_TOO_LARGE,   /* 431: request head larger than max_hello */
+  PX_PAGE_OFFLINE,     /* 502: the device does not answer */
 } px_page_t;
 
 /* What to send a visitor the proxy cannot relay: for HTTP listeners the
@@ -85,7 +85,7 @@ struct px_server {
   px_listener_t *listeners;
   size_t n_listeners;
   size_t open_handles; /* listeners and the drain timer not yet closed */
-  px_conn_t *conns; /* doubly linked through px_conn's next/prev */
+  px_conn_t *conns;    /* doubly linked through px_conn's next/prev */
   size_t n_conns;
   uv_timer_t drain_timer;
   bool stopping;

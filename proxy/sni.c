@@ -29,8 +29,8 @@ typedef struct hs_stream {
 typedef struct hs_cursor {
   const hs_stream_t *s;
   size_t frag, at; /* position: fragment index and offset inside it */
-  size_t left; /* bytes the current structure still allows */
-  bool bad; /* read past `left` */
+  size_t left;     /* bytes the current structure still allows */
+  bool bad;        /* read past `left` */
 } hs_cursor_t;
 
 static uint8_t read_u8(hs_cursor_t *c) {

@@ -30,14 +30,16 @@ static const special_range_t special_ranges[] = {
     {"ff00::/8", "multicast address"},
 };
 
-static bool prefix_inside(const core_prefix_t *inner, const core_prefix_t *outer) {
+static bool prefix_inside(const core_prefix_t *inner,
+                          const core_prefix_t *outer) {
   return inner->ip.family == outer->ip.family && inner->bits >= outer->bits &&
          core_prefix_contains(outer, &inner->ip);
 }
 
 /* True when some allow_targets prefix inside range contains ip. */
 static bool explicitly_allowed(const reg_config_t *config,
-                               const core_prefix_t *range, const core_ip_t *ip) {
+                               const core_prefix_t *range,
+                               const core_ip_t *ip) {
   for (size_t i = 0; i < config->proxy.n_allow_targets; i++) {
     const core_prefix_t *allow = &config->proxy.allow_targets[i];
     if (prefix_inside(allow, range) && core_prefix_contains(allow, ip))
@@ -54,9 +56,10 @@ static bool is_own_listener(const reg_config_t *config, const core_ip_t *ip,
     core_ip_t own;
     if (core_ip_from_sockaddr(sa, &own) != 0)
       continue;
-    uint16_t own_port = ntohs(sa->sa_family == AF_INET
-                                  ? ((const struct sockaddr_in *)sa)->sin_port
-                                  : ((const struct sockaddr_in6 *)sa)->sin6_port);
+    uint16_t own_port =
+        ntohs(sa->sa_family == AF_INET
+                  ? ((const struct sockaddr_in *)sa)->sin_port
+                  : ((const struct sockaddr_in6 *)sa)->sin6_port);
     if (own_port != port)
       continue;
     core_prefix_t exact = {own, own.family == AF_INET ? 32 : 128};

@@ -30,7 +30,7 @@ typedef struct reg_glue {
 } reg_glue_t;
 
 typedef struct reg_zone {
-  char *name; /* normalised, no trailing dot */
+  char *name;       /* normalised, no trailing dot */
   core_ip_t *proxy; /* what A/AAAA answers for device names carry */
   size_t n_proxy;
   uint32_t ttl;
@@ -57,8 +57,8 @@ typedef struct reg_port {
 /* One device: a name and where its services are. A wildcard device's name
  * starts with "*." and matches every name below the rest. */
 typedef struct reg_device {
-  char *name; /* normalised */
-  char *owner; /* account name or NULL */
+  char *name;       /* normalised */
+  char *owner;      /* account name or NULL */
   core_ip_t *addrs; /* literal addresses, in the order given */
   size_t n_addrs;
   char *target_host; /* a hostname target instead of addrs, or NULL */

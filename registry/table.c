@@ -53,7 +53,9 @@ void reg_free(reg_t *reg) {
   free(reg);
 }
 
-size_t reg_count(const reg_t *reg) { return reg->count; }
+size_t reg_count(const reg_t *reg) {
+  return reg->count;
+}
 
 static const reg_device_t *find_exact(const reg_t *reg, const char *name,
                                       size_t len) {

@@ -3,11 +3,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Without libFuzzer this driver gives every target a deterministic,
  * bounded run in the ordinary test suite (and under ASan/UBSan there);
@@ -56,7 +56,9 @@ static uint64_t next_random(void) {
   return rng_state = x;
 }
 
-static size_t below(size_t n) { return n ? (size_t)(next_random() % n) : 0; }
+static size_t below(size_t n) {
+  return n ? (size_t)(next_random() % n) : 0;
+}
 
 static size_t load_seeds(const char *dir, seed_t *seeds) {
   DIR *d = opendir(dir);
@@ -83,12 +85,14 @@ static size_t load_seeds(const char *dir, seed_t *seeds) {
   return n;
 }
 
-/* One random edit of buf (len bytes, FUZZ_MAX_INPUT capacity); returns new len. */
+/* One random edit of buf (len bytes, FUZZ_MAX_INPUT capacity); returns new len.
+ */
 static size_t mutate(uint8_t *buf, size_t len, const seed_t *seeds,
                      size_t n_seeds) {
   static const char *const tokens[] = {
-      "\r\n", "\n", ":", " ", "Host", "host: ", "\r\n\r\n", "\0", "\xff",
-      "*.", ".", "[", "]", "http://", "{", "}", "- ", "&a", "*a", "!!",
+      "\r\n", "\n",   ":",  " ",  "Host", "host: ", "\r\n\r\n",
+      "\0",   "\xff", "*.", ".",  "[",    "]",      "http://",
+      "{",    "}",    "- ", "&a", "*a",   "!!",
   };
   size_t at = below(len + 1);
   switch (below(7)) {

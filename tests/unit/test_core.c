@@ -33,10 +33,10 @@ static void test_hostport_parse(void) {
                 "[::1]:443");
   ASSERT_EQ(core_hostport_parse("[::]:53", &ss, &why), 0);
   ASSERT_EQ(ss.ss_family, AF_INET6);
-  const char *bad[] = {"127.0.0.1",     "127.0.0.1:0", "127.0.0.1:65536",
-                       "127.0.0.1:x",   "::1:80",      "[::1]80",
-                       "host.test:80",  ":80",         "127.0.0.1:",
-                       "[::1:80",       "1.2.3.4:-1"};
+  const char *bad[] = {
+      "127.0.0.1",  "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:x",
+      "::1:80",     "[::1]80",     "host.test:80",    ":80",
+      "127.0.0.1:", "[::1:80",     "1.2.3.4:-1"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     why = NULL;
     if (core_hostport_parse(bad[i], &ss, &why) != -EINVAL || why == NULL)

@@ -88,12 +88,11 @@ static void test_policy_defaults(void) {
   reg_config_t config = {0};
   ASSERT(allowed(&config, "203.0.113.7", 80));
   ASSERT(allowed(&config, "2001:db8::7", 80));
-  const char *refused[] = {"127.0.0.1",   "127.1.2.3",  "0.0.0.0",
-                           "169.254.1.1", "224.0.0.1",  "255.255.255.255",
-                           "10.1.2.3",    "172.16.0.1", "192.168.1.1",
-                           "100.64.0.1",  "::1",        "::",
-                           "fe80::1",     "ff02::1",    "fd00::1",
-                           "::ffff:127.0.0.1"};
+  const char *refused[] = {
+      "127.0.0.1",   "127.1.2.3",       "0.0.0.0",  "169.254.1.1",
+      "224.0.0.1",   "255.255.255.255", "10.1.2.3", "172.16.0.1",
+      "192.168.1.1", "100.64.0.1",      "::1",      "::",
+      "fe80::1",     "ff02::1",         "fd00::1",  "::ffff:127.0.0.1"};
   for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
     if (allowed(&config, refused[i], 80))
       TEST_FAIL_("%s allowed by default", refused[i]);
