@@ -97,6 +97,16 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   /* A visitor closing mid-write must cost an EPIPE, not the process. */
   signal(SIGPIPE, SIG_IGN);
 
+  /* Handlers first: a SIGTERM while workers start must not take the
+   * default action. It waits in libuv's signal pipe until the loop runs. */
+  uv_loop_t *loop = uv_default_loop();
+  static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+  for (size_t i = 0; i < 4; i++) {
+    uv_signal_init(loop, &ctl.signals[i]);
+    ctl.signals[i].data = &ctl;
+    uv_signal_start(&ctl.signals[i], on_signal, signums[i]);
+  }
+
   unsigned started = 0;
   int rc = 0;
   for (; started < n; started++) {
@@ -121,13 +131,6 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   }
   ctl.n_workers = started;
 
-  uv_loop_t *loop = uv_default_loop();
-  static const int signums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
-  for (size_t i = 0; i < 4; i++) {
-    uv_signal_init(loop, &ctl.signals[i]);
-    ctl.signals[i].data = &ctl;
-    uv_signal_start(&ctl.signals[i], on_signal, signums[i]);
-  }
   if (rc == 0) {
     core_log(CORE_LOG_INFO,
              "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
