@@ -1,0 +1,253 @@
+#!/usr/bin/python3
+"""ddport's authoritative DNS, end to end: dig (and kdig when installed)
+against `ddport serve`. Loopback only."""
+
+import os
+import re
+import shutil
+import sys
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ddtest  # noqa: E402
+from ddtest import check, check_eq  # noqa: E402
+
+Z = ddtest.ZONE + "."
+
+
+class Env:
+    pass
+
+
+def setup():
+    ddtest.require_binary()
+    env = Env()
+    env.tmp = ddtest.tempdir()
+    env.dir = env.tmp.name
+    env.proxy_port = ddtest.free_port()
+    env.dns_port = ddtest.free_port()
+    backend_port = ddtest.free_port()  # no backend needed: DNS only
+    dead_port = ddtest.free_port()
+    env.config = ddtest.write_config(env.dir, env.proxy_port, env.dns_port, backend_port, dead_port)
+    env.ddport = ddtest.Ddport(env.config, env.dir, tcp_ports=[env.proxy_port],
+                               udp_ports=[env.dns_port])
+    try:
+        env.ddport.start()
+    except Exception:
+        teardown(env)
+        raise
+    return env
+
+
+def teardown(env):
+    try:
+        if env.ddport.running():
+            env.ddport.stop()
+    finally:
+        env.tmp.cleanup()
+
+
+def query(env, name, rtype, program=ddtest.DIG, extra=()):
+    res = ddtest.dig(env.dns_port, name, rtype, program=program, extra=extra)
+    check(res.rc == 0 and res.status is not None,
+          "%s %s %s: no answer (exit %s): %s" % (os.path.basename(program), name, rtype, res.rc,
+                                                 ddtest._one_line(res.text)[:300]))
+    return res
+
+
+def expect(res, status, what):
+    check_eq(res.status, status, what + " status (" + res.describe() + ")")
+    check("qr" in res.flags, what + ": qr flag missing, flags %s" % sorted(res.flags))
+    if status in ("NOERROR", "NXDOMAIN"):
+        check("aa" in res.flags, what + ": aa flag missing, flags %s" % sorted(res.flags))
+
+
+def rdatas(res, section, rtype, owner=None):
+    return sorted(" ".join(r[4]) for r in res.records(section, rtype)
+                  if owner is None or r[0].lower() == owner.lower())
+
+
+def check_soa_rdata(rdata, what):
+    check_eq(len(rdata), 7, what + " SOA rdata field count")
+    mname, rname = rdata[0], rdata[1]
+    check(mname.endswith("."), what + ": SOA MNAME %r is not a name" % mname)
+    check_eq(rname.lower(), ddtest.ZONE_SOA_RNAME + ".", what + " SOA RNAME")
+    check(rdata[2].isdigit(), what + ": SOA serial %r is not a number" % rdata[2])
+    check_eq(tuple(int(x) for x in rdata[3:7]), ddtest.ZONE_SOA_TIMERS,
+             what + " SOA refresh/retry/expire/minimum")
+
+
+def t_demo_a(env):
+    res = query(env, "demo.ddport.test", "A")
+    expect(res, "NOERROR", "demo A")
+    check_eq(rdatas(res, "answer", "A", "demo.ddport.test."), [ddtest.ZONE_PROXY_V4], "demo A records")
+    check_eq(sorted({r[1] for r in res.answer}), [ddtest.ZONE_TTL], "demo A TTL")
+    check_eq(len(res.answer), 1, "answer section size")
+
+
+def t_short(env):
+    proc = ddtest.run([ddtest.DIG, "@127.0.0.1", "-p", str(env.dns_port), "+tries=1", "+time=2",
+                       "+short", "demo.ddport.test", "A"], timeout=20)
+    check_eq(proc.returncode, 0, "dig +short exit status")
+    check_eq(proc.stdout.split(), [ddtest.ZONE_PROXY_V4], "dig +short output")
+
+
+def t_no_recursion(env):
+    res = query(env, "demo.ddport.test", "A")
+    check("ra" not in res.flags, "authoritative-only server sets RA: flags %s" % sorted(res.flags))
+
+
+def t_demo_aaaa(env):
+    res = query(env, "demo.ddport.test", "AAAA")
+    expect(res, "NOERROR", "demo AAAA")
+    check_eq(rdatas(res, "answer", "AAAA", "demo.ddport.test."), [ddtest.ZONE_PROXY_V6],
+             "demo AAAA records")
+
+
+def t_wildcard(env):
+    res = query(env, "x.wild.ddport.test", "A")
+    expect(res, "NOERROR", "x.wild A")
+    check_eq(rdatas(res, "answer", "A", "x.wild.ddport.test."), [ddtest.ZONE_PROXY_V4],
+             "x.wild.ddport.test A records (owner must be the query name)")
+
+
+def t_nxdomain(env):
+    res = query(env, "unknown.ddport.test", "A")
+    expect(res, "NXDOMAIN", "unknown A")
+    check_eq(res.answer, [], "answer section of NXDOMAIN")
+    soas = res.records("authority", "SOA")
+    check_eq(len(soas), 1, "SOA records in authority of NXDOMAIN (%s)" % res.authority)
+    check_eq(soas[0][0].lower(), Z, "SOA owner")
+    check_soa_rdata(soas[0][4], "NXDOMAIN")
+
+
+def t_refused(env):
+    res = query(env, "example.com", "A")
+    check_eq(res.status, "REFUSED", "example.com A status (" + res.describe() + ")")
+    check_eq(res.answer, [], "answer of REFUSED")
+
+
+def t_soa(env):
+    res = query(env, ddtest.ZONE, "SOA")
+    expect(res, "NOERROR", "apex SOA")
+    soas = res.records("answer", "SOA")
+    check_eq(len(soas), 1, "SOA records in answer")
+    check_eq(soas[0][0].lower(), Z, "SOA owner")
+    check_soa_rdata(soas[0][4], "apex")
+
+
+def t_ns(env):
+    res = query(env, ddtest.ZONE, "NS")
+    expect(res, "NOERROR", "apex NS")
+    check_eq([x.lower() for x in rdatas(res, "answer", "NS", Z)], [ddtest.ZONE_NS + "."],
+             "apex NS records")
+
+
+def t_ns_address(env):
+    # The in-zone name server's address comes from `glue`.
+    res = query(env, ddtest.ZONE_NS, "A")
+    expect(res, "NOERROR", "ns1 A")
+    check_eq(rdatas(res, "answer", "A", ddtest.ZONE_NS + "."), [ddtest.ZONE_NS_GLUE], "ns1 A records")
+
+
+def t_nodata(env):
+    res = query(env, "demo.ddport.test", "MX")
+    expect(res, "NOERROR", "demo MX")
+    check_eq(res.answer, [], "answer section of NODATA")
+    soas = res.records("authority", "SOA")
+    check_eq(len(soas), 1, "SOA in authority of NODATA (RFC 2308) (%s)" % res.authority)
+    check_soa_rdata(soas[0][4], "NODATA")
+
+
+def t_case(env):
+    name = "DeMo.DdPoRt.TeSt"
+    res = query(env, name, "A")
+    expect(res, "NOERROR", name + " A")
+    check_eq([q[0] for q in res.question], [name + "."], "question name as echoed")
+    check_eq([r[0] for r in res.answer], [name + "."], "answer owner name")
+    check_eq(rdatas(res, "answer", "A"), [ddtest.ZONE_PROXY_V4], name + " A records")
+
+
+def t_edns(env):
+    res = query(env, "demo.ddport.test", "A", extra=["+edns=0", "+bufsize=1232"])
+    expect(res, "NOERROR", "EDNS0 demo A")
+    m = re.search(r"^; EDNS: version: (\d+).*udp: (\d+)", res.text, re.M)
+    check(m, "no OPT record in the answer to an EDNS0 query")
+    check_eq(m.group(1), "0", "EDNS version")
+    check(int(m.group(2)) >= 512, "advertised UDP size %s < 512" % m.group(2))
+    check_eq(rdatas(res, "answer", "A"), [ddtest.ZONE_PROXY_V4], "EDNS0 demo A records")
+
+
+def t_noedns(env):
+    res = query(env, "demo.ddport.test", "A", extra=["+noedns"])
+    expect(res, "NOERROR", "plain (no EDNS) demo A")
+    check("; EDNS:" not in res.text, "OPT record in the answer to a query without EDNS")
+    check_eq(rdatas(res, "answer", "A"), [ddtest.ZONE_PROXY_V4], "plain demo A records")
+
+
+def t_notimp(env):
+    res = query(env, "demo.ddport.test", "A", extra=["+opcode=2"])
+    check_eq(res.status, "NOTIMP", "opcode STATUS (" + res.describe() + ")")
+    check_eq(res.answer, [], "answer to an unknown opcode")
+
+
+def t_any(env):
+    # RFC 8482: ANY gets a minimal, non-empty answer. (+notcp: dig 9.18
+    # otherwise sends ANY over TCP.)
+    res = query(env, "demo.ddport.test", "ANY", extra=["+notcp"])
+    expect(res, "NOERROR", "demo ANY")
+    check(res.answer, "empty answer to ANY at an existing name")
+    for r in res.answer:
+        check_eq(r[0].lower(), "demo.ddport.test.", "owner of ANY answer record")
+        check(r[3] in ("A", "AAAA", "HINFO"), "unexpected %s record in ANY answer" % r[3])
+
+
+def t_kdig(env):
+    kdig = shutil.which("kdig")
+    if not kdig:
+        raise ddtest.Skip("kdig not installed (package knot-dnsutils)")
+    res = query(env, "demo.ddport.test", "A", program=kdig)
+    expect(res, "NOERROR", "kdig demo A")
+    check_eq(rdatas(res, "answer", "A", "demo.ddport.test."), [ddtest.ZONE_PROXY_V4],
+             "kdig demo A records")
+    res = query(env, "demo.ddport.test", "AAAA", program=kdig, extra=["+noedns"])
+    expect(res, "NOERROR", "kdig +noedns demo AAAA")
+    check_eq(rdatas(res, "answer", "AAAA", "demo.ddport.test."), [ddtest.ZONE_PROXY_V6],
+             "kdig +noedns demo AAAA records")
+
+
+def t_still_running(env):
+    check(env.ddport.running(), "ddport exited during the tests (status %s); stderr: %s"
+          % (env.ddport.proc.returncode, env.ddport.stderr_tail()))
+
+
+def t_sigterm(env):
+    rc = env.ddport.stop()
+    check(rc is not None, "ddport did not exit within 15 s of SIGTERM (killed)")
+    check_eq(rc, 0, "exit status after SIGTERM")
+
+
+CASES = [
+    ("demo.ddport.test A is the proxy's IPv4, authoritative", t_demo_a),
+    ("dig +short demo.ddport.test A", t_short),
+    ("no recursion available (RA clear)", t_no_recursion),
+    ("demo.ddport.test AAAA is the proxy's IPv6", t_demo_aaaa),
+    ("wildcard x.wild.ddport.test A", t_wildcard),
+    ("unknown name: NXDOMAIN with SOA in authority", t_nxdomain),
+    ("name outside our zones: REFUSED", t_refused),
+    ("apex SOA", t_soa),
+    ("apex NS", t_ns),
+    ("name server address from glue", t_ns_address),
+    ("MX at a device: NODATA", t_nodata),
+    ("query case is preserved", t_case),
+    ("EDNS0 query is answered with OPT", t_edns),
+    ("query without EDNS is answered without OPT", t_noedns),
+    ("unknown opcode: NOTIMP", t_notimp),
+    ("ANY is answered minimally over UDP", t_any),
+    ("kdig query", t_kdig),
+    ("ddport still running after the cases above", t_still_running),
+    ("SIGTERM: ddport exits 0", t_sigterm),
+]
+
+if __name__ == "__main__":
+    ddtest.run_cases(CASES, setup=setup, teardown=teardown)
