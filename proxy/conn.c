@@ -53,6 +53,7 @@ struct px_conn {
   const char *result; /* for the access log */
   char name[CORE_NAME_MAX + 1];
   char visitor[INET6_ADDRSTRLEN + 8];
+  uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
 };
 
 static const reg_config_t *conn_config(const px_conn_t *conn) {
@@ -319,21 +320,50 @@ static void on_idle_timer(uv_timer_t *timer) {
   uv_timer_start(timer, on_idle_timer, idle - quiet, 0);
 }
 
+/* The visitor's address and the listener address it reached. */
+static int build_proxy_header(px_conn_t *conn) {
+  struct sockaddr_storage src, dst;
+  int src_len = sizeof src, dst_len = sizeof dst;
+  int rc =
+      uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&src, &src_len);
+  if (rc == 0)
+    rc = uv_tcp_getsockname(&conn->client.tcp, (struct sockaddr *)&dst,
+                            &dst_len);
+  if (rc != 0)
+    return rc;
+  return px_proxy_header(conn->route->proxy_protocol, (struct sockaddr *)&src,
+                         (struct sockaddr *)&dst, conn->proxy_header,
+                         sizeof conn->proxy_header);
+}
+
 static void start_relay(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_RELAYING;
   conn->active_ms = core_now_ms();
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);
-  /* The peeked bytes go first; the client is read again once they are
-   * written, like any other client bytes held back by backpressure. */
+  /* The PROXY header and the peeked bytes go first; the client is read
+   * again once they are written, like any other client bytes held back by
+   * backpressure. */
   px_side_t *client = &conn->client;
+  uv_buf_t bufs[2];
+  unsigned nbufs = 0;
+  if (conn->route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
+    int n = build_proxy_header(conn);
+    if (n < 0) {
+      core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
+               conn->name, uv_strerror(n));
+      conn_close(conn, "routed");
+      return;
+    }
+    bufs[nbufs++] = uv_buf_init((char *)conn->proxy_header, (unsigned)n);
+  }
+  bufs[nbufs++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
   client->bytes = conn->peek_len;
   client->writing = true;
   client->write_req.data = client;
-  uv_buf_t buf = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
-  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, &buf, 1,
-               on_relay_written) != 0) {
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
+               nbufs, on_relay_written) != 0) {
     client->writing = false;
     conn_close(conn, "routed");
     return;

@@ -53,6 +53,17 @@ typedef struct px_sni {
  * when there is no server_name). Pure: no allocation, no state kept. */
 px_peek_result_t px_sni_parse(const uint8_t *buf, size_t len, px_sni_t *out);
 
+/* Longest PROXY protocol header we build (a v1 line is at most 107 bytes;
+ * v2 for TCP over IPv6 is 52). */
+#define PX_PROXY_HEADER_MAX 108
+
+/* Builds the PROXY protocol header that tells a device who the visitor
+ * (src) is and which listener address (dst) it reached. Returns its length
+ * (0 for REG_PROXY_PROTOCOL_OFF), -EAFNOSUPPORT unless both addresses are
+ * IPv4 or both IPv6, or -ENOSPC when cap is too small. Pure. */
+int px_proxy_header(reg_proxy_protocol_t version, const struct sockaddr *src,
+                    const struct sockaddr *dst, uint8_t *out, size_t cap);
+
 typedef enum px_page {
   PX_PAGE_BAD_REQUEST, /* 400 */
   PX_PAGE_NOT_FOUND,   /* 404: no such device */

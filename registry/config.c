@@ -1403,7 +1403,6 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
                (strcmp(v->text, "v1") == 0 || strcmp(v->text, "v2") == 0)) {
       d->proxy_protocol =
           v->text[1] == '1' ? REG_PROXY_PROTOCOL_V1 : REG_PROXY_PROTOCOL_V2;
-      error_at(c, v, "proxy_protocol is not implemented yet (issue 4)");
     } else {
       expected(c, v, s[DEV_PROXY_PROTOCOL].key, "'off', 'v1' or 'v2'",
                "'proxy_protocol'");

@@ -331,6 +331,26 @@ static void test_values(void) {
   reg_config_free(c);
 }
 
+static void test_proxy_protocol_values(void) {
+  reg_config_t *c =
+      load_ok(BASE "devices:\n"
+                   "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                   "proxy_protocol: v1}\n"
+                   "  b.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                   "proxy_protocol: v2}\n"
+                   "  c.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                   "proxy_protocol: off}\n");
+  ASSERT_EQ(c->devices[0].proxy_protocol, REG_PROXY_PROTOCOL_V1);
+  ASSERT_EQ(c->devices[1].proxy_protocol, REG_PROXY_PROTOCOL_V2);
+  ASSERT_EQ(c->devices[2].proxy_protocol, REG_PROXY_PROTOCOL_OFF);
+  reg_config_free(c);
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
+                     "proxy_protocol: v3}\n",
+                "t.yaml:7:74: expected 'off', 'v1' or 'v2' for "
+                "'proxy_protocol', got 'v3'\n");
+}
+
 static void test_tls_listener(void) {
   reg_config_t *c =
       load_ok("listeners:\n"
@@ -668,12 +688,8 @@ static void test_missing_keys(void) {
 static void test_not_implemented_errors(void) {
   expect_errors(BASE "devices:\n"
                      "  a.ddport.test: {address: cam.example.net, "
-                     "ports: {http: 80}}\n"
-                     "  b.ddport.test: {address: 192.0.2.7, ports: {http: 80}, "
-                     "proxy_protocol: v2}\n",
+                     "ports: {http: 80}}\n",
                 "t.yaml:7:28: hostname targets are not implemented yet "
-                "(issue 4)\n"
-                "t.yaml:8:74: proxy_protocol is not implemented yet "
                 "(issue 4)\n");
   expect_errors("registry: [devices.d/]\n",
                 "t.yaml:1:11: registry files are not supported yet (issue "
@@ -845,6 +861,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_defaults);
   RUN_TEST(test_values);
   RUN_TEST(test_tls_listener);
+  RUN_TEST(test_proxy_protocol_values);
   RUN_TEST(test_booleans);
   RUN_TEST(test_no_devices_no_zones);
   RUN_TEST(test_not_implemented);

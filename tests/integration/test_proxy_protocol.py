@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""PROXY protocol v1/v2 ahead of the relayed bytes: a raw TCP device records
+exactly what arrives, and the test checks it byte for byte against the
+visitor's real address and the listener it reached. Loopback only."""
+
+import os
+import socket
+import struct
+import sys
+import threading
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ddtest  # noqa: E402
+from ddtest import check, check_eq  # noqa: E402
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+CONFIG = """\
+workers: 2
+listeners:
+  - {{name: http, protocol: http, address: 127.0.0.1:{http_port}}}
+  - {{name: https, protocol: tls, address: 127.0.0.1:{tls_port}}}
+proxy:
+  timeouts: {{peek: 3s, connect: 3s, idle: 1m, drain: 1s}}
+  allow_targets: [127.0.0.0/8]
+  access_log: stderr
+devices:
+  v1.ddport.test: {{address: 127.0.0.1, ports: {{http: {dev_port}}}, proxy_protocol: v1}}
+  v2.ddport.test: {{address: 127.0.0.1, ports: {{http: {dev_port}}}, proxy_protocol: v2}}
+  plain.ddport.test: {{address: 127.0.0.1, ports: {{http: {dev_port}}}}}
+  cam.example.net: {{address: 127.0.0.1, ports: {{https: {dev_port}}}, proxy_protocol: v2}}
+"""
+
+
+class RecordingDevice:
+    """Accepts connections, records every byte the proxy sends until it
+    pauses, then answers and closes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                # Read until the visitor's bytes stop coming (HTTP head or
+                # TLS hello: the proxy sends them at once), then answer.
+                conn.settimeout(5)
+                data = b""
+                try:
+                    while len(data) < 65536:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                        conn.settimeout(0.3)
+                except socket.timeout:
+                    pass
+                try:
+                    conn.sendall(REPLY)
+                except OSError:
+                    pass
+                self.received.append(data)
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+class Env:
+    pass
+
+
+def setup():
+    ddtest.require_binary()
+    env = Env()
+    env.tmp = ddtest.tempdir()
+    env.dir = env.tmp.name
+    env.device = RecordingDevice()
+    env.http_port = ddtest.free_port(udp_too=False)
+    env.tls_port = ddtest.free_port(udp_too=False)
+    config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
+        http_port=env.http_port, tls_port=env.tls_port, dev_port=env.device.port))
+    env.ddport = ddtest.Ddport(config, env.dir, tcp_ports=[env.http_port, env.tls_port])
+    try:
+        env.ddport.start()
+    except Exception:
+        teardown(env)
+        raise
+    return env
+
+
+def teardown(env):
+    try:
+        if env.ddport.running():
+            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+    finally:
+        env.device.stop()
+        env.tmp.cleanup()
+
+
+def exchange(env, port, payload):
+    """Sends payload from a fresh connection; returns (our address, reply,
+    what the device received)."""
+    before = len(env.device.received)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        me = s.getsockname()
+        s.sendall(payload)
+        reply = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    for _ in range(100):
+        if len(env.device.received) > before:
+            break
+        threading.Event().wait(0.05)
+    check(len(env.device.received) > before, "the device received nothing")
+    return me, reply, env.device.received[before]
+
+
+def request(name):
+    return ("GET /pp HTTP/1.1\r\nHost: %s\r\nUser-Agent: t\r\n\r\n" % name).encode()
+
+
+def test_v1_header(env):
+    req = request("v1.ddport.test")
+    (ip, port), reply, got = exchange(env, env.http_port, req)
+    want = ("PROXY TCP4 %s 127.0.0.1 %d %d\r\n" % (ip, port, env.http_port)).encode() + req
+    check_eq(got, want, "bytes at the device")
+    check(reply.endswith(b"ok"), "reply relayed back: %r" % reply[-40:])
+
+
+def test_v2_header(env):
+    req = request("v2.ddport.test")
+    (ip, port), reply, got = exchange(env, env.http_port, req)
+    header = V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", 12) + \
+        socket.inet_aton(ip) + socket.inet_aton("127.0.0.1") + \
+        struct.pack("!HH", port, env.http_port)
+    check_eq(got, header + req, "bytes at the device")
+    check(reply.endswith(b"ok"), "reply relayed back")
+
+
+def test_no_header_when_off(env):
+    req = request("plain.ddport.test")
+    _, _, got = exchange(env, env.http_port, req)
+    check_eq(got, req, "bytes at the device")
+
+
+def test_v2_before_tls_hello(env):
+    with open(os.path.join(ddtest.SOURCE, "tests", "data", "clienthello_openssl.bin"), "rb") as f:
+        hello = f.read()  # names Cam.Example.NET
+    (ip, port), _, got = exchange(env, env.tls_port, hello)
+    header = V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", 12) + \
+        socket.inet_aton(ip) + socket.inet_aton("127.0.0.1") + \
+        struct.pack("!HH", port, env.tls_port)
+    check_eq(got, header + hello, "bytes at the device")
+
+
+CASES = [
+    ("PROXY v1 line precedes the request, byte for byte", test_v1_header),
+    ("PROXY v2 header precedes the request, byte for byte", test_v2_header),
+    ("no header for a device with proxy_protocol off", test_no_header_when_off),
+    ("PROXY v2 header precedes a TLS ClientHello", test_v2_before_tls_hello),
+]
+
+if __name__ == "__main__":
+    ddtest.run_cases(CASES, setup=setup, teardown=teardown)
