@@ -16,6 +16,7 @@ typedef struct worker {
   unsigned id;
   const reg_config_t *config;
   const reg_t *reg;
+  px_limits_t *limits;
   px_server_t *proxy;
   dns_server_t *dns;
 } worker_t;
@@ -46,7 +47,7 @@ static void worker_main(void *arg) {
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);
   w->stop.data = w;
-  int rc = px_server_start(&w->loop, w->config, w->reg, &w->proxy);
+  int rc = px_server_start(&w->loop, w->config, w->reg, w->limits, &w->proxy);
   if (rc == 0 && w->config->dns.n_listen > 0)
     rc = dns_server_start(&w->loop, w->config, w->reg, &w->dns);
   w->start_rc = rc;
@@ -94,6 +95,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
   control_t ctl = {.n_workers = n};
   ctl.workers = xcalloc(n, sizeof *ctl.workers);
+  px_limits_t *limits = px_limits_new(config);
   /* A visitor closing mid-write must cost an EPIPE, not the process. */
   signal(SIGPIPE, SIG_IGN);
 
@@ -114,6 +116,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
     w->id = started;
     w->config = config;
     w->reg = reg;
+    w->limits = limits;
     uv_sem_init(&w->started, 0);
     if (uv_thread_create(&w->thread, worker_main, w) != 0) {
       core_log(CORE_LOG_ERROR, "cannot start worker thread %u", started);
@@ -144,6 +147,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   for (unsigned i = 0; i < ctl.n_workers; i++)
     uv_thread_join(&ctl.workers[i].thread);
   uv_loop_close(loop);
+  px_limits_free(limits);
   free(ctl.workers);
   return rc;
 }

@@ -54,6 +54,8 @@ struct px_conn {
   char name[CORE_NAME_MAX + 1];
   char visitor[INET6_ADDRSTRLEN + 8];
   uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
+  px_admission_t admission; /* what the limits counted for us */
+  bool admitted;
 };
 
 static const reg_config_t *conn_config(const px_conn_t *conn) {
@@ -98,6 +100,8 @@ static bool release_handle(px_conn_t *conn) {
   if (conn->next)
     conn->next->prev = conn->prev;
   server->n_conns--;
+  if (conn->admitted)
+    px_limits_release(server->limits, &conn->admission);
   free(conn->client.buf);
   free(conn->device.buf);
   free(conn->peek);
@@ -194,6 +198,8 @@ static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
   assert(conn->state == PX_STATE_PEEKING || conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_ANSWERING;
   conn->result = result;
+  if (conn->admitted)
+    px_limits_peek_done(conn->listener->server->limits, &conn->admission);
   uv_timer_stop(&conn->timer);
   uv_read_stop((uv_stream_t *)&conn->client.tcp);
   close_side(&conn->device);
@@ -446,6 +452,7 @@ static void try_next_address(px_conn_t *conn) {
 static void route_request(px_conn_t *conn, const char *name, size_t len) {
   memcpy(conn->name, name, len + 1);
   px_server_t *server = conn->listener->server;
+  px_limits_peek_done(server->limits, &conn->admission);
   const reg_device_t *device = reg_lookup(server->reg, name, len);
   uint16_t port =
       device ? reg_device_port(device, conn->listener->config->name) : 0;
@@ -581,10 +588,27 @@ int px_conn_accept(px_listener_t *listener) {
   }
   struct sockaddr_storage peer;
   int len = sizeof peer;
-  if (uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&peer, &len) ==
-      0)
-    core_sockaddr_format((struct sockaddr *)&peer, conn->visitor,
-                         sizeof conn->visitor);
+  core_ip_t source;
+  rc = uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&peer, &len);
+  if (rc == 0)
+    rc = core_ip_from_sockaddr((struct sockaddr *)&peer, &source);
+  if (rc != 0) {
+    conn_close(conn, "client closed");
+    return 0;
+  }
+  core_sockaddr_format((struct sockaddr *)&peer, conn->visitor,
+                       sizeof conn->visitor);
+  px_limit_t limit = px_limits_admit(server->limits, &source, &conn->admission);
+  if (limit != PX_LIMIT_NONE) {
+    static const char *const reasons[] = {
+        [PX_LIMIT_CONNECTIONS] = "limit connections",
+        [PX_LIMIT_PEEKING] = "limit peeking",
+        [PX_LIMIT_PER_SOURCE] = "limit per_source",
+    };
+    answer_page(conn, PX_PAGE_BUSY, reasons[limit]);
+    return 0;
+  }
+  conn->admitted = true;
   uv_tcp_nodelay(&conn->client.tcp, 1);
   /* An absolute deadline: a visitor dripping bytes cannot extend it. */
   uv_timer_start(&conn->timer, on_peek_deadline,

@@ -79,11 +79,12 @@ void px_server_conn_gone(px_server_t *server) {
 }
 
 int px_server_start(uv_loop_t *loop, const reg_config_t *config,
-                    const reg_t *reg, px_server_t **out) {
+                    const reg_t *reg, px_limits_t *limits, px_server_t **out) {
   px_server_t *server = xcalloc(1, sizeof *server);
   server->loop = loop;
   server->config = config;
   server->reg = reg;
+  server->limits = limits;
   server->listeners = xcalloc(config->n_listeners, sizeof *server->listeners);
   uv_timer_init(loop, &server->drain_timer);
   server->drain_timer.data = server;

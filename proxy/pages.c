@@ -17,6 +17,9 @@ static const char body_408[] =
 static const char body_431[] =
     BODY("431 Request Header Fields Too Large",
          "The request head is larger than this proxy accepts.");
+static const char body_503[] =
+    BODY("503 Service Unavailable",
+         "Too many connections right now; try again shortly.");
 static const char body_502[] =
     BODY("502 Bad Gateway", "The device is offline: it did not accept the "
                             "connection.");
@@ -43,6 +46,8 @@ static page_text_t pages[] = {
                            0},
     [PX_PAGE_OFFLINE] =
         {"502 Bad Gateway", body_502, sizeof body_502 - 1, {0}, 0},
+    [PX_PAGE_BUSY] =
+        {"503 Service Unavailable", body_503, sizeof body_503 - 1, {0}, 0},
 };
 
 static void build_pages(void) {
@@ -78,13 +83,15 @@ static const char alerts[][7] = {
     [PX_PAGE_TIMEOUT] = ALERT_RECORD(0),
     [PX_PAGE_TOO_LARGE] = ALERT_RECORD(ALERT_DECODE_ERROR),
     [PX_PAGE_OFFLINE] = ALERT_RECORD(ALERT_INTERNAL_ERROR),
+    [PX_PAGE_BUSY] = ALERT_RECORD(0),
 };
 
 core_str_t px_refusal(reg_protocol_t protocol, px_page_t page) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   if (protocol == REG_PROTOCOL_TLS) {
-    /* A half-sent hello that timed out gets no alert: nothing to decode. */
-    if (page == PX_PAGE_TIMEOUT)
+    /* A half-sent hello that timed out gets no alert: nothing to decode;
+     * nor does a connection over a limit: the cheapest answer wins. */
+    if (page == PX_PAGE_TIMEOUT || page == PX_PAGE_BUSY)
       return (core_str_t){NULL, 0};
     return (core_str_t){alerts[page], sizeof alerts[page]};
   }

@@ -64,12 +64,42 @@ px_peek_result_t px_sni_parse(const uint8_t *buf, size_t len, px_sni_t *out);
 int px_proxy_header(reg_proxy_protocol_t version, const struct sockaddr *src,
                     const struct sockaddr *dst, uint8_t *out, size_t cap);
 
+/* Limits on connections, shared by every worker (limits.c). */
+typedef enum px_limit {
+  PX_LIMIT_NONE,
+  PX_LIMIT_CONNECTIONS, /* proxy.limits.connections open in all */
+  PX_LIMIT_PEEKING,     /* proxy.limits.peeking still sending their head */
+  PX_LIMIT_PER_SOURCE,  /* proxy.limits.per_source from one address or /64 */
+} px_limit_t;
+
+#define PX_SKETCH_ROWS 4
+
+/* What one admitted connection holds, to give back. */
+typedef struct px_admission {
+  uint32_t slots[PX_SKETCH_ROWS];
+  bool peeking;
+} px_admission_t;
+
+/* Admits a new connection from source, counting it as open and peeking;
+ * returns PX_LIMIT_NONE, or the limit it would exceed (nothing is then
+ * held). Lock-free; per-source counts may over-count (never under-count)
+ * when sources collide in the sketch. */
+px_limit_t px_limits_admit(px_limits_t *limits, const core_ip_t *source,
+                           px_admission_t *out);
+
+/* The connection has finished peeking (routed or refused). Idempotent. */
+void px_limits_peek_done(px_limits_t *limits, px_admission_t *admission);
+
+/* The connection is closed: gives back everything it held. */
+void px_limits_release(px_limits_t *limits, px_admission_t *admission);
+
 typedef enum px_page {
   PX_PAGE_BAD_REQUEST, /* 400 */
   PX_PAGE_NOT_FOUND,   /* 404: no such device */
   PX_PAGE_TIMEOUT,     /* 408: the request head did not arrive in time */
   PX_PAGE_TOO_LARGE,   /* 431: request head larger than max_hello */
   PX_PAGE_OFFLINE,     /* 502: the device does not answer */
+  PX_PAGE_BUSY,        /* 503: a connection limit was reached */
 } px_page_t;
 
 /* What to send a visitor the proxy cannot relay: for HTTP listeners the
@@ -93,6 +123,7 @@ struct px_server {
   uv_loop_t *loop;
   const reg_config_t *config;
   const reg_t *reg;
+  px_limits_t *limits;
   px_listener_t *listeners;
   size_t n_listeners;
   size_t open_handles; /* listeners and the drain timer not yet closed */

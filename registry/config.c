@@ -825,10 +825,6 @@ static void parse_limits(ctx_t *c, const slot_t *slot) {
     snprintf(where, sizeof where, "'%s'", limit_keys[i]);
     get_u32(c, s[i].value, s[i].key, where, 1, fields[i]);
   }
-  if (cfg->proxy.max_connections != DEFAULT_CONNECTIONS ||
-      cfg->proxy.max_per_source != DEFAULT_PER_SOURCE ||
-      cfg->proxy.max_peeking != DEFAULT_PEEKING)
-    not_implemented(c, slot->key, "proxy.limits");
 }
 
 static void parse_max_hello(ctx_t *c, const slot_t *slot) {

@@ -318,12 +318,14 @@ class Ddport:
         self.stderr_path = os.path.join(workdir, name + ".stderr")
         self.stdout_path = os.path.join(workdir, name + ".stdout")
         self.proc = None
+        self.preexec = None  # e.g. to lower RLIMIT_NOFILE in the child
 
     def start(self, ready_timeout=15):
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([DDPORT, "serve", "-c", self.config_path],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         cwd=os.path.dirname(self.config_path))
+                                         cwd=os.path.dirname(self.config_path),
+                                         preexec_fn=self.preexec)
         _live.append(self.proc)
         self.wait_ready(ready_timeout)
         return self

@@ -426,7 +426,6 @@ static void test_not_implemented(void) {
              c->not_implemented[i]);
   ASSERT_STR_EQ(
       joined,
-      "t.yaml:3:3: proxy.limits is not implemented yet; ignored\n"
       "t.yaml:8:7: dns.zones[0].notify is not implemented yet; ignored\n"
       "t.yaml:9:7: dns.zones[0].allow_transfer is not implemented yet; "
       "ignored\n"
