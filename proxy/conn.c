@@ -44,9 +44,14 @@ struct px_conn {
   uv_connect_t connect_req;
   char *peek; /* request head bytes read so far */
   size_t peek_len, peek_cap;
-  const reg_device_t *route;
+  /* The route is copied out of the registry when the name is looked up:
+   * registry entries may be retired (reload, update) while we relay. */
+  core_ip_t addrs[PX_MAX_TARGETS];
+  size_t n_addrs;
+  reg_proxy_protocol_t proxy_protocol;
+  bool routed;
   uint16_t port;
-  size_t next_addr; /* next of route->addrs to try */
+  size_t next_addr; /* next of addrs to try */
   struct sockaddr_storage target;
   uint64_t started_ms, active_ms;
   int open_handles;
@@ -72,7 +77,7 @@ static void log_access(px_conn_t *conn) {
   if (access != NULL && strcmp(access, "off") == 0)
     return;
   char target[INET6_ADDRSTRLEN + 8] = "-";
-  if (conn->route != NULL && conn->target.ss_family != 0)
+  if (conn->routed && conn->target.ss_family != 0)
     core_sockaddr_format((const struct sockaddr *)&conn->target, target,
                          sizeof target);
   core_log(CORE_LOG_INFO,
@@ -337,7 +342,7 @@ static int build_proxy_header(px_conn_t *conn) {
                             &dst_len);
   if (rc != 0)
     return rc;
-  return px_proxy_header(conn->route->proxy_protocol, (struct sockaddr *)&src,
+  return px_proxy_header(conn->proxy_protocol, (struct sockaddr *)&src,
                          (struct sockaddr *)&dst, conn->proxy_header,
                          sizeof conn->proxy_header);
 }
@@ -354,7 +359,7 @@ static void start_relay(px_conn_t *conn) {
   px_side_t *client = &conn->client;
   uv_buf_t bufs[2];
   unsigned nbufs = 0;
-  if (conn->route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
+  if (conn->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
     int n = build_proxy_header(conn);
     if (n < 0) {
       core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
@@ -420,8 +425,8 @@ static void try_next_address(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
   const reg_config_t *config = conn_config(conn);
   px_server_t *server = conn->listener->server;
-  while (conn->next_addr < conn->route->n_addrs) {
-    const core_ip_t *ip = &conn->route->addrs[conn->next_addr++];
+  while (conn->next_addr < conn->n_addrs) {
+    const core_ip_t *ip = &conn->addrs[conn->next_addr++];
     const char *why;
     char text[INET6_ADDRSTRLEN];
     if (!reg_target_allowed(config, ip, conn->port, &why)) {
@@ -460,7 +465,11 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
     answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
     return;
   }
-  conn->route = device;
+  conn->routed = true;
+  conn->n_addrs =
+      device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;
+  memcpy(conn->addrs, device->addrs, conn->n_addrs * sizeof *conn->addrs);
+  conn->proxy_protocol = device->proxy_protocol;
   conn->port = port;
   conn->state = PX_STATE_CONNECTING;
   try_next_address(conn);

@@ -74,6 +74,9 @@ typedef enum px_limit {
 
 #define PX_SKETCH_ROWS 4
 
+/* Addresses of one device tried per connection. */
+#define PX_MAX_TARGETS REG_MAX_ADDRESSES
+
 /* What one admitted connection holds, to give back. */
 typedef struct px_admission {
   uint32_t slots[PX_SKETCH_ROWS];

@@ -1242,6 +1242,13 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
   const char *what = "an IP address or a list of them";
   if (v->kind == REG_YAML_SEQUENCE) {
     d->n_addrs = parse_ip_list(c, slot, "'address'", &d->addrs);
+    /* The proxy tries each in turn for one visitor; a longer list would
+     * only lengthen an offline device's timeout. */
+    if (d->n_addrs > REG_MAX_ADDRESSES)
+      error_at(c, v,
+               "%zu addresses for 'address'; a device may have at most "
+               "%d",
+               d->n_addrs, REG_MAX_ADDRESSES);
     return;
   }
   const char *s = text_of(c, v, slot->key, what, "'address'");

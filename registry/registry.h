@@ -54,6 +54,9 @@ typedef struct reg_port {
   uint16_t port;
 } reg_port_t;
 
+/* Most addresses one device may list. */
+#define REG_MAX_ADDRESSES 8
+
 /* One device: a name and where its services are. A wildcard device's name
  * starts with "*." and matches every name below the rest. */
 typedef struct reg_device {

@@ -351,6 +351,15 @@ static void test_proxy_protocol_values(void) {
                 "'proxy_protocol', got 'v3'\n");
 }
 
+static void test_too_many_addresses(void) {
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {address: [192.0.2.1, 192.0.2.2, "
+                     "192.0.2.3, 192.0.2.4, 192.0.2.5, 192.0.2.6, 192.0.2.7, "
+                     "192.0.2.8, 192.0.2.9], ports: {http: 80}}\n",
+                "t.yaml:7:28: 9 addresses for 'address'; a device may have "
+                "at most 8\n");
+}
+
 static void test_tls_listener(void) {
   reg_config_t *c =
       load_ok("listeners:\n"
@@ -860,6 +869,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_defaults);
   RUN_TEST(test_values);
   RUN_TEST(test_tls_listener);
+  RUN_TEST(test_too_many_addresses);
   RUN_TEST(test_proxy_protocol_values);
   RUN_TEST(test_booleans);
   RUN_TEST(test_no_devices_no_zones);
