@@ -60,6 +60,7 @@ struct px_conn {
   char visitor[INET6_ADDRSTRLEN + 8];
   uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
   px_admission_t admission; /* what the limits counted for us */
+  px_lookup_t *lookup;      /* resolving the device's hostname */
   bool admitted;
 };
 
@@ -138,6 +139,8 @@ static void conn_close(px_conn_t *conn, const char *result) {
   if (conn->result == NULL)
     conn->result = result;
   conn->state = PX_STATE_CLOSING;
+  px_resolve_cancel(conn->lookup);
+  conn->lookup = NULL;
   close_side(&conn->client);
   close_side(&conn->device);
   uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
@@ -454,6 +457,33 @@ static void try_next_address(px_conn_t *conn) {
   answer_page(conn, PX_PAGE_OFFLINE, "offline");
 }
 
+static void resolved(px_conn_t *conn, int status, const char *host) {
+  uv_timer_stop(&conn->timer);
+  if (status < 0) {
+    core_log(CORE_LOG_WARN, "device %s: cannot resolve %s: %s", conn->name,
+             host, uv_strerror(status));
+    answer_page(conn, PX_PAGE_OFFLINE, "offline");
+    return;
+  }
+  try_next_address(conn);
+}
+
+static void on_resolved(void *arg, int status, const char *host,
+                        const core_ip_t *addrs, size_t n_addrs) {
+  px_conn_t *conn = arg;
+  conn->lookup = NULL;
+  memcpy(conn->addrs, addrs, n_addrs * sizeof *addrs);
+  conn->n_addrs = n_addrs;
+  resolved(conn, status, host);
+}
+
+static void on_resolve_timeout(uv_timer_t *timer) {
+  px_conn_t *conn = timer->data;
+  px_resolve_cancel(conn->lookup);
+  conn->lookup = NULL;
+  resolved(conn, UV_ETIMEDOUT, "its hostname");
+}
+
 static void route_request(px_conn_t *conn, const char *name, size_t len) {
   memcpy(conn->name, name, len + 1);
   px_server_t *server = conn->listener->server;
@@ -466,13 +496,23 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
     return;
   }
   conn->routed = true;
-  conn->n_addrs =
-      device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;
-  memcpy(conn->addrs, device->addrs, conn->n_addrs * sizeof *conn->addrs);
-  conn->proxy_protocol = device->proxy_protocol;
   conn->port = port;
+  conn->proxy_protocol = device->proxy_protocol;
   conn->state = PX_STATE_CONNECTING;
-  try_next_address(conn);
+  if (device->target_host == NULL) {
+    conn->n_addrs =
+        device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;
+    memcpy(conn->addrs, device->addrs, conn->n_addrs * sizeof *conn->addrs);
+    try_next_address(conn);
+    return;
+  }
+  /* Resolution and connecting share the connect timeout. */
+  uv_timer_start(&conn->timer, on_resolve_timeout,
+                 server->config->proxy.connect_timeout_ms, 0);
+  int rc = px_resolve(server->resolver, device->target_host, conn->addrs,
+                      &conn->n_addrs, on_resolved, conn, &conn->lookup);
+  if (rc != PX_RESOLVE_PENDING)
+    resolved(conn, rc, device->target_host);
 }
 
 /* ---- peeking ------------------------------------------------------------ */

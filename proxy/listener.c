@@ -47,6 +47,7 @@ static void on_connection(uv_stream_t *stream, int status) {
 
 static void maybe_free(px_server_t *server) {
   if (server->stopping && server->open_handles == 0 && server->n_conns == 0) {
+    px_resolver_free(server->resolver);
     free(server->listeners);
     free(server);
   }
@@ -85,11 +86,15 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->config = config;
   server->reg = reg;
   server->limits = limits;
+  int rc = px_resolver_new(loop, config, &server->resolver);
+  if (rc != 0) {
+    free(server);
+    return rc;
+  }
   server->listeners = xcalloc(config->n_listeners, sizeof *server->listeners);
   uv_timer_init(loop, &server->drain_timer);
   server->drain_timer.data = server;
   server->open_handles = 1;
-  int rc = 0;
   for (size_t i = 0; i < config->n_listeners; i++) {
     const reg_listener_t *lc = &config->listeners[i];
     px_listener_t *l = &server->listeners[i];

@@ -96,6 +96,34 @@ void px_limits_peek_done(px_limits_t *limits, px_admission_t *admission);
 /* The connection is closed: gives back everything it held. */
 void px_limits_release(px_limits_t *limits, px_admission_t *admission);
 
+/* Device hostnames, resolved with c-ares in a worker's loop (resolve.c). */
+typedef struct px_resolver px_resolver_t;
+typedef struct px_lookup px_lookup_t;
+typedef void (*px_resolve_cb)(void *arg, int status, const char *host,
+                              const core_ip_t *addrs, size_t n_addrs);
+#define PX_RESOLVE_PENDING 1
+
+/* A resolver on loop, using config's proxy.resolvers or the system's. */
+int px_resolver_new(uv_loop_t *loop, const reg_config_t *config,
+                    px_resolver_t **out);
+
+/* Cancels pending lookups (without calling back) and closes the handles;
+ * the resolver frees itself once libuv has closed them. */
+void px_resolver_free(px_resolver_t *resolver);
+
+/* Resolves host to at most PX_MAX_TARGETS addresses. From the cache (or
+ * when c-ares answers at once) it fills addrs and *n_addrs and returns 0
+ * or a negative UV_E* status; otherwise it returns PX_RESOLVE_PENDING with
+ * *pending set, and calls cb once later unless px_resolve_cancel(*pending)
+ * came first. Answers and failures are cached by TTL. */
+int px_resolve(px_resolver_t *resolver, const char *host, core_ip_t *addrs,
+               size_t *n_addrs, px_resolve_cb cb, void *arg,
+               px_lookup_t **pending);
+
+/* The callback of a pending lookup will not be called; the lookup frees
+ * itself when c-ares is done with it. */
+void px_resolve_cancel(px_lookup_t *lookup);
+
 typedef enum px_page {
   PX_PAGE_BAD_REQUEST, /* 400 */
   PX_PAGE_NOT_FOUND,   /* 404: no such device */
@@ -127,6 +155,7 @@ struct px_server {
   const reg_config_t *config;
   const reg_t *reg;
   px_limits_t *limits;
+  px_resolver_t *resolver;
   px_listener_t *listeners;
   size_t n_listeners;
   size_t open_handles; /* listeners and the drain timer not yet closed */

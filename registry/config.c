@@ -751,12 +751,13 @@ enum {
   P_MAX_HELLO,
   P_ALLOW_TARGETS,
   P_ACCESS_LOG,
+  P_RESOLVERS,
   P_COUNT
 };
 static const char *const proxy_keys[P_COUNT] = {
     [P_TIMEOUTS] = "timeouts",     [P_LIMITS] = "limits",
     [P_MAX_HELLO] = "max_hello",   [P_ALLOW_TARGETS] = "allow_targets",
-    [P_ACCESS_LOG] = "access_log",
+    [P_ACCESS_LOG] = "access_log", [P_RESOLVERS] = "resolvers",
 };
 
 enum { T_PEEK, T_CONNECT, T_IDLE, T_DRAIN, T_COUNT };
@@ -850,6 +851,28 @@ static void parse_max_hello(ctx_t *c, const slot_t *slot) {
   c->config->proxy.max_hello = (uint32_t)bytes;
 }
 
+/* proxy.resolvers: DNS servers for device hostnames, kept in the
+ * "ip:port,[ip6]:port" form c-ares takes. */
+static void parse_resolvers(ctx_t *c, const slot_t *slot) {
+  const node_t *items;
+  size_t n;
+  if (!items_of(c, slot->value, slot->key, "a list of addresses", "'resolvers'",
+                &items, &n))
+    return;
+  size_t cap = n * (INET6_ADDRSTRLEN + 10) + 1, len = 0;
+  char *csv = xcalloc(1, cap);
+  for (size_t i = 0; i < n; i++) {
+    struct sockaddr_storage ss;
+    char text[INET6_ADDRSTRLEN + 10];
+    if (!get_hostport(c, &items[i], NULL, "'resolvers'", &ss))
+      continue;
+    core_sockaddr_format((struct sockaddr *)&ss, text, sizeof text);
+    len += (size_t)snprintf(csv + len, cap - len, "%s%s", len ? "," : "", text);
+  }
+  free(c->config->proxy.resolvers);
+  c->config->proxy.resolvers = csv;
+}
+
 static void parse_proxy(ctx_t *c, const slot_t *slot) {
   reg_config_t *cfg = c->config;
   slot_t s[P_COUNT];
@@ -878,6 +901,9 @@ static void parse_proxy(ctx_t *c, const slot_t *slot) {
       }
     }
   }
+
+  if (s[P_RESOLVERS].key != NULL)
+    parse_resolvers(c, &s[P_RESOLVERS]);
 
   if (s[P_ACCESS_LOG].key != NULL) {
     const node_t *v = s[P_ACCESS_LOG].value;
@@ -1260,7 +1286,14 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
     d->addrs[0] = ip;
     d->n_addrs = 1;
   } else if (looks_like_hostname(v)) {
-    error_at(c, v, "hostname targets are not implemented yet (issue 4)");
+    char name[CORE_NAME_MAX + 1];
+    if (core_name_normalise(s, strlen(s), name, false) < 0) {
+      char buf[QUOTE_SIZE];
+      error_at(c, v, "bad hostname %s for 'address'",
+               quote_node(v, buf, sizeof buf));
+      return;
+    }
+    d->target_host = xstrdup(name);
   } else {
     char buf[QUOTE_SIZE];
     error_at(c, v,
@@ -1717,6 +1750,7 @@ void reg_config_free(reg_config_t *config) {
   free(config->listeners);
   free(config->proxy.allow_targets);
   free(config->proxy.access_log);
+  free(config->proxy.resolvers);
   free(config->dns.listen);
   for (size_t i = 0; i < config->dns.n_zones; i++)
     free_zone(&config->dns.zones[i]);

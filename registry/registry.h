@@ -88,6 +88,7 @@ typedef struct reg_config {
     core_prefix_t *allow_targets;
     size_t n_allow_targets;
     char *access_log; /* "stderr", "off" or a path */
+    char *resolvers;  /* "ip:port,..." for c-ares, or NULL: the system's */
   } proxy;
 
   struct {

@@ -12,7 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void check_config(const reg_config_t *c) {
   for (size_t i = 0; i < c->n_devices; i++) {
     const reg_device_t *d = &c->devices[i];
-    if (d->name == NULL || d->n_ports == 0 || d->n_addrs == 0 ||
+    if (d->name == NULL || d->n_ports == 0 ||
+        (d->n_addrs == 0) == (d->target_host == NULL) ||
         d->wildcard != (d->name[0] == '*'))
       abort();
     for (const char *p = d->name; *p; p++)

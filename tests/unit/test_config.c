@@ -360,6 +360,22 @@ static void test_too_many_addresses(void) {
                 "at most 8\n");
 }
 
+static void test_hostname_target_and_resolvers(void) {
+  reg_config_t *c = load_ok(BASE "proxy: {resolvers: [127.0.0.1:5353, "
+                                 "\"[::1]:53\"]}\n"
+                                 "devices:\n"
+                                 "  a.ddport.test: {address: Cam.Example.NET., "
+                                 "ports: {http: 80}}\n");
+  ASSERT_STR_EQ(c->devices[0].target_host, "cam.example.net");
+  ASSERT_EQ(c->devices[0].n_addrs, 0);
+  ASSERT_STR_EQ(c->proxy.resolvers, "127.0.0.1:5353,[::1]:53");
+  reg_config_free(c);
+  expect_errors(BASE "proxy: {resolvers: [localhost]}\n",
+                "t.yaml:6:21: bad address 'localhost' for 'resolvers': "
+                "expected address:port, such as 127.0.0.1:8080 or "
+                "[::1]:8080\n");
+}
+
 static void test_tls_listener(void) {
   reg_config_t *c =
       load_ok("listeners:\n"
@@ -462,7 +478,7 @@ static void test_unknown_key(void) {
   expect_errors("proxy: {colour: blue}\n",
                 "t.yaml:1:9: unknown key 'colour' in 'proxy'; expected one "
                 "of: timeouts, limits, max_hello, allow_targets, "
-                "access_log\n");
+                "access_log, resolvers\n");
   expect_errors(BASE
                 "devices:\n"
                 "  a.ddport.test: {adress: 192.0.2.7, ports: {http: 80}}\n",
@@ -695,10 +711,11 @@ static void test_missing_keys(void) {
 
 static void test_not_implemented_errors(void) {
   expect_errors(BASE "devices:\n"
-                     "  a.ddport.test: {address: cam.example.net, "
+                     "  a.ddport.test: {address: cam_1.example.net, "
                      "ports: {http: 80}}\n",
-                "t.yaml:7:28: hostname targets are not implemented yet "
-                "(issue 4)\n");
+                "t.yaml:7:28: bad address 'cam_1.example.net' for "
+                "'address'; expected an IP address such as 192.0.2.7 or "
+                "2001:db8::7\n");
   expect_errors("registry: [devices.d/]\n",
                 "t.yaml:1:11: registry files are not supported yet (issue "
                 "6); put devices under 'devices:'\n");
@@ -828,7 +845,7 @@ static void test_many_errors(void) {
                 "length must be 0 to 128\n"
                 "t.yaml:9:37: unknown key 'colour' in 'proxy'; expected one "
                 "of: timeouts, limits, max_hello, allow_targets, "
-                "access_log\n"
+                "access_log, resolvers\n"
                 "t.yaml:10:11: registry files are not supported yet (issue "
                 "6); put devices under 'devices:'\n");
 }
@@ -869,6 +886,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_defaults);
   RUN_TEST(test_values);
   RUN_TEST(test_tls_listener);
+  RUN_TEST(test_hostname_target_and_resolvers);
   RUN_TEST(test_too_many_addresses);
   RUN_TEST(test_proxy_protocol_values);
   RUN_TEST(test_booleans);
