@@ -290,6 +290,14 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
     pass_eof(side);
     return;
   }
+  if (nread == UV_ECONNRESET) {
+    /* Pass the reset on: the other end must not take it for a clean end
+     * of data (a truncated download would look complete). */
+    if (peer->open && uv_tcp_close_reset(&peer->tcp, on_handle_closed) == 0)
+      peer->open = false;
+    conn_close(conn, "reset");
+    return;
+  }
   if (nread < 0) {
     conn_close(conn, side->buf == NULL ? "out of memory" : "routed");
     return;
@@ -488,11 +496,20 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
   memcpy(conn->name, name, len + 1);
   px_server_t *server = conn->listener->server;
   px_limits_peek_done(server->limits, &conn->admission);
-  const reg_device_t *device = reg_lookup(server->reg, name, len);
-  uint16_t port =
-      device ? reg_device_port(device, conn->listener->config->name) : 0;
+  const reg_listener_t *listener = conn->listener->config;
+  const reg_device_t *device = len ? reg_lookup(server->reg, name, len) : NULL;
+  uint16_t port = device ? reg_device_port(device, listener->name) : 0;
+  if (port == 0 && listener->fallback != NULL) {
+    /* Visitors naming no device here go to the listener's fallback. */
+    device =
+        reg_lookup(server->reg, listener->fallback, strlen(listener->fallback));
+    port = device ? reg_device_port(device, listener->name) : 0;
+  }
   if (port == 0) {
-    answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
+    if (len == 0 && listener->protocol == REG_PROTOCOL_HTTP)
+      answer_page(conn, PX_PAGE_BAD_REQUEST, "bad request");
+    else
+      answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
     return;
   }
   conn->routed = true;
@@ -573,12 +590,9 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
   }
   switch (r) {
   case PX_PEEK_COMPLETE:
+    /* name_len 0 (no SNI, HTTP/1.0 without Host) routes to the fallback
+     * or is refused there. */
     uv_read_stop(stream);
-    if (name_len == 0) {
-      /* A ClientHello without server_name: nothing to route by. */
-      answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
-      return;
-    }
     route_request(conn, name, name_len);
     return;
   case PX_PEEK_INVALID:

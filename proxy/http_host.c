@@ -165,17 +165,21 @@ px_peek_result_t px_http_host_parse(const char *buf, size_t len,
     out->why = "more than one Host header";
     return PX_PEEK_INVALID;
   }
+  /* HTTP/1.1 demands Host (RFC 9112 section 3.2); HTTP/1.0 may lack it,
+   * which names no device: the caller uses the fallback or refuses. */
+  bool host_required = parser.http_major > 1 ||
+                       (parser.http_major == 1 && parser.http_minor >= 1);
   core_str_t host = absolute_host(scan.url);
-  if (host.len == 0) {
-    if (scan.n_host == 0) {
-      out->why = "no Host header";
-      return PX_PEEK_INVALID;
-    }
-    host = scan.host;
-  } else if (scan.n_host == 0 && parser.http_major == 1 &&
-             parser.http_minor >= 1) {
+  if (scan.n_host == 0 && host_required) {
     out->why = "no Host header";
     return PX_PEEK_INVALID;
+  }
+  if (host.len == 0)
+    host = scan.host;
+  if (host.ptr == NULL) {
+    out->head_len = head;
+    out->why = "no Host header";
+    return PX_PEEK_COMPLETE;
   }
   trim(&host);
   out->raw = host;

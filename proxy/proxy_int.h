@@ -28,7 +28,8 @@ typedef struct px_http_host {
  * one Host header. Only a complete head counts. Returns PX_PEEK_NEED_MORE
  * until the head is complete and nothing seen so far is invalid,
  * PX_PEEK_INVALID for a malformed request, a missing or duplicate Host or a
- * host that is not a valid name, and PX_PEEK_COMPLETE with *out filled.
+ * host that is not a valid name, and PX_PEEK_COMPLETE with *out filled
+ * (name_len 0 for an HTTP/1.0 request without Host: it names no device).
  * Pure: no allocation, no state kept between calls. */
 px_peek_result_t px_http_host_parse(const char *buf, size_t len,
                                     px_http_host_t *out);

@@ -38,6 +38,7 @@ typedef struct ctx {
   const char *name;
   reg_config_t *config;
   messages_t errors, warnings;
+  const node_t **fallbacks; /* per listener: its 'fallback' value, or NULL */
 } ctx_t;
 
 /* A key of a fixed-schema mapping and its value, or NULLs when absent. */
@@ -641,9 +642,13 @@ static bool present(const slot_t *s) {
 
 /* ---- listeners ----------------------------------------------------------- */
 
-enum { L_NAME, L_PROTOCOL, L_ADDRESS, L_COUNT };
+enum { L_NAME, L_PROTOCOL, L_ADDRESS, L_FALLBACK, L_COUNT };
 static const char *const listener_keys[L_COUNT] = {
-    [L_NAME] = "name", [L_PROTOCOL] = "protocol", [L_ADDRESS] = "address"};
+    [L_NAME] = "name",
+    [L_PROTOCOL] = "protocol",
+    [L_ADDRESS] = "address",
+    [L_FALLBACK] = "fallback",
+};
 
 static bool valid_listener_name(const char *s) {
   if (*s == '\0' || strlen(s) > 63)
@@ -711,11 +716,29 @@ static void parse_listener(ctx_t *c, const node_t *item, const node_t **seen) {
   else
     get_hostport(c, s[L_ADDRESS].value, s[L_ADDRESS].key, "'address'", &l.addr);
 
+  if (present(&s[L_FALLBACK])) {
+    const node_t *v = s[L_FALLBACK].value;
+    const char *text =
+        text_of(c, v, s[L_FALLBACK].key, "a device name", "'fallback'");
+    char norm[CORE_NAME_MAX + 1];
+    char buf[QUOTE_SIZE];
+    if (text != NULL &&
+        core_name_normalise(text, strlen(text), norm, false) < 0)
+      error_at(c, v, "bad name %s for 'fallback'; expected a device name",
+               quote_node(v, buf, sizeof buf));
+    else if (text != NULL)
+      l.fallback = xstrdup(norm);
+  }
+
   /* Keep a named listener even when another field is wrong, so devices
    * naming it do not also report it missing. */
   if (l.name != NULL) {
     seen[cfg->n_listeners] = s[L_NAME].value;
+    c->fallbacks[cfg->n_listeners] =
+        l.fallback != NULL ? s[L_FALLBACK].value : NULL;
     cfg->listeners[cfg->n_listeners++] = l;
+  } else {
+    free(l.fallback);
   }
 }
 
@@ -729,6 +752,7 @@ static void parse_listeners(ctx_t *c, const slot_t *slot) {
   }
   reg_config_t *cfg = c->config;
   cfg->listeners = xcalloc(v->len, sizeof *cfg->listeners);
+  c->fallbacks = xcalloc(v->len, sizeof *c->fallbacks);
   const node_t **seen = xcalloc(v->len, sizeof *seen);
   for (size_t i = 0; i < v->len; i++)
     parse_listener(c, &v->kids[i], seen);
@@ -1559,6 +1583,33 @@ static void parse_registry(ctx_t *c, const slot_t *slot) {
            "under 'devices:'");
 }
 
+/* A listener's fallback must be a device (not a wildcard) with a port on
+ * that listener. Runs after the devices are known. */
+static void check_fallbacks(ctx_t *c) {
+  reg_config_t *cfg = c->config;
+  for (size_t i = 0; c->fallbacks != NULL && i < cfg->n_listeners; i++) {
+    const reg_listener_t *l = &cfg->listeners[i];
+    if (l->fallback == NULL || c->fallbacks[i] == NULL)
+      continue;
+    const reg_device_t *d = NULL;
+    for (size_t j = 0; j < cfg->n_devices && d == NULL; j++)
+      if (strcmp(cfg->devices[j].name, l->fallback) == 0)
+        d = &cfg->devices[j];
+    if (d == NULL)
+      error_at(c, c->fallbacks[i],
+               "fallback '%s' is not a device under 'devices:'; name one "
+               "of them",
+               l->fallback);
+    else if (reg_device_port(d, l->name) == 0)
+      error_at(c, c->fallbacks[i],
+               "fallback device '%s' has no port for listener '%s'; add "
+               "'%s: PORT' to its ports",
+               l->fallback, l->name, l->name);
+  }
+  free(c->fallbacks);
+  c->fallbacks = NULL;
+}
+
 static void parse_top(ctx_t *c, node_t *root) {
   reg_config_t *cfg = c->config;
   slot_t s[TOP_COUNT];
@@ -1599,6 +1650,7 @@ static void parse_top(ctx_t *c, node_t *root) {
     parse_registry(c, &s[TOP_REGISTRY]);
   if (s[TOP_DEVICES].key != NULL)
     parse_devices(c, &s[TOP_DEVICES]);
+  check_fallbacks(c);
 }
 
 static reg_config_t *config_new(const char *name) {
@@ -1636,6 +1688,7 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   else
     parse_top(&c, reg_yaml_root(doc));
   reg_yaml_free(doc);
+  free(c.fallbacks);
 
   sort_messages(&c.errors);
   for (size_t i = 0; diag != NULL && i < c.errors.n; i++)
@@ -1745,8 +1798,10 @@ void reg_config_free(reg_config_t *config) {
     return;
   free(config->path);
   free(config->state_dir);
-  for (size_t i = 0; i < config->n_listeners; i++)
+  for (size_t i = 0; i < config->n_listeners; i++) {
     free(config->listeners[i].name);
+    free(config->listeners[i].fallback);
+  }
   free(config->listeners);
   free(config->proxy.allow_targets);
   free(config->proxy.access_log);

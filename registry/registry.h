@@ -21,6 +21,7 @@ typedef struct reg_listener {
   char *name;
   reg_protocol_t protocol;
   struct sockaddr_storage addr;
+  char *fallback; /* device for visitors naming no device, or NULL */
 } reg_listener_t;
 
 typedef struct reg_glue {

@@ -32,8 +32,10 @@ devices:
   box.refused.test: {{address: 127.0.0.1, ports: {{http: 1}}}}
 """
 
+# One worker: the cache is per worker, and the cache test must hit the
+# worker whose cache the first request filled.
 PROXY_CONFIG = """\
-workers: 2
+workers: 1
 listeners:
   - {{name: http, protocol: http, address: 127.0.0.1:{http_port}}}
 proxy:

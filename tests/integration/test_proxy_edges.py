@@ -1,0 +1,209 @@
+#!/usr/bin/python3
+"""Edges of routing and relaying: per-listener fallback devices, a reset
+passed on as a reset, and a target refused by the policy. Raw TCP devices
+record what reaches them. Loopback only; every wait bounded."""
+
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ddtest  # noqa: E402
+from ddtest import check, check_eq  # noqa: E402
+
+REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+CONFIG = """\
+workers: 2
+listeners:
+  - {{name: http, protocol: http, address: 127.0.0.1:{http_port}, fallback: home.ddport.test}}
+  - {{name: https, protocol: tls, address: 127.0.0.1:{tls_port}, fallback: home.ddport.test}}
+  - {{name: plain, protocol: http, address: 127.0.0.1:{plain_port}}}
+proxy:
+  timeouts: {{peek: 3s, connect: 3s, idle: 1m, drain: 1s}}
+  allow_targets: [127.0.0.1/32]
+  access_log: stderr
+devices:
+  home.ddport.test: {{address: 127.0.0.1, ports: {{http: {home}, https: {home}, plain: {home}}}}}
+  resetter.ddport.test: {{address: 127.0.0.1, ports: {{http: {resetter}}}}}
+  other-loopback.ddport.test: {{address: 127.0.0.2, ports: {{http: {home}}}}}
+"""
+
+
+class Device:
+    """A raw TCP device: records what arrives (until the visitor pauses),
+    then either answers REPLY and closes, or resets the connection."""
+
+    def __init__(self, reset=False):
+        self.reset = reset
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            data = b""
+            try:
+                while len(data) < 65536:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                    conn.settimeout(0.3)
+            except socket.timeout:
+                pass
+            self.received.append(data)
+            try:
+                if self.reset:
+                    # Some bytes first, then a reset (SO_LINGER 0 close).
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+                    time.sleep(0.2)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                else:
+                    conn.sendall(REPLY)
+            except OSError:
+                pass
+            conn.close()
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+class Env:
+    pass
+
+
+def setup():
+    ddtest.require_binary()
+    env = Env()
+    env.tmp = ddtest.tempdir()
+    env.dir = env.tmp.name
+    env.home = Device()
+    env.resetter = Device(reset=True)
+    env.http_port = ddtest.free_port(udp_too=False)
+    env.tls_port = ddtest.free_port(udp_too=False)
+    env.plain_port = ddtest.free_port(udp_too=False)
+    config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
+        http_port=env.http_port, tls_port=env.tls_port, plain_port=env.plain_port,
+        home=env.home.port, resetter=env.resetter.port))
+    env.ddport = ddtest.Ddport(config, env.dir,
+                               tcp_ports=[env.http_port, env.tls_port, env.plain_port])
+    try:
+        env.ddport.start()
+    except Exception:
+        teardown(env)
+        raise
+    return env
+
+
+def teardown(env):
+    try:
+        if env.ddport.running():
+            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+    finally:
+        env.home.stop()
+        env.resetter.stop()
+        env.tmp.cleanup()
+
+
+def exchange(port, payload, timeout=10):
+    """Sends payload, reads to EOF; returns (reply, error or None)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        reply = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return reply, None
+                reply += chunk
+        except OSError as exc:
+            return reply, exc
+
+
+def arrived(device, payload, before):
+    for _ in range(100):
+        if len(device.received) > before:
+            break
+        time.sleep(0.05)
+    check(len(device.received) > before, "nothing reached the device")
+    check_eq(device.received[before], payload, "bytes at the fallback device")
+
+
+def test_fallback_unknown_host(env):
+    before = len(env.home.received)
+    req = b"GET / HTTP/1.1\r\nHost: nobody.ddport.test\r\n\r\n"
+    reply, _ = exchange(env.http_port, req)
+    check(reply.endswith(b"ok"), "reply from the fallback device: %r" % reply[-60:])
+    arrived(env.home, req, before)
+
+
+def test_fallback_http10_without_host(env):
+    before = len(env.home.received)
+    req = b"GET / HTTP/1.0\r\n\r\n"
+    reply, _ = exchange(env.http_port, req)
+    check(reply.endswith(b"ok"), "reply from the fallback device")
+    arrived(env.home, req, before)
+
+
+def test_no_fallback_http10_is_400(env):
+    reply, _ = exchange(env.plain_port, b"GET / HTTP/1.0\r\n\r\n")
+    check(reply.startswith(b"HTTP/1.1 400 "), "expected 400, got %r" % reply[:40])
+
+
+def test_fallback_tls_without_sni(env):
+    with open(os.path.join(ddtest.SOURCE, "tests", "data",
+                           "clienthello_openssl_nosni.bin"), "rb") as f:
+        hello = f.read()
+    before = len(env.home.received)
+    exchange(env.tls_port, hello)
+    arrived(env.home, hello, before)
+
+
+def test_reset_passed_on(env):
+    reply, err = exchange(env.http_port,
+                          b"GET / HTTP/1.1\r\nHost: resetter.ddport.test\r\n\r\n")
+    check(reply.endswith(b"partial"), "the bytes before the reset arrive: %r" % reply[-40:])
+    check(isinstance(err, ConnectionResetError),
+          "expected a reset after the partial body, got %r" % (err,))
+
+
+def test_refused_target(env):
+    # 127.0.0.2 is loopback, and allow_targets names only 127.0.0.1/32.
+    reply, _ = exchange(env.http_port,
+                        b"GET / HTTP/1.1\r\nHost: other-loopback.ddport.test\r\n\r\n")
+    check(reply.startswith(b"HTTP/1.1 502 "), "expected 502, got %r" % reply[:40])
+    check("target 127.0.0.2 refused: loopback address" in env.ddport.stderr_text(),
+          "the refusal is logged with its reason")
+
+
+CASES = [
+    ("unknown Host goes to the listener's fallback device", test_fallback_unknown_host),
+    ("HTTP/1.0 without Host goes to the fallback device", test_fallback_http10_without_host),
+    ("HTTP/1.0 without Host and no fallback gets 400", test_no_fallback_http10_is_400),
+    ("ClientHello without SNI goes to the fallback device", test_fallback_tls_without_sni),
+    ("a device's reset reaches the visitor as a reset", test_reset_passed_on),
+    ("a loopback target outside allow_targets is refused: 502", test_refused_target),
+]
+
+if __name__ == "__main__":
+    ddtest.run_cases(CASES, setup=setup, teardown=teardown)
