@@ -132,12 +132,24 @@ def run_cases(cases, setup=None, teardown=None, verbose_env="DDTEST_VERBOSE"):
 _taken_ports = set()
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(udp_too=True, attempts=64):
     """A port on 127.0.0.1 that is free for TCP (and UDP when udp_too) right
     now: tries random high ports, binds them, closes them."""
     rng = random.SystemRandom()
     for _ in range(attempts):
-        port = rng.randint(20000, 60999)
+        # Below the kernel's ephemeral range (32768-60999 by default), so no
+        # outgoing connection on the machine can take it before we bind.
+        low, high = _ephemeral_range()
+        port = rng.randint(10000, low - 1) if low > 11000 else rng.randint(high + 1, 65000)
         if port in _taken_ports:
             continue
         socks = []
