@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RELAY_BUF_SIZE (16 * 1024)
 #define PEEK_FIRST_SIZE 4096
 /* After an error page, how long to swallow the rest of the request so the
  * visitor reads the page instead of a reset. */
@@ -92,6 +91,26 @@ static void log_access(px_conn_t *conn) {
            (unsigned long long)(core_now_ms() - conn->started_ms));
 }
 
+/* A relay buffer from the worker's spares, or a new one (NULL when memory
+ * is short: that closes only this connection). */
+static char *take_buf(px_server_t *server) {
+  if (server->n_spare_bufs > 0)
+    return server->spare_bufs[--server->n_spare_bufs];
+  return malloc(PX_RELAY_BUF_SIZE);
+}
+
+/* Gives side's buffer back once no bytes wait in it. */
+static void release_buf(px_side_t *side) {
+  px_server_t *server = side->conn->listener->server;
+  if (side->buf == NULL)
+    return;
+  if (server->n_spare_bufs < PX_SPARE_BUFS)
+    server->spare_bufs[server->n_spare_bufs++] = side->buf;
+  else
+    free(side->buf);
+  side->buf = NULL;
+}
+
 /* Drops one handle's hold on conn; frees conn with its last handle.
  * Returns true when conn is gone. */
 static bool release_handle(px_conn_t *conn) {
@@ -108,8 +127,8 @@ static bool release_handle(px_conn_t *conn) {
   server->n_conns--;
   if (conn->admitted)
     px_limits_release(server->limits, &conn->admission);
-  free(conn->client.buf);
-  free(conn->device.buf);
+  release_buf(&conn->client);
+  release_buf(&conn->device);
   free(conn->peek);
   free(conn);
   px_server_conn_gone(server);
@@ -254,6 +273,7 @@ static void on_relay_written(uv_write_t *req, int status) {
   px_side_t *side = req->data;
   px_conn_t *conn = side->conn;
   side->writing = false;
+  release_buf(side);
   if (conn->state == PX_STATE_CLOSING)
     return;
   if (status < 0) {
@@ -273,8 +293,8 @@ static void alloc_relay(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
   px_side_t *side = handle->data;
   (void)size;
   if (side->buf == NULL)
-    side->buf = malloc(RELAY_BUF_SIZE);
-  *buf = uv_buf_init(side->buf, side->buf ? RELAY_BUF_SIZE : 0);
+    side->buf = take_buf(side->conn->listener->server);
+  *buf = uv_buf_init(side->buf, side->buf ? PX_RELAY_BUF_SIZE : 0);
 }
 
 static void on_relay_read(uv_stream_t *stream, ssize_t nread,
@@ -282,6 +302,14 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
   px_side_t *side = stream->data;
   px_conn_t *conn = side->conn;
   px_side_t *peer = peer_of(side);
+  if (nread == UV_ENOBUFS) {
+    conn_close(conn, "out of memory");
+    return;
+  }
+  /* Unless a write below keeps them, the bytes are gone from the buffer
+   * once this returns. */
+  if (nread <= 0)
+    release_buf(side);
   if (nread == 0)
     return;
   if (nread == UV_EOF) {
@@ -299,7 +327,7 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
   if (nread < 0) {
-    conn_close(conn, side->buf == NULL ? "out of memory" : "routed");
+    conn_close(conn, "routed");
     return;
   }
   side->bytes += (uint64_t)nread;
@@ -307,8 +335,10 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
 
   uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
   int n = uv_try_write((uv_stream_t *)&peer->tcp, &out, 1);
-  if (n == nread)
+  if (n == nread) {
+    release_buf(side);
     return;
+  }
   if (n < 0 && n != UV_EAGAIN) {
     conn_close(conn, "routed");
     return;

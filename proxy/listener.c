@@ -48,6 +48,8 @@ static void on_connection(uv_stream_t *stream, int status) {
 static void maybe_free(px_server_t *server) {
   if (server->stopping && server->open_handles == 0 && server->n_conns == 0) {
     px_resolver_free(server->resolver);
+    for (size_t i = 0; i < server->n_spare_bufs; i++)
+      free(server->spare_bufs[i]);
     free(server->listeners);
     free(server);
   }

@@ -150,6 +150,9 @@ typedef struct px_listener {
   const reg_listener_t *config;
 } px_listener_t;
 
+#define PX_RELAY_BUF_SIZE (16 * 1024)
+#define PX_SPARE_BUFS 256 /* per worker: 4 MiB at most kept for reuse */
+
 /* One worker's proxy: its listeners and its open connections. */
 struct px_server {
   uv_loop_t *loop;
@@ -164,6 +167,10 @@ struct px_server {
   size_t n_conns;
   uv_timer_t drain_timer;
   bool stopping;
+  /* Relay buffers not in use: a connection holds one only while bytes
+   * wait in it, so idle connections cost no buffer memory. */
+  char *spare_bufs[PX_SPARE_BUFS];
+  size_t n_spare_bufs;
 };
 
 /* Takes over the next pending connection of listener: peeks, routes,
