@@ -40,6 +40,23 @@ void core_log(core_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void core_log_set_level(core_log_level_t level);
 
+/* The access log: where core_access_log lines go. target is "stderr" (the
+ * main log, as info lines), "off", or a file path opened for appending.
+ * Returns 0 or a negative errno (the file cannot be opened). Call before
+ * threads start. */
+int core_access_log_open(const char *target);
+
+/* Reopens the access log file in place (after rotation, on SIGUSR1):
+ * writers in other threads keep their descriptor number and never see it
+ * closed. Returns 0, or a negative errno (the old file stays in use). */
+int core_access_log_reopen(void);
+
+/* Writes one access line "TIME access MESSAGE" with one write(2). */
+void core_access_log(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+void core_access_log_close(void);
+
 /* An IPv4 or IPv6 address without a port. family is AF_INET or AF_INET6;
  * IPv4 uses bytes[0..3]. */
 typedef struct core_ip {

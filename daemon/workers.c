@@ -6,6 +6,7 @@
 
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct worker {
   uv_thread_t thread;
@@ -85,14 +86,26 @@ static void on_signal(uv_signal_t *handle, int signum) {
              "SIGHUP: live reload is not implemented yet; restart to apply "
              "configuration changes");
     break;
-  case SIGUSR1:
-    core_log(CORE_LOG_INFO, "SIGUSR1: logs go to stderr; nothing to reopen");
+  case SIGUSR1: {
+    int rc = core_access_log_reopen();
+    if (rc < 0)
+      core_log(CORE_LOG_ERROR, "SIGUSR1: cannot reopen the access log: %s",
+               strerror(-rc));
+    else
+      core_log(CORE_LOG_INFO, "SIGUSR1: access log reopened");
     break;
+  }
   }
 }
 
 int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
+  int log_rc = core_access_log_open(config->proxy.access_log);
+  if (log_rc < 0) {
+    core_log(CORE_LOG_ERROR, "access_log %s: %s", config->proxy.access_log,
+             strerror(-log_rc));
+    return 1;
+  }
   control_t ctl = {.n_workers = n};
   ctl.workers = xcalloc(n, sizeof *ctl.workers);
   px_limits_t *limits = px_limits_new(config);
@@ -148,6 +161,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
     uv_thread_join(&ctl.workers[i].thread);
   uv_loop_close(loop);
   px_limits_free(limits);
+  core_access_log_close();
   free(ctl.workers);
   return rc;
 }

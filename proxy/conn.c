@@ -73,22 +73,18 @@ static px_side_t *peer_of(px_side_t *side) {
 }
 
 static void log_access(px_conn_t *conn) {
-  const char *access = conn_config(conn)->proxy.access_log;
-  if (access != NULL && strcmp(access, "off") == 0)
-    return;
   char target[INET6_ADDRSTRLEN + 8] = "-";
   if (conn->routed && conn->target.ss_family != 0)
     core_sockaddr_format((const struct sockaddr *)&conn->target, target,
                          sizeof target);
-  core_log(CORE_LOG_INFO,
-           "access visitor=%s listener=%s name=%s target=%s result=%s "
-           "bytes_in=%llu bytes_out=%llu ms=%llu",
-           conn->visitor, conn->listener->config->name,
-           conn->name[0] ? conn->name : "-", target,
-           conn->result ? conn->result : "closed",
-           (unsigned long long)conn->client.bytes,
-           (unsigned long long)conn->device.bytes,
-           (unsigned long long)(core_now_ms() - conn->started_ms));
+  core_access_log("visitor=%s listener=%s name=%s target=%s result=%s "
+                  "bytes_in=%llu bytes_out=%llu ms=%llu",
+                  conn->visitor, conn->listener->config->name,
+                  conn->name[0] ? conn->name : "-", target,
+                  conn->result ? conn->result : "closed",
+                  (unsigned long long)conn->client.bytes,
+                  (unsigned long long)conn->device.bytes,
+                  (unsigned long long)(core_now_ms() - conn->started_ms));
 }
 
 /* A relay buffer from the worker's spares, or a new one (NULL when memory

@@ -937,12 +937,6 @@ static void parse_proxy(ctx_t *c, const slot_t *slot) {
     } else {
       get_string(c, v, s[P_ACCESS_LOG].key, "'stderr', 'off' or a file path",
                  "'access_log'", &cfg->proxy.access_log);
-      /* Until files are written, say where the lines really go. */
-      if (strcmp(cfg->proxy.access_log, "stderr") != 0 &&
-          strcmp(cfg->proxy.access_log, "off") != 0)
-        push_message(c, &c->warnings, v->line, v->column,
-                     format("access_log to a file is not implemented yet; "
-                            "access lines go to stderr"));
     }
   }
 }
