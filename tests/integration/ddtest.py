@@ -864,3 +864,79 @@ def require_binary():
 
 def tempdir(prefix="ddtest-"):
     return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+# --------------------------------------------------------------------------
+# a raw TCP device
+
+RAW_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+class RawDevice:
+    """A raw TCP device on 127.0.0.1: for each connection it records every
+    byte that arrives until the sender pauses (received[]), then answers
+    RAW_REPLY and closes, or with reset=True sends a partial response and
+    resets the connection (SO_LINGER 0)."""
+
+    def __init__(self, reset=False):
+        self.reset = reset
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK4, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with conn:
+                self.received.append(self._record(conn))
+                self._answer(conn)
+
+    @staticmethod
+    def _record(conn):
+        conn.settimeout(5)
+        data = b""
+        try:
+            while len(data) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                conn.settimeout(0.3)
+        except socket.timeout:
+            pass
+        return data
+
+    def _answer(self, conn):
+        try:
+            if self.reset:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+                time.sleep(0.2)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            else:
+                conn.sendall(RAW_REPLY)
+        except OSError:
+            pass
+
+    def wait_received(self, before, tries=100):
+        """The bytes of the first connection after `before` had arrived."""
+        for _ in range(tries):
+            if len(self.received) > before:
+                return self.received[before]
+            time.sleep(0.05)
+        raise Failure("nothing reached the device")
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(timeout=5)

@@ -5,17 +5,12 @@ record what reaches them. Loopback only; every wait bounded."""
 
 import os
 import socket
-import struct
 import sys
-import threading
-import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ddtest  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
-
-REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 CONFIG = """\
 workers: 2
@@ -34,60 +29,6 @@ devices:
 """
 
 
-class Device:
-    """A raw TCP device: records what arrives (until the visitor pauses),
-    then either answers REPLY and closes, or resets the connection."""
-
-    def __init__(self, reset=False):
-        self.reset = reset
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.5)
-        self.port = self.sock.getsockname()[1]
-        self.received = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.settimeout(5)
-            data = b""
-            try:
-                while len(data) < 65536:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                    conn.settimeout(0.3)
-            except socket.timeout:
-                pass
-            self.received.append(data)
-            try:
-                if self.reset:
-                    # Some bytes first, then a reset (SO_LINGER 0 close).
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
-                    time.sleep(0.2)
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                else:
-                    conn.sendall(REPLY)
-            except OSError:
-                pass
-            conn.close()
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-        self.thread.join(timeout=5)
-
-
 class Env:
     pass
 
@@ -97,8 +38,8 @@ def setup():
     env = Env()
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
-    env.home = Device()
-    env.resetter = Device(reset=True)
+    env.home = ddtest.RawDevice()
+    env.resetter = ddtest.RawDevice(reset=True)
     env.http_port = ddtest.free_port(udp_too=False)
     env.tls_port = ddtest.free_port(udp_too=False)
     env.plain_port = ddtest.free_port(udp_too=False)
@@ -141,12 +82,7 @@ def exchange(port, payload, timeout=10):
 
 
 def arrived(device, payload, before):
-    for _ in range(100):
-        if len(device.received) > before:
-            break
-        time.sleep(0.05)
-    check(len(device.received) > before, "nothing reached the device")
-    check_eq(device.received[before], payload, "bytes at the fallback device")
+    check_eq(device.wait_received(before), payload, "bytes at the fallback device")
 
 
 def test_fallback_unknown_host(env):

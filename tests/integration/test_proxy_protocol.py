@@ -7,7 +7,6 @@ import os
 import socket
 import struct
 import sys
-import threading
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -15,7 +14,6 @@ import ddtest  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 CONFIG = """\
 workers: 2
@@ -34,55 +32,6 @@ devices:
 """
 
 
-class RecordingDevice:
-    """Accepts connections, records every byte the proxy sends until it
-    pauses, then answers and closes."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.5)
-        self.port = self.sock.getsockname()[1]
-        self.received = []
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self.stopping:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                # Read until the visitor's bytes stop coming (HTTP head or
-                # TLS hello: the proxy sends them at once), then answer.
-                conn.settimeout(5)
-                data = b""
-                try:
-                    while len(data) < 65536:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                        conn.settimeout(0.3)
-                except socket.timeout:
-                    pass
-                try:
-                    conn.sendall(REPLY)
-                except OSError:
-                    pass
-                self.received.append(data)
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-        self.thread.join(timeout=5)
-
-
 class Env:
     pass
 
@@ -92,7 +41,7 @@ def setup():
     env = Env()
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
-    env.device = RecordingDevice()
+    env.device = ddtest.RawDevice()
     env.http_port = ddtest.free_port(udp_too=False)
     env.tls_port = ddtest.free_port(udp_too=False)
     config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
@@ -128,12 +77,7 @@ def exchange(env, port, payload):
             if not chunk:
                 break
             reply += chunk
-    for _ in range(100):
-        if len(env.device.received) > before:
-            break
-        threading.Event().wait(0.05)
-    check(len(env.device.received) > before, "the device received nothing")
-    return me, reply, env.device.received[before]
+    return me, reply, env.device.wait_received(before)
 
 
 def request(name):
