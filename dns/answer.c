@@ -61,14 +61,22 @@ static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
   q->well_formed = q->header.qdcount == 1;
 }
 
-static size_t size_limit(const query_t *q, size_t cap) {
+static size_t size_limit(const query_t *q, size_t cap,
+                         const dns_answer_opts_t *opts) {
   size_t limit = DNS_UDP_PLAIN_MAX;
-  if (q->has_opt) {
+  if (opts->tcp) {
+    limit = cap;
+  } else if (q->has_opt) {
     limit = q->opt_size < DNS_UDP_PLAIN_MAX ? DNS_UDP_PLAIN_MAX : q->opt_size;
     if (limit > DNS_EDNS_SIZE)
       limit = DNS_EDNS_SIZE;
   }
-  return limit < cap ? limit : cap;
+  if (limit > cap)
+    limit = cap;
+  /* Keep room for a header however large the reserve. */
+  if (limit > DNS_HEADER_SIZE + opts->reserve)
+    limit -= opts->reserve;
+  return limit;
 }
 
 /* ---- sections ----------------------------------------------------------- */
@@ -359,6 +367,13 @@ static size_t finish_short(reply_t *r, bool tc, bool with_question) {
 size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap) {
+  const dns_answer_opts_t udp = {.tcp = false};
+  return dns_answer_build(config, reg, query, len, out, cap, &udp);
+}
+
+size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap, const dns_answer_opts_t *opts) {
   query_t q;
   reply_t r = {.q = &q};
 
@@ -367,7 +382,7 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
   query_parse(query, len, &q);
   if (q.header.flags & DNS_FLAG_QR)
     return 0;
-  dns_writer_init(&r.w, out, size_limit(&q, cap));
+  dns_writer_init(&r.w, out, size_limit(&q, cap, opts));
 
   bool echo = q.has_question && q.header.qdcount == 1;
   if (dns_header_opcode(&q.header) != DNS_OPCODE_QUERY) {

@@ -24,9 +24,10 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
 
 typedef struct dns_server dns_server_t;
 
-/* Opens one SO_REUSEPORT UDP socket per address in config->dns.listen on
- * loop and starts answering. config and reg are borrowed and must outlive
- * the server. Returns 0 and *out, or a negative errno / UV_E* (logged). */
+/* Opens one SO_REUSEPORT UDP socket and one TCP listener per address in
+ * config->dns.listen on loop and starts answering. config and reg are borrowed
+ * and must outlive the server. Returns 0 and *out, or a negative errno / UV_E*
+ * (logged). */
 int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
                      const reg_t *reg, dns_server_t **out);
 

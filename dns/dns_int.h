@@ -3,9 +3,12 @@
 #ifndef DDPORT_DNS_INT_H
 #define DDPORT_DNS_INT_H
 
+#include "registry/registry.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /* ---- protocol numbers -------------------------------------------------- */
 
@@ -142,6 +145,22 @@ dns_wire_t dns_question_parse(const uint8_t *msg, size_t len, size_t *pos,
 dns_wire_t dns_rr_parse(const uint8_t *msg, size_t len, size_t *pos,
                         dns_rr_t *out);
 
+/* ---- TCP framing (RFC 1035 4.2.2) -------------------------------------- */
+
+typedef enum dns_frame {
+  DNS_FRAME_COMPLETE,  /* one whole message is at the start of the buffer */
+  DNS_FRAME_NEED_MORE, /* read more bytes and call again */
+  DNS_FRAME_INVALID,   /* the length cannot hold a DNS header: close */
+} dns_frame_t;
+
+/* One length-prefixed message at the start of buf[0..len): on
+ * DNS_FRAME_COMPLETE, *msg points into buf, *msg_len is its length and
+ * *consumed the bytes to drop (2 + *msg_len). On DNS_FRAME_NEED_MORE,
+ * *consumed is the whole frame's size when the prefix has arrived (so the
+ * caller can size its buffer), else 2. Pure: no allocation. */
+dns_frame_t dns_tcp_frame(const uint8_t *buf, size_t len, const uint8_t **msg,
+                          size_t *msg_len, size_t *consumed);
+
 /* ---- names -------------------------------------------------------------- */
 
 /* Encodes a presentation-form name ("a.b.c", trailing dot optional, "." or
@@ -239,5 +258,62 @@ void dns_write_rr_soa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
  * bits of a 12-bit RCODE. */
 void dns_write_rr_opt(dns_writer_t *w, uint16_t udp_size, uint8_t ext_rcode,
                       uint8_t version, bool dnssec_ok);
+
+/* ---- answering ---------------------------------------------------------- */
+
+/* How a query arrived, for dns_answer_build. */
+typedef struct dns_answer_opts {
+  bool tcp;       /* the answer may fill cap and is never truncated */
+  size_t reserve; /* bytes to leave free at the end (room for a TSIG) */
+} dns_answer_opts_t;
+
+/* dns_answer_query with the transport spelled out: over UDP the answer
+ * fits the client's EDNS size (or 512), minus opts->reserve; over TCP it
+ * may use cap minus opts->reserve. */
+size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap, const dns_answer_opts_t *opts);
+
+/* One request as a server received it. */
+typedef struct dns_request {
+  const reg_config_t *config;
+  const reg_t *reg;
+  const struct sockaddr *peer; /* the client, for the transfer ACL */
+  bool tcp;
+  const uint8_t *msg;
+  size_t len;
+} dns_request_t;
+
+/* A zone transfer in progress on one TCP connection. */
+typedef struct dns_xfr dns_xfr_t;
+
+/* Builds the reply to req into out (cap bytes, at least 512). Returns its
+ * length, or 0 when nothing must be sent. When req starts a zone transfer
+ * over TCP that the ACL allows, the reply is the transfer's first message
+ * and *xfr is set to a transfer the caller drives with dns_xfr_next and
+ * frees with dns_xfr_free; otherwise *xfr is NULL. */
+size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
+                   dns_xfr_t **xfr);
+
+/* The transfer's next message into out (cap bytes, at least 16 KiB), or 0
+ * once the closing SOA has been sent. */
+size_t dns_xfr_next(dns_xfr_t *xfr, uint8_t *out, size_t cap);
+
+/* Frees xfr; NULL is fine. */
+void dns_xfr_free(dns_xfr_t *xfr);
+
+/* ---- servers ------------------------------------------------------------ */
+
+typedef struct dns_tcp dns_tcp_t;
+
+/* Opens one SO_REUSEPORT TCP listener per dns.listen address on loop.
+ * config and reg are borrowed. Returns 0 and *out, or a negative errno /
+ * UV_E* (logged). */
+int dns_tcp_start(uv_loop_t *loop, const reg_config_t *config, const reg_t *reg,
+                  dns_tcp_t **out);
+
+/* Closes the listeners and every open connection; frees itself once libuv
+ * is done with the handles. */
+void dns_tcp_stop(dns_tcp_t *tcp);
 
 #endif

@@ -899,12 +899,19 @@ static void parse_proxy(ctx_t *c, const slot_t *slot) {
 
 /* ---- dns ----------------------------------------------------------------- */
 
-enum { D_LISTEN, D_ZONES, D_TSIG_KEYS, D_RATE_LIMIT, D_COUNT };
+enum {
+  D_LISTEN,
+  D_ZONES,
+  D_TSIG_KEYS,
+  D_RATE_LIMIT,
+  D_TCP_IDLE,
+  D_TCP_CONNECTIONS,
+  D_COUNT
+};
 static const char *const dns_keys[D_COUNT] = {
-    [D_LISTEN] = "listen",
-    [D_ZONES] = "zones",
-    [D_TSIG_KEYS] = "tsig_keys",
-    [D_RATE_LIMIT] = "rate_limit",
+    [D_LISTEN] = "listen",       [D_ZONES] = "zones",
+    [D_TSIG_KEYS] = "tsig_keys", [D_RATE_LIMIT] = "rate_limit",
+    [D_TCP_IDLE] = "tcp_idle",   [D_TCP_CONNECTIONS] = "tcp_connections",
 };
 
 enum {
@@ -1196,6 +1203,19 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
     parse_tsig_keys(c, &s[D_TSIG_KEYS]);
   if (s[D_RATE_LIMIT].key != NULL)
     parse_rate_limit(c, &s[D_RATE_LIMIT]);
+  if (s[D_TCP_IDLE].key != NULL) {
+    uint64_t ms;
+    if (get_duration(c, s[D_TCP_IDLE].value, s[D_TCP_IDLE].key, "'tcp_idle'",
+                     &ms)) {
+      if (ms == 0)
+        error_at(c, s[D_TCP_IDLE].value, "'tcp_idle' must be longer than 0s");
+      else
+        cfg->dns.tcp_idle_ms = ms;
+    }
+  }
+  if (s[D_TCP_CONNECTIONS].key != NULL)
+    get_u32(c, s[D_TCP_CONNECTIONS].value, s[D_TCP_CONNECTIONS].key,
+            "'tcp_connections'", 1, &cfg->dns.tcp_connections);
 }
 
 /* ---- devices ------------------------------------------------------------- */
@@ -1582,6 +1602,8 @@ static reg_config_t *config_new(const char *name) {
   cfg->proxy.max_peeking = DEFAULT_PEEKING;
   cfg->proxy.max_hello = 16 * 1024;
   cfg->proxy.access_log = xstrdup("stderr");
+  cfg->dns.tcp_idle_ms = 10000;
+  cfg->dns.tcp_connections = 1000;
   return cfg;
 }
 

@@ -95,6 +95,8 @@ typedef struct reg_config {
     size_t n_listen;
     reg_zone_t *zones;
     size_t n_zones;
+    uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
+    uint32_t tcp_connections; /* open DNS TCP connections, all workers */
   } dns;
 
   reg_device_t *devices;

@@ -216,6 +216,8 @@ static void test_defaults(void) {
   ASSERT_EQ(c->proxy.n_allow_targets, 0);
   ASSERT_STR_EQ(c->proxy.access_log, "stderr");
   ASSERT_EQ(c->dns.n_listen, 0);
+  ASSERT_EQ(c->dns.tcp_idle_ms, 10000);
+  ASSERT_EQ(c->dns.tcp_connections, 1000);
   const reg_zone_t *z = &c->dns.zones[0];
   ASSERT_EQ(z->ttl, 60);
   ASSERT_EQ(z->n_nameservers, 0);
@@ -268,6 +270,8 @@ static void test_values(void) {
       "      allow_transfer: []\n"
       "  tsig_keys: {}\n"
       "  rate_limit: off\n"
+      "  tcp_idle: 2500ms\n"
+      "  tcp_connections: 7\n"
       "update: {}\n"
       "registry: []\n"
       "devices:\n"
@@ -294,6 +298,8 @@ static void test_values(void) {
   ASSERT_EQ(c->proxy.allow_targets[0].bits, 24);
   ASSERT_STR_EQ(c->proxy.access_log, "off");
   ASSERT_EQ(c->dns.n_listen, 2);
+  ASSERT_EQ(c->dns.tcp_idle_ms, 2500);
+  ASSERT_EQ(c->dns.tcp_connections, 7);
   ASSERT_EQ(c->dns.listen[0].ss_family, AF_INET6);
   ASSERT_EQ(sockaddr_port(&c->dns.listen[1]), 53);
   const reg_zone_t *z = &c->dns.zones[0];
@@ -494,6 +500,10 @@ static void test_wrong_type(void) {
   expect_errors("state_dir:\n",
                 "t.yaml:1:1: expected a directory path for 'state_dir', got "
                 "nothing\n");
+  expect_errors("dns: {tcp_idle: 0s, tcp_connections: 0}\n",
+                "t.yaml:1:17: 'tcp_idle' must be longer than 0s\n"
+                "t.yaml:1:38: value 0 for 'tcp_connections' is out of range; "
+                "expected 1..4294967295\n");
 }
 
 static void test_bad_address(void) {
