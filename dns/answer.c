@@ -100,8 +100,8 @@ static void answer_addrs(reply_t *r, const core_ip_t *ips, size_t n, int family,
   }
 }
 
-static void soa_build(const reg_zone_t *zone, const dns_name_t *apex,
-                      dns_soa_t *soa) {
+void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
+                   dns_soa_t *soa) {
   if (zone->n_nameservers == 0 ||
       dns_name_from_text(zone->nameservers[0], strlen(zone->nameservers[0]),
                          &soa->mname) != 0) {
@@ -135,7 +135,7 @@ static void soa_build(const reg_zone_t *zone, const dns_name_t *apex,
 static void answer_soa(reply_t *r, const reg_zone_t *zone,
                        const dns_name_t *apex) {
   dns_soa_t soa;
-  soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, &soa);
   dns_write_rr_soa(&r->w, qname(r), zone->ttl, &soa);
   r->an++;
 }
@@ -145,7 +145,7 @@ static void answer_soa(reply_t *r, const reg_zone_t *zone,
 static void authority_soa(reply_t *r, const reg_zone_t *zone,
                           const dns_name_t *apex) {
   dns_soa_t soa;
-  soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, &soa);
   uint32_t ttl = zone->soa_minimum < zone->ttl ? zone->soa_minimum : zone->ttl;
   dns_write_rr_soa(&r->w, apex, ttl, &soa);
   r->ns++;
@@ -297,8 +297,8 @@ static void answer_zone(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
 
 /* The zone holding qname: the one with the most labels among those it lies
  * in. */
-static const reg_zone_t *zone_find(const reg_config_t *config,
-                                   const dns_name_t *name, dns_name_t *apex) {
+const reg_zone_t *dns_zone_find(const reg_config_t *config,
+                                const dns_name_t *name, dns_name_t *apex) {
   const reg_zone_t *best = NULL;
   for (size_t i = 0; i < config->dns.n_zones; i++) {
     const reg_zone_t *zone = &config->dns.zones[i];
@@ -414,7 +414,7 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
   }
 
   dns_name_t apex;
-  const reg_zone_t *zone = zone_find(config, &q.question.name, &apex);
+  const reg_zone_t *zone = dns_zone_find(config, &q.question.name, &apex);
   if (!zone) {
     r.rcode = DNS_RCODE_REFUSED;
     return finish_short(&r, false, true);

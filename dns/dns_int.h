@@ -54,6 +54,7 @@ enum {
   DNS_RCODE_NXDOMAIN = 3,
   DNS_RCODE_NOTIMP = 4,
   DNS_RCODE_REFUSED = 5,
+  DNS_RCODE_NOTAUTH = 9,
   DNS_RCODE_BADVERS = 16, /* extended: needs an OPT record to carry it */
 };
 
@@ -274,6 +275,42 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap, const dns_answer_opts_t *opts);
 
+/* The SOA record of zone, whose apex is apex. */
+void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
+                   dns_soa_t *soa);
+
+/* The zone holding name (the one with the most labels among those it lies
+ * in) and its apex, or NULL. */
+const reg_zone_t *dns_zone_find(const reg_config_t *config,
+                                const dns_name_t *name, dns_name_t *apex);
+
+/* ---- TSIG (RFC 8945) ---------------------------------------------------- */
+
+/* The TSIG state of one exchange. key NULL: the request was not signed, and
+ * neither is anything sent back. */
+typedef struct dns_tsig_ctx {
+  const reg_tsig_key_t *key;
+  dns_name_t key_name; /* as the request wrote it */
+  uint8_t mac[64];     /* the request's MAC, then each signed message's */
+  size_t mac_len;
+  uint64_t time_signed; /* what our signatures say (the request's on BADTIME) */
+  uint16_t fudge;
+  uint16_t error;      /* TSIG error to send: 0, BADSIG, BADKEY, BADTIME */
+  uint64_t other_time; /* BADTIME: our clock, in the Other Data */
+  unsigned n_signed;   /* messages signed so far in this exchange */
+} dns_tsig_ctx_t;
+
+/* Bytes a TSIG record appended by dns_tsig_sign may take (0 unsigned). */
+size_t dns_tsig_reserve(const dns_tsig_ctx_t *ctx);
+
+/* Appends a TSIG record to the message msg[0..len) (room: cap) and counts
+ * it in ARCOUNT: signed with ctx->key, chained to ctx->mac (the request's
+ * MAC for the first message; after that the previous message's, with only
+ * the timers digested, RFC 8945 5.3.1). With BADKEY or BADSIG, or no key,
+ * the record carries no MAC; with no key and no error nothing is added.
+ * Returns the new length, or len when there is no room. */
+size_t dns_tsig_sign(dns_tsig_ctx_t *ctx, uint8_t *msg, size_t len, size_t cap);
+
 /* One request as a server received it. */
 typedef struct dns_request {
   const reg_config_t *config;
@@ -301,6 +338,17 @@ size_t dns_xfr_next(dns_xfr_t *xfr, uint8_t *out, size_t cap);
 
 /* Frees xfr; NULL is fine. */
 void dns_xfr_free(dns_xfr_t *xfr);
+
+/* A transfer of zone (apex, soa) answering query/question; up_to_date (an
+ * IXFR from our own serial) sends just the SOA. */
+dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
+                       const dns_name_t *apex, const dns_soa_t *soa,
+                       const dns_header_t *query,
+                       const dns_question_t *question, bool up_to_date);
+
+/* The transfer's TSIG state, for the caller to fill before the first
+ * message. */
+dns_tsig_ctx_t *dns_xfr_tsig(dns_xfr_t *xfr);
 
 /* ---- servers ------------------------------------------------------------ */
 

@@ -19,6 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* ---- a small fixed world, built on the first call ----------------------- */
 
 static core_ip_t proxy[3], glue_addrs[1], dev_addr[1];
+static core_prefix_t loopback;
 static char *ns[] = {"ns1.ddport.test"};
 static reg_glue_t glue[1];
 static reg_zone_t zones[1];
@@ -33,11 +34,14 @@ static core_ip_t ip_of(const char *text) {
 }
 
 static void world_build(void) {
+  core_log_set_level(CORE_LOG_ERROR); /* every transfer logs a line */
   proxy[0] = ip_of("127.0.0.1");
   proxy[1] = ip_of("::1");
   proxy[2] = ip_of("192.0.2.1");
   glue_addrs[0] = ip_of("127.0.0.1");
   dev_addr[0] = ip_of("127.0.0.1");
+  const char *why;
+  CHECK(core_prefix_parse("127.0.0.0/8", &loopback, &why) == 0);
   glue[0] = (reg_glue_t){
       .name = "ns1.ddport.test", .addrs = glue_addrs, .n_addrs = 1};
   zones[0] = (reg_zone_t){.name = "ddport.test",
@@ -50,7 +54,9 @@ static void world_build(void) {
                           .n_glue = 1,
                           .soa_email = "hostmaster@ddport.test",
                           .soa_minimum = 60,
-                          .serial = 1};
+                          .serial = 1,
+                          .transfer_prefixes = &loopback,
+                          .n_transfer_prefixes = 1};
   static const char *names[] = {"demo.ddport.test", "*.wild.ddport.test",
                                 "off.ddport.test", "ddport.test"};
   for (size_t i = 0; i < 4; i++)
