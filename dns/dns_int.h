@@ -30,6 +30,7 @@ enum {
   DNS_TYPE_TXT = 16,
   DNS_TYPE_AAAA = 28,
   DNS_TYPE_OPT = 41,
+  DNS_TYPE_TSIG = 250,
   DNS_TYPE_IXFR = 251,
   DNS_TYPE_AXFR = 252,
   DNS_TYPE_ANY = 255,
@@ -288,10 +289,18 @@ const reg_zone_t *dns_zone_find(const reg_config_t *config,
 
 /* The TSIG state of one exchange. key NULL: the request was not signed, and
  * neither is anything sent back. */
+/* TSIG errors (RFC 8945 3), in the TSIG record's Error field. */
+enum {
+  DNS_TSIG_ERR_BADSIG = 16,
+  DNS_TSIG_ERR_BADKEY = 17,
+  DNS_TSIG_ERR_BADTIME = 18,
+};
+
 typedef struct dns_tsig_ctx {
   const reg_tsig_key_t *key;
   dns_name_t key_name; /* as the request wrote it */
-  uint8_t mac[64];     /* the request's MAC, then each signed message's */
+  dns_name_t alg_name;
+  uint8_t mac[64]; /* the request's MAC, then each signed message's */
   size_t mac_len;
   uint64_t time_signed; /* what our signatures say (the request's on BADTIME) */
   uint16_t fudge;
@@ -299,6 +308,27 @@ typedef struct dns_tsig_ctx {
   uint64_t other_time; /* BADTIME: our clock, in the Other Data */
   unsigned n_signed;   /* messages signed so far in this exchange */
 } dns_tsig_ctx_t;
+
+typedef enum dns_tsig_status {
+  DNS_TSIG_NONE,    /* the message carries no TSIG */
+  DNS_TSIG_OK,      /* signed with a key we know, MAC right, time in range */
+  DNS_TSIG_FORMERR, /* a TSIG record that is malformed or not last */
+  DNS_TSIG_BADKEY,  /* a key name or algorithm we do not have */
+  DNS_TSIG_BADSIG,  /* the MAC does not match */
+  DNS_TSIG_BADTIME, /* MAC right, but signed too far from now */
+} dns_tsig_status_t;
+
+/* Checks the TSIG of a request msg[0..len) against config's keys at time
+ * now (Unix seconds) and fills ctx for signing the reply: on OK with the
+ * key and the request's MAC; on BADKEY, BADSIG and BADTIME with the error
+ * to report. Pure: reads msg only. */
+dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
+                                  const uint8_t *msg, size_t len, uint64_t now,
+                                  dns_tsig_ctx_t *ctx);
+
+/* Prepares ctx to sign a request of our own (a NOTIFY) with key. */
+void dns_tsig_ctx_for_key(dns_tsig_ctx_t *ctx, const reg_tsig_key_t *key,
+                          uint64_t now);
 
 /* Bytes a TSIG record appended by dns_tsig_sign may take (0 unsigned). */
 size_t dns_tsig_reserve(const dns_tsig_ctx_t *ctx);
@@ -317,6 +347,7 @@ typedef struct dns_request {
   const reg_t *reg;
   const struct sockaddr *peer; /* the client, for the transfer ACL */
   bool tcp;
+  uint64_t now; /* Unix seconds, for TSIG */
   const uint8_t *msg;
   size_t len;
 } dns_request_t;

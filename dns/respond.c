@@ -148,7 +148,25 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
   view_parse(req, &v);
   if (v.header.flags & DNS_FLAG_QR)
     return 0;
-  memset(&tsig, 0, sizeof tsig);
+  dns_tsig_status_t ts =
+      dns_tsig_verify(req->config, req->msg, req->len, req->now, &tsig);
+  if (ts == DNS_TSIG_FORMERR) {
+    memset(&tsig, 0, sizeof tsig);
+    return reply_short(&v, DNS_RCODE_FORMERR, &tsig, out, cap);
+  }
+  if (ts == DNS_TSIG_BADKEY || ts == DNS_TSIG_BADSIG ||
+      ts == DNS_TSIG_BADTIME) {
+    char peer[64], key[DNS_NAME_TEXT_MAX];
+    static const char *const what[] = {[DNS_TSIG_BADKEY] = "BADKEY (unknown "
+                                                           "key or algorithm)",
+                                       [DNS_TSIG_BADSIG] = "BADSIG (wrong MAC)",
+                                       [DNS_TSIG_BADTIME] = "BADTIME (clock "
+                                                            "skew)"};
+    dns_name_to_text(&tsig.key_name, key, sizeof key, true);
+    core_log(CORE_LOG_WARN, "dns: TSIG %s from %s key %s", what[ts],
+             peer_text(req, peer, sizeof peer), key);
+    return reply_short(&v, DNS_RCODE_NOTAUTH, &tsig, out, cap);
+  }
   if (dns_header_opcode(&v.header) == DNS_OPCODE_QUERY && v.has_question &&
       v.question.qclass == DNS_CLASS_IN &&
       (v.question.qtype == DNS_TYPE_AXFR || v.question.qtype == DNS_TYPE_IXFR))

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Big enough for any UDP datagram, so none arrives cut short. */
@@ -58,6 +59,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                              .reg = server->reg,
                              .peer = addr,
                              .tcp = false,
+                             .now = (uint64_t)time(NULL),
                              .msg = (const uint8_t *)buf->base,
                              .len = (size_t)nread};
   dns_xfr_t *xfr;

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define LISTEN_BACKLOG 1024
@@ -175,6 +176,7 @@ static bool answer_one(conn_t *conn, const uint8_t *msg, size_t len) {
                              .reg = tcp->reg,
                              .peer = (const struct sockaddr *)&conn->peer,
                              .tcp = true,
+                             .now = (uint64_t)time(NULL),
                              .msg = msg,
                              .len = len};
   size_t n = dns_respond(&req, tcp->answer, sizeof tcp->answer, &conn->xfr);

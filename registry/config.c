@@ -1358,8 +1358,6 @@ static void parse_tsig_keys(ctx_t *c, const slot_t *slot) {
   for (size_t i = 0; i < v->len; i++)
     if (!reg_yaml_key(v, i)->duplicate)
       parse_tsig_key(c, reg_yaml_key(v, i), reg_yaml_value(v, i));
-  if (c->config->dns.n_tsig_keys > 0)
-    not_implemented(c, slot->key, "dns.tsig_keys");
 }
 
 static void parse_dns(ctx_t *c, const slot_t *slot) {

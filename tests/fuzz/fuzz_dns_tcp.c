@@ -20,6 +20,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static core_ip_t proxy[3], glue_addrs[1], dev_addr[1];
 static core_prefix_t loopback;
+/* The key the signed seeds use: "xfr", hmac-sha256, bytes 7..38. */
+static uint8_t secret[32];
+static reg_tsig_key_t keys[1];
+static char *transfer_keys[] = {"xfr"};
 static char *ns[] = {"ns1.ddport.test"};
 static reg_glue_t glue[1];
 static reg_zone_t zones[1];
@@ -56,7 +60,17 @@ static void world_build(void) {
                           .soa_minimum = 60,
                           .serial = 1,
                           .transfer_prefixes = &loopback,
-                          .n_transfer_prefixes = 1};
+                          .n_transfer_prefixes = 1,
+                          .transfer_keys = transfer_keys,
+                          .n_transfer_keys = 1};
+  for (size_t i = 0; i < sizeof secret; i++)
+    secret[i] = (uint8_t)(7 + i);
+  keys[0] = (reg_tsig_key_t){.name = "xfr",
+                             .algorithm = REG_TSIG_HMAC_SHA256,
+                             .secret = secret,
+                             .secret_len = sizeof secret};
+  config.dns.tsig_keys = keys;
+  config.dns.n_tsig_keys = 1;
   static const char *names[] = {"demo.ddport.test", "*.wild.ddport.test",
                                 "off.ddport.test", "ddport.test"};
   for (size_t i = 0; i < 4; i++)
@@ -104,6 +118,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (!reg)
     world_build();
+  /* Half the inputs come from elsewhere, where only keys may transfer. */
+  if (size > 0 && (data[size - 1] & 1))
+    peer.sin_addr.s_addr = htonl(0xC0000201);
   /* The input is one TCP byte stream: answer message after message, as a
    * connection would. */
   for (unsigned frames = 0; frames < 64; frames++) {
@@ -123,6 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                          .reg = reg,
                          .peer = (const struct sockaddr *)&peer,
                          .tcp = true,
+                         .now = 1700000000,
                          .msg = msg,
                          .len = msg_len};
     dns_xfr_t *xfr = NULL;

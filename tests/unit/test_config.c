@@ -441,7 +441,7 @@ static void test_not_implemented(void) {
              c->not_implemented[i]);
   ASSERT_STR_EQ(
       joined, "t.yaml:8:7: dns.zones[].notify is not implemented yet; ignored\n"
-              "t.yaml:10:3: dns.tsig_keys is not implemented yet; ignored\n"
+
               "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
               "t.yaml:12:1: update is not implemented yet; ignored\n"
               "t.yaml:13:1: admin is not implemented yet; ignored\n"
