@@ -35,4 +35,22 @@ int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
  * handles (run the loop afterwards). */
 void dns_server_stop(dns_server_t *server);
 
+typedef struct dns_notifier dns_notifier_t;
+
+/* Sends NOTIFY for every zone to its notify targets from control_loop (one
+ * place, not every worker), retrying each with backoff until it answers,
+ * and logs the outcome. config is borrowed and must outlive the notifier.
+ * Returns NULL when no zone has notify targets. */
+dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
+                                   const reg_config_t *config);
+
+/* Tells the secondaries of config->dns.zones[zone_index] that its serial
+ * changed: a fresh NOTIFY to each target, retried until acknowledged. For
+ * the update path; call on the control loop. NULL n is fine. */
+void dns_notify_zone(dns_notifier_t *n, size_t zone_index);
+
+/* Stops retrying and closes the socket; frees itself once libuv is done
+ * with the handles. NULL is fine. */
+void dns_notifier_stop(dns_notifier_t *n);
+
 #endif

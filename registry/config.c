@@ -1108,8 +1108,6 @@ static void parse_notify(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
     }
     z->notify[z->n_notify++] = nt;
   }
-  if (z->n_notify > 0)
-    not_implemented(c, slot->key, "dns.zones[].notify");
 }
 
 /* A prefix when it looks like an address, else a TSIG key name. */
