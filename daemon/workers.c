@@ -27,6 +27,7 @@ typedef struct control {
   worker_t *workers;
   unsigned n_workers;
   bool stopping;
+  dns_notifier_t *notifier;
 } control_t;
 
 static void stop_worker_servers(worker_t *w) {
@@ -64,6 +65,8 @@ static void stop_workers(control_t *ctl) {
   if (ctl->stopping)
     return;
   ctl->stopping = true;
+  dns_notifier_stop(ctl->notifier);
+  ctl->notifier = NULL;
   /* A worker that failed to start has closed its async handle already. */
   for (unsigned i = 0; i < ctl->n_workers; i++)
     if (ctl->workers[i].start_rc == 0)
@@ -153,6 +156,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
              "devices, %u workers",
              DDPORT_VERSION, config->n_listeners, config->dns.n_listen,
              reg_count(reg), n);
+    ctl.notifier = dns_notifier_start(loop, config);
   } else {
     stop_workers(&ctl);
   }

@@ -61,14 +61,22 @@ static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
   q->well_formed = q->header.qdcount == 1;
 }
 
-static size_t size_limit(const query_t *q, size_t cap) {
+static size_t size_limit(const query_t *q, size_t cap,
+                         const dns_answer_opts_t *opts) {
   size_t limit = DNS_UDP_PLAIN_MAX;
-  if (q->has_opt) {
+  if (opts->tcp) {
+    limit = cap;
+  } else if (q->has_opt) {
     limit = q->opt_size < DNS_UDP_PLAIN_MAX ? DNS_UDP_PLAIN_MAX : q->opt_size;
     if (limit > DNS_EDNS_SIZE)
       limit = DNS_EDNS_SIZE;
   }
-  return limit < cap ? limit : cap;
+  if (limit > cap)
+    limit = cap;
+  /* Keep room for a header however large the reserve. */
+  if (limit > DNS_HEADER_SIZE + opts->reserve)
+    limit -= opts->reserve;
+  return limit;
 }
 
 /* ---- sections ----------------------------------------------------------- */
@@ -92,8 +100,8 @@ static void answer_addrs(reply_t *r, const core_ip_t *ips, size_t n, int family,
   }
 }
 
-static void soa_build(const reg_zone_t *zone, const dns_name_t *apex,
-                      dns_soa_t *soa) {
+void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
+                   dns_soa_t *soa) {
   if (zone->n_nameservers == 0 ||
       dns_name_from_text(zone->nameservers[0], strlen(zone->nameservers[0]),
                          &soa->mname) != 0) {
@@ -127,7 +135,7 @@ static void soa_build(const reg_zone_t *zone, const dns_name_t *apex,
 static void answer_soa(reply_t *r, const reg_zone_t *zone,
                        const dns_name_t *apex) {
   dns_soa_t soa;
-  soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, &soa);
   dns_write_rr_soa(&r->w, qname(r), zone->ttl, &soa);
   r->an++;
 }
@@ -137,7 +145,7 @@ static void answer_soa(reply_t *r, const reg_zone_t *zone,
 static void authority_soa(reply_t *r, const reg_zone_t *zone,
                           const dns_name_t *apex) {
   dns_soa_t soa;
-  soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, &soa);
   uint32_t ttl = zone->soa_minimum < zone->ttl ? zone->soa_minimum : zone->ttl;
   dns_write_rr_soa(&r->w, apex, ttl, &soa);
   r->ns++;
@@ -289,8 +297,8 @@ static void answer_zone(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
 
 /* The zone holding qname: the one with the most labels among those it lies
  * in. */
-static const reg_zone_t *zone_find(const reg_config_t *config,
-                                   const dns_name_t *name, dns_name_t *apex) {
+const reg_zone_t *dns_zone_find(const reg_config_t *config,
+                                const dns_name_t *name, dns_name_t *apex) {
   const reg_zone_t *best = NULL;
   for (size_t i = 0; i < config->dns.n_zones; i++) {
     const reg_zone_t *zone = &config->dns.zones[i];
@@ -359,6 +367,13 @@ static size_t finish_short(reply_t *r, bool tc, bool with_question) {
 size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap) {
+  const dns_answer_opts_t udp = {.tcp = false};
+  return dns_answer_build(config, reg, query, len, out, cap, &udp);
+}
+
+size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap, const dns_answer_opts_t *opts) {
   query_t q;
   reply_t r = {.q = &q};
 
@@ -367,7 +382,7 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
   query_parse(query, len, &q);
   if (q.header.flags & DNS_FLAG_QR)
     return 0;
-  dns_writer_init(&r.w, out, size_limit(&q, cap));
+  dns_writer_init(&r.w, out, size_limit(&q, cap, opts));
 
   bool echo = q.has_question && q.header.qdcount == 1;
   if (dns_header_opcode(&q.header) != DNS_OPCODE_QUERY) {
@@ -399,7 +414,7 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
   }
 
   dns_name_t apex;
-  const reg_zone_t *zone = zone_find(config, &q.question.name, &apex);
+  const reg_zone_t *zone = dns_zone_find(config, &q.question.name, &apex);
   if (!zone) {
     r.rcode = DNS_RCODE_REFUSED;
     return finish_short(&r, false, true);

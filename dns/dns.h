@@ -24,14 +24,33 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
 
 typedef struct dns_server dns_server_t;
 
-/* Opens one SO_REUSEPORT UDP socket per address in config->dns.listen on
- * loop and starts answering. config and reg are borrowed and must outlive
- * the server. Returns 0 and *out, or a negative errno / UV_E* (logged). */
+/* Opens one SO_REUSEPORT UDP socket and one TCP listener per address in
+ * config->dns.listen on loop and starts answering. config and reg are borrowed
+ * and must outlive the server. Returns 0 and *out, or a negative errno / UV_E*
+ * (logged). */
 int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
                      const reg_t *reg, dns_server_t **out);
 
 /* Closes the sockets; the server frees itself once libuv is done with the
  * handles (run the loop afterwards). */
 void dns_server_stop(dns_server_t *server);
+
+typedef struct dns_notifier dns_notifier_t;
+
+/* Sends NOTIFY for every zone to its notify targets from control_loop (one
+ * place, not every worker), retrying each with backoff until it answers,
+ * and logs the outcome. config is borrowed and must outlive the notifier.
+ * Returns NULL when no zone has notify targets. */
+dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
+                                   const reg_config_t *config);
+
+/* Tells the secondaries of config->dns.zones[zone_index] that its serial
+ * changed: a fresh NOTIFY to each target, retried until acknowledged. For
+ * the update path; call on the control loop. NULL n is fine. */
+void dns_notify_zone(dns_notifier_t *n, size_t zone_index);
+
+/* Stops retrying and closes the socket; frees itself once libuv is done
+ * with the handles. NULL is fine. */
+void dns_notifier_stop(dns_notifier_t *n);
 
 #endif

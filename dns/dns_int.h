@@ -3,9 +3,12 @@
 #ifndef DDPORT_DNS_INT_H
 #define DDPORT_DNS_INT_H
 
+#include "registry/registry.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /* ---- protocol numbers -------------------------------------------------- */
 
@@ -27,6 +30,7 @@ enum {
   DNS_TYPE_TXT = 16,
   DNS_TYPE_AAAA = 28,
   DNS_TYPE_OPT = 41,
+  DNS_TYPE_TSIG = 250,
   DNS_TYPE_IXFR = 251,
   DNS_TYPE_AXFR = 252,
   DNS_TYPE_ANY = 255,
@@ -51,6 +55,7 @@ enum {
   DNS_RCODE_NXDOMAIN = 3,
   DNS_RCODE_NOTIMP = 4,
   DNS_RCODE_REFUSED = 5,
+  DNS_RCODE_NOTAUTH = 9,
   DNS_RCODE_BADVERS = 16, /* extended: needs an OPT record to carry it */
 };
 
@@ -141,6 +146,22 @@ dns_wire_t dns_question_parse(const uint8_t *msg, size_t len, size_t *pos,
  * the message, not decoded) and advances *pos past it. */
 dns_wire_t dns_rr_parse(const uint8_t *msg, size_t len, size_t *pos,
                         dns_rr_t *out);
+
+/* ---- TCP framing (RFC 1035 4.2.2) -------------------------------------- */
+
+typedef enum dns_frame {
+  DNS_FRAME_COMPLETE,  /* one whole message is at the start of the buffer */
+  DNS_FRAME_NEED_MORE, /* read more bytes and call again */
+  DNS_FRAME_INVALID,   /* the length cannot hold a DNS header: close */
+} dns_frame_t;
+
+/* One length-prefixed message at the start of buf[0..len): on
+ * DNS_FRAME_COMPLETE, *msg points into buf, *msg_len is its length and
+ * *consumed the bytes to drop (2 + *msg_len). On DNS_FRAME_NEED_MORE,
+ * *consumed is the whole frame's size when the prefix has arrived (so the
+ * caller can size its buffer), else 2. Pure: no allocation. */
+dns_frame_t dns_tcp_frame(const uint8_t *buf, size_t len, const uint8_t **msg,
+                          size_t *msg_len, size_t *consumed);
 
 /* ---- names -------------------------------------------------------------- */
 
@@ -239,5 +260,139 @@ void dns_write_rr_soa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
  * bits of a 12-bit RCODE. */
 void dns_write_rr_opt(dns_writer_t *w, uint16_t udp_size, uint8_t ext_rcode,
                       uint8_t version, bool dnssec_ok);
+
+/* ---- answering ---------------------------------------------------------- */
+
+/* How a query arrived, for dns_answer_build. */
+typedef struct dns_answer_opts {
+  bool tcp;       /* the answer may fill cap and is never truncated */
+  size_t reserve; /* bytes to leave free at the end (room for a TSIG) */
+} dns_answer_opts_t;
+
+/* dns_answer_query with the transport spelled out: over UDP the answer
+ * fits the client's EDNS size (or 512), minus opts->reserve; over TCP it
+ * may use cap minus opts->reserve. */
+size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
+                        const uint8_t *query, size_t len, uint8_t *out,
+                        size_t cap, const dns_answer_opts_t *opts);
+
+/* The SOA record of zone, whose apex is apex. */
+void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
+                   dns_soa_t *soa);
+
+/* The zone holding name (the one with the most labels among those it lies
+ * in) and its apex, or NULL. */
+const reg_zone_t *dns_zone_find(const reg_config_t *config,
+                                const dns_name_t *name, dns_name_t *apex);
+
+/* ---- TSIG (RFC 8945) ---------------------------------------------------- */
+
+/* The TSIG state of one exchange. key NULL: the request was not signed, and
+ * neither is anything sent back. */
+/* TSIG errors (RFC 8945 3), in the TSIG record's Error field. */
+enum {
+  DNS_TSIG_ERR_BADSIG = 16,
+  DNS_TSIG_ERR_BADKEY = 17,
+  DNS_TSIG_ERR_BADTIME = 18,
+};
+
+typedef struct dns_tsig_ctx {
+  const reg_tsig_key_t *key;
+  dns_name_t key_name; /* as the request wrote it */
+  dns_name_t alg_name;
+  uint8_t mac[64]; /* the request's MAC, then each signed message's */
+  size_t mac_len;
+  uint64_t time_signed; /* what our signatures say (the request's on BADTIME) */
+  uint16_t fudge;
+  uint16_t error;      /* TSIG error to send: 0, BADSIG, BADKEY, BADTIME */
+  uint64_t other_time; /* BADTIME: our clock, in the Other Data */
+  unsigned n_signed;   /* messages signed so far in this exchange */
+} dns_tsig_ctx_t;
+
+typedef enum dns_tsig_status {
+  DNS_TSIG_NONE,    /* the message carries no TSIG */
+  DNS_TSIG_OK,      /* signed with a key we know, MAC right, time in range */
+  DNS_TSIG_FORMERR, /* a TSIG record that is malformed or not last */
+  DNS_TSIG_BADKEY,  /* a key name or algorithm we do not have */
+  DNS_TSIG_BADSIG,  /* the MAC does not match */
+  DNS_TSIG_BADTIME, /* MAC right, but signed too far from now */
+} dns_tsig_status_t;
+
+/* Checks the TSIG of a request msg[0..len) against config's keys at time
+ * now (Unix seconds) and fills ctx for signing the reply: on OK with the
+ * key and the request's MAC; on BADKEY, BADSIG and BADTIME with the error
+ * to report. Pure: reads msg only. */
+dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
+                                  const uint8_t *msg, size_t len, uint64_t now,
+                                  dns_tsig_ctx_t *ctx);
+
+/* Prepares ctx to sign a request of our own (a NOTIFY) with key. */
+void dns_tsig_ctx_for_key(dns_tsig_ctx_t *ctx, const reg_tsig_key_t *key,
+                          uint64_t now);
+
+/* Bytes a TSIG record appended by dns_tsig_sign may take (0 unsigned). */
+size_t dns_tsig_reserve(const dns_tsig_ctx_t *ctx);
+
+/* Appends a TSIG record to the message msg[0..len) (room: cap) and counts
+ * it in ARCOUNT: signed with ctx->key, chained to ctx->mac (the request's
+ * MAC for the first message; after that the previous message's, with only
+ * the timers digested, RFC 8945 5.3.1). With BADKEY or BADSIG, or no key,
+ * the record carries no MAC; with no key and no error nothing is added.
+ * Returns the new length, or len when there is no room. */
+size_t dns_tsig_sign(dns_tsig_ctx_t *ctx, uint8_t *msg, size_t len, size_t cap);
+
+/* One request as a server received it. */
+typedef struct dns_request {
+  const reg_config_t *config;
+  const reg_t *reg;
+  const struct sockaddr *peer; /* the client, for the transfer ACL */
+  bool tcp;
+  uint64_t now; /* Unix seconds, for TSIG */
+  const uint8_t *msg;
+  size_t len;
+} dns_request_t;
+
+/* A zone transfer in progress on one TCP connection. */
+typedef struct dns_xfr dns_xfr_t;
+
+/* Builds the reply to req into out (cap bytes, at least 512). Returns its
+ * length, or 0 when nothing must be sent. When req starts a zone transfer
+ * over TCP that the ACL allows, the reply is the transfer's first message
+ * and *xfr is set to a transfer the caller drives with dns_xfr_next and
+ * frees with dns_xfr_free; otherwise *xfr is NULL. */
+size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
+                   dns_xfr_t **xfr);
+
+/* The transfer's next message into out (cap bytes, at least 16 KiB), or 0
+ * once the closing SOA has been sent. */
+size_t dns_xfr_next(dns_xfr_t *xfr, uint8_t *out, size_t cap);
+
+/* Frees xfr; NULL is fine. */
+void dns_xfr_free(dns_xfr_t *xfr);
+
+/* A transfer of zone (apex, soa) answering query/question; up_to_date (an
+ * IXFR from our own serial) sends just the SOA. */
+dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
+                       const dns_name_t *apex, const dns_soa_t *soa,
+                       const dns_header_t *query,
+                       const dns_question_t *question, bool up_to_date);
+
+/* The transfer's TSIG state, for the caller to fill before the first
+ * message. */
+dns_tsig_ctx_t *dns_xfr_tsig(dns_xfr_t *xfr);
+
+/* ---- servers ------------------------------------------------------------ */
+
+typedef struct dns_tcp dns_tcp_t;
+
+/* Opens one SO_REUSEPORT TCP listener per dns.listen address on loop.
+ * config and reg are borrowed. Returns 0 and *out, or a negative errno /
+ * UV_E* (logged). */
+int dns_tcp_start(uv_loop_t *loop, const reg_config_t *config, const reg_t *reg,
+                  dns_tcp_t **out);
+
+/* Closes the listeners and every open connection; frees itself once libuv
+ * is done with the handles. */
+void dns_tcp_stop(dns_tcp_t *tcp);
 
 #endif

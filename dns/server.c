@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* server.c -- UDP listeners that feed queries to dns_answer_query */
 #include "dns/dns.h"
+#include "dns/dns_int.h"
 
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Big enough for any UDP datagram, so none arrives cut short. */
@@ -22,6 +24,7 @@ struct dns_server {
   const reg_config_t *config;
   const reg_t *reg;
   size_t n_open; /* handles initialised and not yet closed */
+  dns_tcp_t *tcp;
   bool stopping;
   uint64_t n_queries, n_answers, n_dropped;
   /* One loop, one thread: a packet is answered before the next is read, so
@@ -52,9 +55,15 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
     server->n_dropped++;
     return;
   }
-  size_t n =
-      dns_answer_query(server->config, server->reg, (const uint8_t *)buf->base,
-                       (size_t)nread, server->answer, sizeof(server->answer));
+  const dns_request_t req = {.config = server->config,
+                             .reg = server->reg,
+                             .peer = addr,
+                             .tcp = false,
+                             .now = (uint64_t)time(NULL),
+                             .msg = (const uint8_t *)buf->base,
+                             .len = (size_t)nread};
+  dns_xfr_t *xfr;
+  size_t n = dns_respond(&req, server->answer, sizeof(server->answer), &xfr);
   if (n == 0)
     return;
   uv_buf_t out = uv_buf_init((char *)server->answer, (unsigned)n);
@@ -166,6 +175,11 @@ int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
       return err;
     }
   }
+  int err = dns_tcp_start(loop, config, reg, &server->tcp);
+  if (err != 0) {
+    dns_server_stop(server);
+    return err;
+  }
   *out = server;
   return 0;
 }
@@ -174,6 +188,8 @@ void dns_server_stop(dns_server_t *server) {
   if (!server || server->stopping)
     return;
   server->stopping = true;
+  dns_tcp_stop(server->tcp);
+  server->tcp = NULL;
   if (server->n_open == 0) {
     free(server);
     return;

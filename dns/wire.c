@@ -138,6 +138,26 @@ dns_wire_t dns_rr_parse(const uint8_t *msg, size_t len, size_t *pos,
   return DNS_WIRE_OK;
 }
 
+/* ---- TCP framing -------------------------------------------------------- */
+
+dns_frame_t dns_tcp_frame(const uint8_t *buf, size_t len, const uint8_t **msg,
+                          size_t *msg_len, size_t *consumed) {
+  *msg = NULL;
+  *msg_len = 0;
+  *consumed = 2;
+  if (len < 2)
+    return DNS_FRAME_NEED_MORE;
+  size_t n = get_u16(buf);
+  if (n < DNS_HEADER_SIZE)
+    return DNS_FRAME_INVALID;
+  *consumed = 2 + n;
+  if (len - 2 < n)
+    return DNS_FRAME_NEED_MORE;
+  *msg = buf + 2;
+  *msg_len = n;
+  return DNS_FRAME_COMPLETE;
+}
+
 /* ---- names -------------------------------------------------------------- */
 
 int dns_name_from_text(const char *text, size_t len, dns_name_t *out) {

@@ -943,12 +943,19 @@ static void parse_proxy(ctx_t *c, const slot_t *slot) {
 
 /* ---- dns ----------------------------------------------------------------- */
 
-enum { D_LISTEN, D_ZONES, D_TSIG_KEYS, D_RATE_LIMIT, D_COUNT };
+enum {
+  D_LISTEN,
+  D_ZONES,
+  D_TSIG_KEYS,
+  D_RATE_LIMIT,
+  D_TCP_IDLE,
+  D_TCP_CONNECTIONS,
+  D_COUNT
+};
 static const char *const dns_keys[D_COUNT] = {
-    [D_LISTEN] = "listen",
-    [D_ZONES] = "zones",
-    [D_TSIG_KEYS] = "tsig_keys",
-    [D_RATE_LIMIT] = "rate_limit",
+    [D_LISTEN] = "listen",       [D_ZONES] = "zones",
+    [D_TSIG_KEYS] = "tsig_keys", [D_RATE_LIMIT] = "rate_limit",
+    [D_TCP_IDLE] = "tcp_idle",   [D_TCP_CONNECTIONS] = "tcp_connections",
 };
 
 enum {
@@ -1070,11 +1077,115 @@ static void parse_glue(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
   }
 }
 
+static const reg_tsig_key_t *find_tsig_key(const reg_config_t *cfg,
+                                           const char *name) {
+  for (size_t i = 0; i < cfg->dns.n_tsig_keys; i++)
+    if (strcmp(cfg->dns.tsig_keys[i].name, name) == 0)
+      return &cfg->dns.tsig_keys[i];
+  return NULL;
+}
+
+/* A key name that dns.tsig_keys defines, normalised into out. */
+static bool get_key_name(ctx_t *c, const node_t *n, const char *where,
+                         char *out) {
+  if (!get_name(c, n, where, "xfr-key", false, out))
+    return false;
+  const reg_config_t *cfg = c->config;
+  if (find_tsig_key(cfg, out) != NULL)
+    return true;
+  if (cfg->dns.n_tsig_keys == 0) {
+    error_at(c, n,
+             "no TSIG key named '%s' in %s; define it under 'dns: tsig_keys:'",
+             out, where);
+    return false;
+  }
+  const char **names = xcalloc(cfg->dns.n_tsig_keys, sizeof *names);
+  for (size_t i = 0; i < cfg->dns.n_tsig_keys; i++)
+    names[i] = cfg->dns.tsig_keys[i].name;
+  char *all = join(names, cfg->dns.n_tsig_keys);
+  error_at(c, n, "no TSIG key named '%s' in %s; the keys are: %s", out, where,
+           all);
+  free(all);
+  free(names);
+  return false;
+}
+
+enum { N_ADDRESS, N_KEY, N_COUNT };
+static const char *const notify_keys[N_COUNT] = {
+    [N_ADDRESS] = "address", [N_KEY] = "key"};
+
+/* notify: [ADDR, {address: ADDR, key: NAME}, ...] */
+static void parse_notify(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
+  const node_t *items;
+  size_t n;
+  if (!items_of(c, slot->value, slot->key,
+                "a list of addresses such as 192.0.2.53:53", "'notify'", &items,
+                &n))
+    return;
+  z->notify = xcalloc(n ? n : 1, sizeof *z->notify);
+  for (size_t i = 0; i < n; i++) {
+    reg_notify_t nt;
+    memset(&nt, 0, sizeof nt);
+    const node_t *item = &items[i], *addr = item;
+    slot_t ns[N_COUNT];
+    if (item->kind == REG_YAML_MAPPING) {
+      if (!walk_mapping(c, item, NULL, "a notify target", notify_keys, N_COUNT,
+                        ns))
+        continue;
+      if (!present(&ns[N_ADDRESS])) {
+        error_at(c, ns[N_ADDRESS].key ? ns[N_ADDRESS].key : item,
+                 "notify target is missing 'address'; add e.g. "
+                 "'address: 192.0.2.53:53'");
+        continue;
+      }
+      addr = ns[N_ADDRESS].value;
+      char key[CORE_NAME_MAX + 1];
+      if (present(&ns[N_KEY])) {
+        if (!get_key_name(c, ns[N_KEY].value, "'notify'", key))
+          continue;
+        nt.key = xstrdup(key);
+      }
+    }
+    if (!get_hostport(c, addr, NULL, "'notify'", &nt.addr)) {
+      free(nt.key);
+      continue;
+    }
+    z->notify[z->n_notify++] = nt;
+  }
+}
+
+/* A prefix when it looks like an address, else a TSIG key name. */
+static void parse_allow_transfer(ctx_t *c, const slot_t *slot, reg_zone_t *z) {
+  const node_t *items;
+  size_t n;
+  if (!items_of(c, slot->value, slot->key,
+                "a list of prefixes or TSIG key names", "'allow_transfer'",
+                &items, &n))
+    return;
+  z->transfer_prefixes = xcalloc(n ? n : 1, sizeof *z->transfer_prefixes);
+  z->transfer_keys = xcalloc(n ? n : 1, sizeof *z->transfer_keys);
+  for (size_t i = 0; i < n; i++) {
+    const char *s = text_of(c, &items[i], NULL, "a prefix or a TSIG key name",
+                            "'allow_transfer'");
+    if (s == NULL)
+      continue;
+    if (strchr(s, ':') || strchr(s, '/') || (*s >= '0' && *s <= '9')) {
+      if (get_prefix(c, &items[i], "'allow_transfer'",
+                     &z->transfer_prefixes[z->n_transfer_prefixes]))
+        z->n_transfer_prefixes++;
+      continue;
+    }
+    char key[CORE_NAME_MAX + 1];
+    if (get_key_name(c, &items[i], "'allow_transfer'", key))
+      z->transfer_keys[z->n_transfer_keys++] = xstrdup(key);
+  }
+}
+
 static void parse_zone(ctx_t *c, const node_t *item, const node_t **seen,
                        size_t index) {
   reg_config_t *cfg = c->config;
   slot_t s[Z_COUNT];
-  char path[64];
+  (void)index;
   if (!walk_mapping(c, item, NULL, "a zone", zone_keys, Z_COUNT, s))
     return;
 
@@ -1136,37 +1247,10 @@ static void parse_zone(ctx_t *c, const node_t *item, const node_t **seen,
   if (z->soa_email == NULL && z->name != NULL)
     z->soa_email = format("hostmaster@%s", z->name);
 
-  if (s[Z_NOTIFY].key != NULL) {
-    const node_t *items;
-    size_t n;
-    bool ok = true;
-    if (items_of(c, s[Z_NOTIFY].value, s[Z_NOTIFY].key, "a list of addresses",
-                 "'notify'", &items, &n)) {
-      for (size_t i = 0; i < n; i++) {
-        struct sockaddr_storage ss;
-        ok &= get_hostport(c, &items[i], NULL, "'notify'", &ss);
-      }
-      snprintf(path, sizeof path, "dns.zones[%zu].notify", index);
-      if (ok && n > 0)
-        not_implemented(c, s[Z_NOTIFY].key, path);
-    }
-  }
-
-  if (s[Z_ALLOW_TRANSFER].key != NULL) {
-    const node_t *items;
-    size_t n;
-    bool ok = true;
-    if (items_of(c, s[Z_ALLOW_TRANSFER].value, s[Z_ALLOW_TRANSFER].key,
-                 "a list of prefixes or TSIG key names", "'allow_transfer'",
-                 &items, &n)) {
-      for (size_t i = 0; i < n; i++)
-        ok &= text_of(c, &items[i], NULL, "a prefix or a TSIG key name",
-                      "'allow_transfer'") != NULL;
-      snprintf(path, sizeof path, "dns.zones[%zu].allow_transfer", index);
-      if (ok && n > 0)
-        not_implemented(c, s[Z_ALLOW_TRANSFER].key, path);
-    }
-  }
+  if (s[Z_NOTIFY].key != NULL)
+    parse_notify(c, &s[Z_NOTIFY], z);
+  if (s[Z_ALLOW_TRANSFER].key != NULL)
+    parse_allow_transfer(c, &s[Z_ALLOW_TRANSFER], z);
 }
 
 static void parse_zones(ctx_t *c, const slot_t *slot) {
@@ -1206,15 +1290,116 @@ static void parse_rate_limit(ctx_t *c, const slot_t *slot) {
   not_implemented(c, slot->key, "dns.rate_limit");
 }
 
+enum { K_ALGORITHM, K_SECRET, K_COUNT };
+static const char *const tsig_key_keys[K_COUNT] = {
+    [K_ALGORITHM] = "algorithm", [K_SECRET] = "secret"};
+
+/* Strict RFC 4648 base64 with padding; returns the decoded length, or -1.
+ * out needs 3 * (len / 4) bytes. */
+static ssize_t base64_decode(const char *s, size_t len, uint8_t *out) {
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t n = 0;
+  if (len == 0 || len % 4 != 0)
+    return -1;
+  for (size_t i = 0; i < len; i += 4) {
+    uint32_t v = 0;
+    int pad = 0;
+    for (size_t k = 0; k < 4; k++) {
+      char ch = s[i + k];
+      const char *at = ch ? strchr(alphabet, ch) : NULL;
+      if (ch == '=' && i + 4 == len && k >= 2 && (k == 3 || s[i + 3] == '=')) {
+        pad++;
+        v <<= 6;
+        continue;
+      }
+      if (at == NULL || pad > 0)
+        return -1;
+      v = (v << 6) | (uint32_t)(at - alphabet);
+    }
+    out[n++] = (uint8_t)(v >> 16);
+    if (pad < 2)
+      out[n++] = (uint8_t)(v >> 8);
+    if (pad < 1)
+      out[n++] = (uint8_t)v;
+  }
+  return (ssize_t)n;
+}
+
+static void parse_tsig_key(ctx_t *c, const node_t *key, const node_t *value) {
+  reg_config_t *cfg = c->config;
+  char name[CORE_NAME_MAX + 1];
+  slot_t s[K_COUNT];
+  if (!get_name(c, key, "a TSIG key", "xfr-key", false, name))
+    return;
+  if (find_tsig_key(cfg, name) != NULL) {
+    error_at(c, key, "duplicate TSIG key '%s'", name);
+    return;
+  }
+  if (!walk_mapping(c, value, key, "a TSIG key", tsig_key_keys, K_COUNT, s))
+    return;
+  reg_tsig_key_t k = {.algorithm = REG_TSIG_HMAC_SHA256};
+  bool ok = true;
+  if (present(&s[K_ALGORITHM])) {
+    const node_t *v = s[K_ALGORITHM].value;
+    const char *what = "'hmac-sha256' or 'hmac-sha512'";
+    const char *alg = text_of(c, v, s[K_ALGORITHM].key, what, "'algorithm'");
+    if (alg && strcasecmp(alg, "hmac-sha256") == 0) {
+      k.algorithm = REG_TSIG_HMAC_SHA256;
+    } else if (alg && strcasecmp(alg, "hmac-sha512") == 0) {
+      k.algorithm = REG_TSIG_HMAC_SHA512;
+    } else if (alg) {
+      char buf[QUOTE_SIZE];
+      error_at(c, v, "unknown TSIG algorithm %s; expected %s",
+               quote_node(v, buf, sizeof buf), what);
+      ok = false;
+    } else {
+      ok = false;
+    }
+  }
+  if (!present(&s[K_SECRET])) {
+    error_at(c, s[K_SECRET].key ? s[K_SECRET].key : key,
+             "TSIG key '%s' is missing 'secret'; add one made by "
+             "'openssl rand -base64 32'",
+             name);
+    ok = false;
+  } else {
+    const node_t *v = s[K_SECRET].value;
+    const char *text =
+        text_of(c, v, s[K_SECRET].key, "a base64 secret", "'secret'");
+    if (text == NULL) {
+      ok = false;
+    } else {
+      size_t len = strlen(text);
+      k.secret = xmalloc(len / 4 * 3 + 1);
+      ssize_t n = base64_decode(text, len, k.secret);
+      if (n <= 0) {
+        error_at(c, v,
+                 "bad base64 in 'secret' of TSIG key '%s'; expected e.g. the "
+                 "output of 'openssl rand -base64 32'",
+                 name);
+        ok = false;
+      }
+      k.secret_len = n > 0 ? (size_t)n : 0;
+    }
+  }
+  if (!ok) {
+    free(k.secret);
+    return;
+  }
+  k.name = xstrdup(name);
+  cfg->dns.tsig_keys[cfg->dns.n_tsig_keys++] = k;
+}
+
 static void parse_tsig_keys(ctx_t *c, const slot_t *slot) {
   const node_t *v = slot->value;
   if (!is_mapping_or_null(c, v, slot->key, "'tsig_keys'") || is_null(v))
     return;
+  c->config->dns.tsig_keys =
+      xcalloc(v->len ? v->len : 1, sizeof *c->config->dns.tsig_keys);
   for (size_t i = 0; i < v->len; i++)
-    is_mapping_or_null(c, reg_yaml_value(v, i), reg_yaml_key(v, i),
-                       "a TSIG key");
-  if (v->len > 0)
-    not_implemented(c, slot->key, "dns.tsig_keys");
+    if (!reg_yaml_key(v, i)->duplicate)
+      parse_tsig_key(c, reg_yaml_key(v, i), reg_yaml_value(v, i));
 }
 
 static void parse_dns(ctx_t *c, const slot_t *slot) {
@@ -1234,12 +1419,26 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
           cfg->dns.n_listen++;
     }
   }
-  if (s[D_ZONES].key != NULL)
-    parse_zones(c, &s[D_ZONES]);
+  /* Zones name keys, so keys come first. */
   if (s[D_TSIG_KEYS].key != NULL)
     parse_tsig_keys(c, &s[D_TSIG_KEYS]);
+  if (s[D_ZONES].key != NULL)
+    parse_zones(c, &s[D_ZONES]);
   if (s[D_RATE_LIMIT].key != NULL)
     parse_rate_limit(c, &s[D_RATE_LIMIT]);
+  if (s[D_TCP_IDLE].key != NULL) {
+    uint64_t ms;
+    if (get_duration(c, s[D_TCP_IDLE].value, s[D_TCP_IDLE].key, "'tcp_idle'",
+                     &ms)) {
+      if (ms == 0)
+        error_at(c, s[D_TCP_IDLE].value, "'tcp_idle' must be longer than 0s");
+      else
+        cfg->dns.tcp_idle_ms = ms;
+    }
+  }
+  if (s[D_TCP_CONNECTIONS].key != NULL)
+    get_u32(c, s[D_TCP_CONNECTIONS].value, s[D_TCP_CONNECTIONS].key,
+            "'tcp_connections'", 1, &cfg->dns.tcp_connections);
 }
 
 /* ---- devices ------------------------------------------------------------- */
@@ -1661,6 +1860,8 @@ static reg_config_t *config_new(const char *name) {
   cfg->proxy.max_peeking = DEFAULT_PEEKING;
   cfg->proxy.max_hello = 16 * 1024;
   cfg->proxy.access_log = xstrdup("stderr");
+  cfg->dns.tcp_idle_ms = 10000;
+  cfg->dns.tcp_connections = 1000;
   return cfg;
 }
 
@@ -1785,6 +1986,13 @@ static void free_zone(reg_zone_t *z) {
   }
   free(z->glue);
   free(z->soa_email);
+  for (size_t i = 0; i < z->n_notify; i++)
+    free(z->notify[i].key);
+  free(z->notify);
+  free(z->transfer_prefixes);
+  for (size_t i = 0; i < z->n_transfer_keys; i++)
+    free(z->transfer_keys[i]);
+  free(z->transfer_keys);
 }
 
 void reg_config_free(reg_config_t *config) {
@@ -1804,6 +2012,11 @@ void reg_config_free(reg_config_t *config) {
   for (size_t i = 0; i < config->dns.n_zones; i++)
     free_zone(&config->dns.zones[i]);
   free(config->dns.zones);
+  for (size_t i = 0; i < config->dns.n_tsig_keys; i++) {
+    free(config->dns.tsig_keys[i].name);
+    free(config->dns.tsig_keys[i].secret);
+  }
+  free(config->dns.tsig_keys);
   for (size_t i = 0; i < config->n_devices; i++)
     free_device(&config->devices[i]);
   free(config->devices);

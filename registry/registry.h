@@ -30,6 +30,25 @@ typedef struct reg_glue {
   size_t n_addrs;
 } reg_glue_t;
 
+typedef enum reg_tsig_algorithm {
+  REG_TSIG_HMAC_SHA256,
+  REG_TSIG_HMAC_SHA512,
+} reg_tsig_algorithm_t;
+
+/* A TSIG key (RFC 8945) shared with secondaries. */
+typedef struct reg_tsig_key {
+  char *name; /* normalised, no trailing dot */
+  reg_tsig_algorithm_t algorithm;
+  uint8_t *secret; /* decoded from base64 */
+  size_t secret_len;
+} reg_tsig_key_t;
+
+/* A secondary to send NOTIFY to, optionally signed with a TSIG key. */
+typedef struct reg_notify {
+  struct sockaddr_storage addr;
+  char *key; /* a dns.tsig_keys name, or NULL */
+} reg_notify_t;
+
 typedef struct reg_zone {
   char *name;       /* normalised, no trailing dot */
   core_ip_t *proxy; /* what A/AAAA answers for device names carry */
@@ -42,6 +61,14 @@ typedef struct reg_zone {
   char *soa_email; /* as written: hostmaster@zone */
   uint32_t soa_refresh, soa_retry, soa_expire, soa_minimum; /* seconds */
   uint32_t serial;
+  reg_notify_t *notify;
+  size_t n_notify;
+  /* allow_transfer: a client in one of these prefixes, or one whose request
+   * is signed with one of these keys, may transfer the zone. */
+  core_prefix_t *transfer_prefixes;
+  size_t n_transfer_prefixes;
+  char **transfer_keys; /* dns.tsig_keys names */
+  size_t n_transfer_keys;
 } reg_zone_t;
 
 typedef enum reg_proxy_protocol {
@@ -97,6 +124,10 @@ typedef struct reg_config {
     size_t n_listen;
     reg_zone_t *zones;
     size_t n_zones;
+    reg_tsig_key_t *tsig_keys;
+    size_t n_tsig_keys;
+    uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
+    uint32_t tcp_connections; /* open DNS TCP connections, all workers */
   } dns;
 
   reg_device_t *devices;

@@ -216,6 +216,8 @@ static void test_defaults(void) {
   ASSERT_EQ(c->proxy.n_allow_targets, 0);
   ASSERT_STR_EQ(c->proxy.access_log, "stderr");
   ASSERT_EQ(c->dns.n_listen, 0);
+  ASSERT_EQ(c->dns.tcp_idle_ms, 10000);
+  ASSERT_EQ(c->dns.tcp_connections, 1000);
   const reg_zone_t *z = &c->dns.zones[0];
   ASSERT_EQ(z->ttl, 60);
   ASSERT_EQ(z->n_nameservers, 0);
@@ -268,6 +270,8 @@ static void test_values(void) {
       "      allow_transfer: []\n"
       "  tsig_keys: {}\n"
       "  rate_limit: off\n"
+      "  tcp_idle: 2500ms\n"
+      "  tcp_connections: 7\n"
       "update: {}\n"
       "registry: []\n"
       "devices:\n"
@@ -294,6 +298,8 @@ static void test_values(void) {
   ASSERT_EQ(c->proxy.allow_targets[0].bits, 24);
   ASSERT_STR_EQ(c->proxy.access_log, "off");
   ASSERT_EQ(c->dns.n_listen, 2);
+  ASSERT_EQ(c->dns.tcp_idle_ms, 2500);
+  ASSERT_EQ(c->dns.tcp_connections, 7);
   ASSERT_EQ(c->dns.listen[0].ss_family, AF_INET6);
   ASSERT_EQ(sockaddr_port(&c->dns.listen[1]), 53);
   const reg_zone_t *z = &c->dns.zones[0];
@@ -449,16 +455,11 @@ static void test_not_implemented(void) {
   for (size_t i = 0; i < c->n_not_implemented; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s\n",
              c->not_implemented[i]);
-  ASSERT_STR_EQ(
-      joined,
-      "t.yaml:8:7: dns.zones[0].notify is not implemented yet; ignored\n"
-      "t.yaml:9:7: dns.zones[0].allow_transfer is not implemented yet; "
-      "ignored\n"
-      "t.yaml:10:3: dns.tsig_keys is not implemented yet; ignored\n"
-      "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
-      "t.yaml:12:1: update is not implemented yet; ignored\n"
-      "t.yaml:13:1: admin is not implemented yet; ignored\n"
-      "t.yaml:14:1: accounts is not implemented yet; ignored\n");
+  ASSERT_STR_EQ(joined,
+                "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
+                "t.yaml:12:1: update is not implemented yet; ignored\n"
+                "t.yaml:13:1: admin is not implemented yet; ignored\n"
+                "t.yaml:14:1: accounts is not implemented yet; ignored\n");
   ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
   ASSERT_EQ(c->proxy.max_connections, 5);
   reg_config_free(c);
@@ -508,6 +509,81 @@ static void test_wrong_type(void) {
   expect_errors("state_dir:\n",
                 "t.yaml:1:1: expected a directory path for 'state_dir', got "
                 "nothing\n");
+  expect_errors("dns: {tcp_idle: 0s, tcp_connections: 0}\n",
+                "t.yaml:1:17: 'tcp_idle' must be longer than 0s\n"
+                "t.yaml:1:38: value 0 for 'tcp_connections' is out of range; "
+                "expected 1..4294967295\n");
+}
+
+static void test_transfers(void) {
+  reg_config_t *c = load_ok(
+      "dns:\n"
+      "  zones:\n"
+      "    - name: a.test\n"
+      "      proxy: [192.0.2.1]\n"
+      "      notify: [127.0.0.1:5300, {address: \"[::1]:53\", key: Xfr.Key}]\n"
+      "      allow_transfer: [127.0.0.0/8, \"::1\", xfr.key, big]\n"
+      "  tsig_keys:\n"
+      "    xfr.key: {algorithm: hmac-sha256, secret: c2VjcmV0IQ==}\n"
+      "    big: {algorithm: HMAC-SHA512, secret: AAECAwQF}\n");
+  ASSERT_EQ(c->dns.n_tsig_keys, 2);
+  const reg_tsig_key_t *k = &c->dns.tsig_keys[0];
+  ASSERT_STR_EQ(k->name, "xfr.key");
+  ASSERT_EQ(k->algorithm, REG_TSIG_HMAC_SHA256);
+  ASSERT_MEM_STR(k->secret, k->secret_len, "secret!");
+  ASSERT_EQ(c->dns.tsig_keys[1].algorithm, REG_TSIG_HMAC_SHA512);
+  ASSERT_EQ(c->dns.tsig_keys[1].secret_len, 6);
+  ASSERT_EQ(c->dns.tsig_keys[1].secret[5], 5);
+  const reg_zone_t *z = &c->dns.zones[0];
+  ASSERT_EQ(z->n_notify, 2);
+  ASSERT_EQ(z->notify[0].addr.ss_family, AF_INET);
+  ASSERT(z->notify[0].key == NULL);
+  ASSERT_EQ(z->notify[1].addr.ss_family, AF_INET6);
+  ASSERT_STR_EQ(z->notify[1].key, "xfr.key");
+  ASSERT_EQ(z->n_transfer_prefixes, 2);
+  ASSERT_EQ(z->transfer_prefixes[0].bits, 8);
+  ASSERT_EQ(z->transfer_prefixes[1].bits, 128);
+  ASSERT_EQ(z->n_transfer_keys, 2);
+  ASSERT_STR_EQ(z->transfer_keys[0], "xfr.key");
+  ASSERT_STR_EQ(z->transfer_keys[1], "big");
+  reg_config_free(c);
+
+  expect_errors(
+      "dns:\n"
+      "  tsig_keys:\n"
+      "    k1: {algorithm: hmac-md5, secret: AAAA}\n"
+      "    k2: {secret: \"not base64!\"}\n"
+      "    k3: {algorithm: hmac-sha256}\n"
+      "    k4: {secret: AAA}\n"
+      "    k5: {secret: AAAA, salt: x}\n"
+      "  zones:\n"
+      "    - name: a.test\n"
+      "      proxy: [192.0.2.1]\n"
+      "      allow_transfer: [192.0.2.0/33, k1, nokey]\n"
+      "      notify: [{key: k5}, {address: 127.0.0.1:53, key: k9}]\n",
+      "t.yaml:3:21: unknown TSIG algorithm 'hmac-md5'; expected "
+      "'hmac-sha256' or 'hmac-sha512'\n"
+      "t.yaml:4:18: bad base64 in 'secret' of TSIG key 'k2'; expected e.g. "
+      "the output of 'openssl rand -base64 32'\n"
+      "t.yaml:5:5: TSIG key 'k3' is missing 'secret'; add one made by "
+      "'openssl rand -base64 32'\n"
+      "t.yaml:6:18: bad base64 in 'secret' of TSIG key 'k4'; expected e.g. "
+      "the output of 'openssl rand -base64 32'\n"
+      "t.yaml:7:24: unknown key 'salt' in a TSIG key; expected one of: "
+      "algorithm, secret\n"
+      "t.yaml:11:24: bad prefix '192.0.2.0/33' in 'allow_transfer': prefix "
+      "length must be 0 to 32\n"
+      "t.yaml:11:38: no TSIG key named 'k1' in 'allow_transfer'; the keys "
+      "are: k5\n"
+      "t.yaml:11:42: no TSIG key named 'nokey' in 'allow_transfer'; the keys "
+      "are: k5\n"
+      "t.yaml:12:16: notify target is missing 'address'; add e.g. "
+      "'address: 192.0.2.53:53'\n"
+      "t.yaml:12:56: no TSIG key named 'k9' in 'notify'; the keys are: k5\n");
+  expect_errors("dns: {zones: [{name: a.test, proxy: [192.0.2.1],\n"
+                "                allow_transfer: [secondary]}]}\n",
+                "t.yaml:2:34: no TSIG key named 'secondary' in "
+                "'allow_transfer'; define it under 'dns: tsig_keys:'\n");
 }
 
 static void test_bad_address(void) {
@@ -892,6 +968,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_not_implemented);
   RUN_TEST(test_unknown_key);
   RUN_TEST(test_wrong_type);
+  RUN_TEST(test_transfers);
   RUN_TEST(test_bad_address);
   RUN_TEST(test_port_range);
   RUN_TEST(test_duplicate_device);

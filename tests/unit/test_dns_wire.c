@@ -684,6 +684,43 @@ static void test_rr_round_trip(void) {
   ASSERT_EQ(pos, w.len);
 }
 
+static void test_tcp_frame(void) {
+  uint8_t b[2 + 300];
+  const uint8_t *msg;
+  size_t msg_len, consumed;
+
+  memset(b, 0xAB, sizeof b);
+  ASSERT_EQ(dns_tcp_frame(b, 0, &msg, &msg_len, &consumed),
+            DNS_FRAME_NEED_MORE);
+  ASSERT_EQ(consumed, 2);
+  b[0] = 0;
+  ASSERT_EQ(dns_tcp_frame(b, 1, &msg, &msg_len, &consumed),
+            DNS_FRAME_NEED_MORE);
+  /* Shorter than a header: no DNS message, close. */
+  for (uint8_t n = 0; n < DNS_HEADER_SIZE; n++) {
+    b[1] = n;
+    ASSERT_EQ(dns_tcp_frame(b, sizeof b, &msg, &msg_len, &consumed),
+              DNS_FRAME_INVALID);
+  }
+  b[0] = 1;
+  b[1] = 0x2C; /* 300 */
+  for (size_t len = 2; len < sizeof b; len++) {
+    ASSERT_EQ(dns_tcp_frame(b, len, &msg, &msg_len, &consumed),
+              DNS_FRAME_NEED_MORE);
+    ASSERT_EQ(consumed, 302); /* tells the caller how much to buffer */
+  }
+  ASSERT_EQ(dns_tcp_frame(b, sizeof b, &msg, &msg_len, &consumed),
+            DNS_FRAME_COMPLETE);
+  ASSERT(msg == b + 2);
+  ASSERT_EQ(msg_len, 300);
+  ASSERT_EQ(consumed, 302);
+  /* The largest frame the prefix can say. */
+  b[0] = b[1] = 0xFF;
+  ASSERT_EQ(dns_tcp_frame(b, sizeof b, &msg, &msg_len, &consumed),
+            DNS_FRAME_NEED_MORE);
+  ASSERT_EQ(consumed, 65537);
+}
+
 static void test_strerror(void) {
   ASSERT_STR_EQ(dns_wire_strerror(DNS_WIRE_OK), "ok");
   ASSERT_CONTAINS(dns_wire_strerror(DNS_WIRE_BAD_POINTER), "pointer");
@@ -705,6 +742,7 @@ int main(void) {
   RUN_TEST(test_writer_compression);
   RUN_TEST(test_writer_far_names);
   RUN_TEST(test_rr_round_trip);
+  RUN_TEST(test_tcp_frame);
   RUN_TEST(test_strerror);
   return 0;
 }

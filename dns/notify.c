@@ -1,0 +1,282 @@
+/* SPDX-License-Identifier: MIT */
+/* notify.c -- NOTIFY (RFC 1996) to secondaries, from the control loop */
+#include "dns/dns.h"
+#include "dns/dns_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Retries back off from 1 s to at most a minute; after MAX_ATTEMPTS sends
+ * without an answer the secondary is left to its SOA refresh timer. */
+#define FIRST_RETRY_MS 1000
+#define MAX_RETRY_MS 60000
+#define MAX_ATTEMPTS 10
+
+typedef struct job {
+  dns_notifier_t *notifier;
+  size_t zone_index;
+  const reg_notify_t *target;
+  uv_timer_t timer; /* timer.data: the job */
+  uint16_t id;
+  unsigned attempts;
+  uint32_t serial;
+  bool waiting; /* sent and not yet answered */
+} job_t;
+
+struct dns_notifier {
+  const reg_config_t *config;
+  uv_udp_t udp[2]; /* IPv4, IPv6; data: the notifier once initialised */
+  size_t n_open;
+  bool stopping;
+  size_t n_jobs;
+  job_t jobs[];
+};
+
+static const char *target_text(const job_t *job, char *buf, size_t size) {
+  return core_sockaddr_format((const struct sockaddr *)&job->target->addr, buf,
+                              size);
+}
+
+static const reg_zone_t *job_zone(const job_t *job) {
+  return &job->notifier->config->dns.zones[job->zone_index];
+}
+
+static uv_udp_t *socket_for(dns_notifier_t *n, const job_t *job) {
+  uv_udp_t *udp = &n->udp[job->target->addr.ss_family == AF_INET6];
+  return udp->data == n ? udp : NULL;
+}
+
+/* The NOTIFY: the zone's SOA as question, and the new SOA as a hint
+ * (RFC 1996 3.7), signed when the target has a key. */
+static size_t build(const job_t *job, uint8_t *out, size_t cap) {
+  const reg_zone_t *zone = job_zone(job);
+  const reg_config_t *config = job->notifier->config;
+  dns_question_t q = {.qtype = DNS_TYPE_SOA, .qclass = DNS_CLASS_IN};
+  dns_soa_t soa;
+  dns_tsig_ctx_t tsig;
+  dns_writer_t w;
+
+  memset(&tsig, 0, sizeof tsig);
+  if (job->target->key)
+    for (size_t i = 0; i < config->dns.n_tsig_keys; i++)
+      if (strcmp(config->dns.tsig_keys[i].name, job->target->key) == 0)
+        dns_tsig_ctx_for_key(&tsig, &config->dns.tsig_keys[i],
+                             (uint64_t)time(NULL));
+  if (dns_name_from_text(zone->name, strlen(zone->name), &q.name) != 0)
+    return 0;
+  dns_soa_build(zone, &q.name, &soa);
+  dns_header_t h = {.id = job->id,
+                    .flags = DNS_FLAG_OPCODE(DNS_OPCODE_NOTIFY) | DNS_FLAG_AA,
+                    .qdcount = 1,
+                    .ancount = 1};
+  dns_writer_init(&w, out, cap - dns_tsig_reserve(&tsig));
+  dns_write_header(&w, &h);
+  dns_write_question(&w, &q);
+  dns_write_rr_soa(&w, &q.name, zone->ttl, &soa);
+  if (w.too_big)
+    return 0;
+  return dns_tsig_sign(&tsig, out, w.len, cap);
+}
+
+static void on_retry(uv_timer_t *timer);
+
+static void send_notify(job_t *job) {
+  dns_notifier_t *n = job->notifier;
+  uint8_t msg[1024];
+  char where[64];
+  uv_udp_t *udp = socket_for(n, job);
+  size_t len = build(job, msg, sizeof msg);
+
+  target_text(job, where, sizeof where);
+  job->attempts++;
+  if (!udp || len == 0) {
+    core_log(CORE_LOG_ERROR, "dns: cannot NOTIFY %s about %s: %s", where,
+             job_zone(job)->name, udp ? "message too big" : "no socket");
+    job->waiting = false;
+    return;
+  }
+  uv_buf_t buf = uv_buf_init((char *)msg, (unsigned)len);
+  int err = uv_udp_try_send(udp, &buf, 1,
+                            (const struct sockaddr *)&job->target->addr);
+  if (err < 0)
+    core_log(CORE_LOG_WARN, "dns: NOTIFY of %s to %s: %s", job_zone(job)->name,
+             where, uv_strerror(err));
+  else
+    core_log(CORE_LOG_DEBUG, "dns: NOTIFY of %s serial %u sent to %s (try %u)",
+             job_zone(job)->name, job->serial, where, job->attempts);
+  uint64_t delay = (uint64_t)FIRST_RETRY_MS << (job->attempts - 1);
+  uv_timer_start(&job->timer, on_retry,
+                 delay > MAX_RETRY_MS ? MAX_RETRY_MS : delay, 0);
+}
+
+static void on_retry(uv_timer_t *timer) {
+  job_t *job = timer->data;
+  char where[64];
+  if (!job->waiting || job->notifier->stopping)
+    return;
+  if (job->attempts >= MAX_ATTEMPTS) {
+    core_log(CORE_LOG_WARN,
+             "dns: NOTIFY of %s serial %u to %s: no answer after %u tries; "
+             "giving up (the secondary will still refresh by the SOA timers)",
+             job_zone(job)->name, job->serial,
+             target_text(job, where, sizeof where), job->attempts);
+    job->waiting = false;
+    return;
+  }
+  send_notify(job);
+}
+
+static bool same_addr(const struct sockaddr *a,
+                      const struct sockaddr_storage *b) {
+  core_ip_t x, y;
+  if (core_ip_from_sockaddr(a, &x) != 0 ||
+      core_ip_from_sockaddr((const struct sockaddr *)b, &y) != 0)
+    return false;
+  uint16_t pa = a->sa_family == AF_INET6
+                    ? ((const struct sockaddr_in6 *)a)->sin6_port
+                    : ((const struct sockaddr_in *)a)->sin_port;
+  uint16_t pb = b->ss_family == AF_INET6
+                    ? ((const struct sockaddr_in6 *)b)->sin6_port
+                    : ((const struct sockaddr_in *)b)->sin_port;
+  return x.family == y.family && memcmp(x.bytes, y.bytes, 16) == 0 && pa == pb;
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  static char space[4096]; /* the control loop's only reader */
+  (void)handle;
+  (void)suggested;
+  *buf = uv_buf_init(space, sizeof space);
+}
+
+/* An answer acknowledges the job whose ID and target it matches. The
+ * answer's own TSIG is not checked: it only stops our retries. */
+static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
+                    const struct sockaddr *addr, unsigned flags) {
+  dns_notifier_t *n = udp->data;
+  dns_header_t h;
+  char where[64];
+  (void)flags;
+  if (nread <= 0 || !addr || n->stopping ||
+      dns_header_parse((const uint8_t *)buf->base, (size_t)nread, &h) !=
+          DNS_WIRE_OK ||
+      !(h.flags & DNS_FLAG_QR) || dns_header_opcode(&h) != DNS_OPCODE_NOTIFY)
+    return;
+  for (size_t i = 0; i < n->n_jobs; i++) {
+    job_t *job = &n->jobs[i];
+    if (!job->waiting || job->id != h.id ||
+        !same_addr(addr, &job->target->addr))
+      continue;
+    job->waiting = false;
+    uv_timer_stop(&job->timer);
+    unsigned rcode = dns_header_rcode(&h);
+    if (rcode == DNS_RCODE_NOERROR)
+      core_log(CORE_LOG_INFO, "dns: NOTIFY of %s serial %u to %s acknowledged",
+               job_zone(job)->name, job->serial,
+               target_text(job, where, sizeof where));
+    else
+      core_log(CORE_LOG_WARN,
+               "dns: NOTIFY of %s serial %u to %s answered with rcode %u%s",
+               job_zone(job)->name, job->serial,
+               target_text(job, where, sizeof where), rcode,
+               rcode == DNS_RCODE_NOTAUTH   ? " (NOTAUTH: check its TSIG key)"
+               : rcode == DNS_RCODE_REFUSED ? " (REFUSED: check its ACL)"
+                                            : "");
+    return;
+  }
+}
+
+static void on_closed(uv_handle_t *handle) {
+  dns_notifier_t *n = handle->data;
+  if (handle->type == UV_TIMER)
+    n = ((job_t *)handle->data)->notifier;
+  if (--n->n_open == 0)
+    free(n);
+}
+
+static int udp_open(uv_loop_t *loop, dns_notifier_t *n, int family) {
+  uv_udp_t *udp = &n->udp[family == AF_INET6];
+  struct sockaddr_storage any;
+  core_ip_t ip = {.family = family};
+  core_ip_to_sockaddr(&ip, 0, &any);
+  int err = uv_udp_init(loop, udp);
+  if (err != 0)
+    return err;
+  udp->data = n;
+  n->n_open++;
+  err = uv_udp_bind(udp, (const struct sockaddr *)&any,
+                    family == AF_INET6 ? UV_UDP_IPV6ONLY : 0);
+  if (err == 0)
+    err = uv_udp_recv_start(udp, on_alloc, on_recv);
+  return err;
+}
+
+dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
+                                   const reg_config_t *config) {
+  size_t n_jobs = 0;
+  bool family[2] = {false, false};
+  for (size_t i = 0; i < config->dns.n_zones; i++)
+    for (size_t k = 0; k < config->dns.zones[i].n_notify; k++) {
+      n_jobs++;
+      family[config->dns.zones[i].notify[k].addr.ss_family == AF_INET6] = true;
+    }
+  if (n_jobs == 0)
+    return NULL;
+
+  dns_notifier_t *n = xcalloc(1, sizeof *n + n_jobs * sizeof(job_t));
+  n->config = config;
+  n->n_jobs = n_jobs;
+  for (int f = 0; f < 2; f++) {
+    if (!family[f])
+      continue;
+    int err = udp_open(control_loop, n, f ? AF_INET6 : AF_INET);
+    if (err != 0)
+      core_log(CORE_LOG_ERROR, "dns: cannot open a socket for NOTIFY: %s",
+               uv_strerror(err));
+  }
+  size_t j = 0;
+  for (size_t i = 0; i < config->dns.n_zones; i++)
+    for (size_t k = 0; k < config->dns.zones[i].n_notify; k++, j++) {
+      job_t *job = &n->jobs[j];
+      job->notifier = n;
+      job->zone_index = i;
+      job->target = &config->dns.zones[i].notify[k];
+      uv_timer_init(control_loop, &job->timer);
+      job->timer.data = job;
+      n->n_open++;
+    }
+  for (size_t i = 0; i < config->dns.n_zones; i++)
+    if (config->dns.zones[i].n_notify > 0)
+      dns_notify_zone(n, i);
+  return n;
+}
+
+void dns_notify_zone(dns_notifier_t *n, size_t zone_index) {
+  if (!n || n->stopping || zone_index >= n->config->dns.n_zones)
+    return;
+  for (size_t i = 0; i < n->n_jobs; i++) {
+    job_t *job = &n->jobs[i];
+    if (job->zone_index != zone_index)
+      continue;
+    uint16_t id;
+    if (getrandom(&id, sizeof id, 0) != sizeof id)
+      id = (uint16_t)(job->id * 31421u + 6927u + i);
+    job->id = id;
+    job->attempts = 0;
+    job->serial = job_zone(job)->serial;
+    job->waiting = true;
+    send_notify(job);
+  }
+}
+
+void dns_notifier_stop(dns_notifier_t *n) {
+  if (!n || n->stopping)
+    return;
+  n->stopping = true;
+  for (size_t i = 0; i < n->n_jobs; i++)
+    uv_close((uv_handle_t *)&n->jobs[i].timer, on_closed);
+  for (int f = 0; f < 2; f++)
+    if (n->udp[f].data == n)
+      uv_close((uv_handle_t *)&n->udp[f], on_closed);
+}
