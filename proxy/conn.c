@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PEEK_FIRST_SIZE 4096
 /* After an error page, how long to swallow the rest of the request so the
  * visitor reads the page instead of a reset. */
 #define LINGER_MS 2000
@@ -95,6 +94,28 @@ static char *take_buf(px_server_t *server) {
   return malloc(PX_RELAY_BUF_SIZE);
 }
 
+/* The first peek buffer comes from the worker's spares too: most heads
+ * fit in PX_PEEK_FIRST_SIZE, and reusing them keeps a burst of short-lived
+ * connections from fragmenting the heap. */
+static char *take_peek(px_server_t *server) {
+  if (server->n_spare_peeks > 0)
+    return server->spare_peeks[--server->n_spare_peeks];
+  return malloc(PX_PEEK_FIRST_SIZE);
+}
+
+static void release_peek(px_conn_t *conn) {
+  px_server_t *server = conn->listener->server;
+  if (conn->peek == NULL)
+    return;
+  if (conn->peek_cap == PX_PEEK_FIRST_SIZE &&
+      server->n_spare_peeks < PX_SPARE_PEEKS)
+    server->spare_peeks[server->n_spare_peeks++] = conn->peek;
+  else
+    free(conn->peek);
+  conn->peek = NULL;
+  conn->peek_cap = 0;
+}
+
 /* Gives side's buffer back once no bytes wait in it. */
 static void release_buf(px_side_t *side) {
   px_server_t *server = side->conn->listener->server;
@@ -125,7 +146,7 @@ static bool release_handle(px_conn_t *conn) {
     px_limits_release(server->limits, &conn->admission);
   release_buf(&conn->client);
   release_buf(&conn->device);
-  free(conn->peek);
+  release_peek(conn);
   free(conn);
   px_server_conn_gone(server);
   return true;
@@ -276,13 +297,15 @@ static void on_relay_written(uv_write_t *req, int status) {
     conn_close(conn, "routed");
     return;
   }
+  /* The peeked bytes went out in the client's first write: only that
+   * write's completion may give their buffer back. */
+  if (side == &conn->client)
+    release_peek(conn);
   /* The peer drained our bytes: the one backpressure rule lifts. */
   if (side->eof)
     pass_eof(side);
   else
     start_reading(side);
-  free(conn->peek);
-  conn->peek = NULL;
 }
 
 static void alloc_relay(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
@@ -566,8 +589,13 @@ static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
   uint32_t max = conn_config(conn)->proxy.max_hello;
   (void)size;
   /* Grow by doubling so an idle visitor costs a small buffer only. */
-  if (conn->peek_len == conn->peek_cap && conn->peek_cap < max) {
-    size_t cap = conn->peek_cap ? conn->peek_cap * 2 : PEEK_FIRST_SIZE;
+  if (conn->peek == NULL) {
+    conn->peek = take_peek(conn->listener->server);
+    conn->peek_cap = conn->peek ? PX_PEEK_FIRST_SIZE : 0;
+    if (conn->peek_cap > max)
+      conn->peek_cap = max;
+  } else if (conn->peek_len == conn->peek_cap && conn->peek_cap < max) {
+    size_t cap = conn->peek_cap * 2;
     if (cap > max)
       cap = max;
     char *grown = realloc(conn->peek, cap);

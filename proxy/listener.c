@@ -50,6 +50,8 @@ static void maybe_free(px_server_t *server) {
     px_resolver_free(server->resolver);
     for (size_t i = 0; i < server->n_spare_bufs; i++)
       free(server->spare_bufs[i]);
+    for (size_t i = 0; i < server->n_spare_peeks; i++)
+      free(server->spare_peeks[i]);
     free(server->listeners);
     free(server);
   }

@@ -152,6 +152,8 @@ typedef struct px_listener {
 
 #define PX_RELAY_BUF_SIZE (16 * 1024)
 #define PX_SPARE_BUFS 256 /* per worker: 4 MiB at most kept for reuse */
+#define PX_PEEK_FIRST_SIZE 4096
+#define PX_SPARE_PEEKS 1024 /* per worker: 4 MiB at most */
 
 /* One worker's proxy: its listeners and its open connections. */
 struct px_server {
@@ -171,6 +173,8 @@ struct px_server {
    * wait in it, so idle connections cost no buffer memory. */
   char *spare_bufs[PX_SPARE_BUFS];
   size_t n_spare_bufs;
+  char *spare_peeks[PX_SPARE_PEEKS];
+  size_t n_spare_peeks;
 };
 
 /* Takes over the next pending connection of listener: peeks, routes,

@@ -878,8 +878,9 @@ class RawDevice:
     RAW_REPLY and closes, or with reset=True sends a partial response and
     resets the connection (SO_LINGER 0)."""
 
-    def __init__(self, reset=False):
+    def __init__(self, reset=False, greeting=b""):
         self.reset = reset
+        self.greeting = greeting  # sent at once on accept, before reading
         self.sock = socket.socket()
         self.sock.bind((LOOPBACK4, 0))
         self.sock.listen(16)
@@ -899,8 +900,16 @@ class RawDevice:
             except OSError:
                 return
             with conn:
+                if self.greeting:
+                    threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
                 self.received.append(self._record(conn))
                 self._answer(conn)
+
+    def _greet(self, conn):
+        try:
+            conn.sendall(self.greeting)
+        except OSError:
+            pass
 
     @staticmethod
     def _record(conn):

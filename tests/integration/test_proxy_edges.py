@@ -12,6 +12,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ddtest  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
 
+# A device that speaks first, a lot: its bytes race the visitor's first
+# write through the proxy.
+GREETING = bytes(range(256)) * 16384  # 4 MiB
+
 CONFIG = """\
 workers: 2
 listeners:
@@ -26,6 +30,7 @@ devices:
   home.ddport.test: {{address: 127.0.0.1, ports: {{http: {home}, https: {home}, plain: {home}}}}}
   resetter.ddport.test: {{address: 127.0.0.1, ports: {{http: {resetter}}}}}
   other-loopback.ddport.test: {{address: 127.0.0.2, ports: {{http: {home}}}}}
+  talker.ddport.test: {{address: 127.0.0.1, ports: {{http: {talker}}}}}
 """
 
 
@@ -40,12 +45,13 @@ def setup():
     env.dir = env.tmp.name
     env.home = ddtest.RawDevice()
     env.resetter = ddtest.RawDevice(reset=True)
+    env.talker = ddtest.RawDevice(greeting=GREETING)
     env.http_port = ddtest.free_port(udp_too=False)
     env.tls_port = ddtest.free_port(udp_too=False)
     env.plain_port = ddtest.free_port(udp_too=False)
     config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
         http_port=env.http_port, tls_port=env.tls_port, plain_port=env.plain_port,
-        home=env.home.port, resetter=env.resetter.port))
+        home=env.home.port, resetter=env.resetter.port, talker=env.talker.port))
     env.ddport = ddtest.Ddport(config, env.dir,
                                tcp_ports=[env.http_port, env.tls_port, env.plain_port])
     try:
@@ -63,6 +69,7 @@ def teardown(env):
     finally:
         env.home.stop()
         env.resetter.stop()
+        env.talker.stop()
         env.tmp.cleanup()
 
 
@@ -132,7 +139,20 @@ def test_refused_target(env):
           "the refusal is logged with its reason")
 
 
+def test_device_speaks_first(env):
+    for _ in range(5):
+        before = len(env.talker.received)
+        req = b"GET / HTTP/1.1\r\nHost: talker.ddport.test\r\n\r\n"
+        reply, err = exchange(env.http_port, req, timeout=30)
+        check(err is None, "error reading the greeting: %r" % (err,))
+        check_eq(len(reply), len(GREETING) + len(ddtest.RAW_REPLY), "bytes relayed back")
+        check(reply[:len(GREETING)] == GREETING, "the greeting arrived changed")
+        check_eq(env.talker.wait_received(before), req, "request at the device")
+
+
 CASES = [
+    ("a device that speaks first with 4 MiB relays both ways intact",
+     test_device_speaks_first),
     ("unknown Host goes to the listener's fallback device", test_fallback_unknown_host),
     ("HTTP/1.0 without Host goes to the fallback device", test_fallback_http10_without_host),
     ("HTTP/1.0 without Host and no fallback gets 400", test_no_fallback_http10_is_400),
