@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <idn2.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -625,7 +626,20 @@ static bool get_prefix(ctx_t *c, const node_t *n, const char *where,
   return true;
 }
 
-/* Normalises a host name into out (CORE_NAME_MAX + 1 bytes). */
+/* Unicode names, and ASCII ones with A-labels to check, go through IDNA;
+ * plain ASCII names (nearly all of a large registry) skip it. */
+static bool needs_idna(const char *s) {
+  for (const char *p = s; *p; p++)
+    if ((unsigned char)*p >= 0x80)
+      return true;
+  for (const char *p = s; (p = strcasestr(p, "xn--")) != NULL; p += 4)
+    if (p == s || p[-1] == '.')
+      return true;
+  return false;
+}
+
+/* Normalises a host name into out (CORE_NAME_MAX + 1 bytes); IDNs are
+ * stored in their A-label (punycode) form. */
 static bool get_name(ctx_t *c, const node_t *n, const char *where,
                      const char *example, bool wildcard, char *out) {
   char what[96];
@@ -633,13 +647,27 @@ static bool get_name(ctx_t *c, const node_t *n, const char *where,
   const char *s = text_of(c, n, NULL, what, where);
   if (s == NULL)
     return false;
-  if (core_name_normalise(s, n->len, out, wildcard) < 0) {
-    char buf[QUOTE_SIZE];
+  char buf[QUOTE_SIZE];
+  char *alabel = NULL;
+  if (needs_idna(s)) {
+    /* UTS #46 non-transitional processing, as browsers do: "ß" stays
+     * itself (xn--fa-hia), letters are lowercased, A-labels are checked.
+     * Not STD3 rules: they would silently drop '*' and '_' instead of
+     * letting core_name_normalise refuse what is not a host name. */
+    int rc = idn2_to_ascii_8z(s, &alabel, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK) {
+      error_at(c, n, "bad international name %s for %s: %s; expected %s",
+               quote_node(n, buf, sizeof buf), where, idn2_strerror(rc), what);
+      return false;
+    }
+    s = alabel;
+  }
+  bool ok = core_name_normalise(s, strlen(s), out, wildcard) >= 0;
+  idn2_free(alabel);
+  if (!ok)
     error_at(c, n, "bad name %s for %s; expected %s",
              quote_node(n, buf, sizeof buf), where, what);
-    return false;
-  }
-  return true;
+  return ok;
 }
 
 /* ---- collections --------------------------------------------------------- */

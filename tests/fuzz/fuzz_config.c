@@ -15,8 +15,9 @@ static void check_config(const reg_config_t *c) {
     if (d->name == NULL || d->n_ports == 0 || d->n_addrs == 0 ||
         d->wildcard != (d->name[0] == '*'))
       abort();
+    /* Normalised: lowercase ASCII, IDNs as A-labels. */
     for (const char *p = d->name; *p; p++)
-      if (*p >= 'A' && *p <= 'Z')
+      if ((*p >= 'A' && *p <= 'Z') || (unsigned char)*p >= 0x80)
         abort();
     for (size_t j = 0; j < d->n_ports; j++)
       if (d->ports[j].port == 0 ||

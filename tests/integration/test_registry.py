@@ -241,7 +241,8 @@ def t_serve_devices_from_files(env):
                                 "workers: 2\n" + base(proxy_port, dns_port) + "registry: devices.d\n")
         ddtest.write_file(d, "devices.d/cams.yaml",
                           "devices:\n  cam.ddport.test: {address: 127.0.0.1, ports: {http: %d}}\n"
-                          % backend.port)
+                          "  Bücher.ddport.test: {address: 127.0.0.1, ports: {http: %d}}\n"
+                          % (backend.port, backend.port))
         proc = ddtest.Ddport(cfg, d, tcp_ports=[proxy_port], udp_ports=[dns_port]).start()
         try:
             res = ddtest.curl(d, "http://127.0.0.1:%d/" % proxy_port, ["-H", "Host: cam.ddport.test"])
@@ -249,6 +250,12 @@ def t_serve_devices_from_files(env):
             check_eq(res.header(ddtest.BACKEND_HEADER), backend.token, "the right backend")
             ans = ddtest.dig(dns_port, "cam.ddport.test", "A")
             check_eq(ans.status, "NOERROR", "DNS knows the device: " + ans.describe())
+            # A Unicode name is served under its A-label, as browsers send it.
+            idn = "xn--bcher-kva.ddport.test"
+            res = ddtest.curl(d, "http://127.0.0.1:%d/" % proxy_port, ["-H", "Host: " + idn])
+            check_eq(res.status, 200, "an IDN device routed by its A-label: " + res.describe())
+            ans = ddtest.dig(dns_port, idn, "A")
+            check_eq(ans.status, "NOERROR", "DNS answers the A-label: " + ans.describe())
         finally:
             check_eq(proc.stop(), 0, "exit status after SIGTERM")
     finally:
@@ -263,7 +270,8 @@ CASES = [
     ("hash-secret: prints a yescrypt hash crypt(3) verifies", t_hash_secret_verifies),
     ("hash-secret: empty, too long and NUL secrets refused", t_hash_secret_refuses),
     ("hash-secret: no echo on a terminal", t_hash_secret_tty_no_echo),
-    ("serve: devices from a registry directory route and resolve", t_serve_devices_from_files),
+    ("serve: devices from a registry directory (and an IDN) route and resolve",
+     t_serve_devices_from_files),
 ]
 
 if __name__ == "__main__":

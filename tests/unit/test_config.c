@@ -1174,6 +1174,57 @@ static void test_secret_hash(void) {
   ASSERT_EQ(reg_secret_hash("x", hash, 10), -ENOSPC);
 }
 
+static void test_idn(void) {
+  /* Unicode names are stored as A-labels, zones and devices alike. */
+  reg_config_t *c = load_ok(
+      "listeners:\n"
+      "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
+      "dns:\n"
+      "  zones:\n"
+      "    - {name: Bücher.TEST, proxy: [127.0.0.1],\n"
+      "       nameservers: [ns1.bücher.test]}\n"
+      "devices:\n"
+      "  Straße.bücher.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+      "  \"*.café.bücher.test.\": {address: 192.0.2.7, ports: {http: 80}}\n"
+      "  xn--caf-dma.xn--bcher-kva.test: {address: 192.0.2.7, ports: {http: "
+      "80}}\n");
+  ASSERT_STR_EQ(c->dns.zones[0].name, "xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->dns.zones[0].nameservers[0], "ns1.xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->devices[0].name, "xn--strae-oqa.xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->devices[1].name, "*.xn--caf-dma.xn--bcher-kva.test");
+  ASSERT(c->devices[1].wildcard);
+  ASSERT_STR_EQ(c->devices[2].name, "xn--caf-dma.xn--bcher-kva.test");
+  reg_config_free(c);
+
+  expect_errors(
+      BASE "devices:\n"
+           "  xn--zz.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  \"\xf0\x9f\x92\xa9.ddport.test\": {address: 192.0.2.7, "
+           "ports: {http: 80}}\n"
+           "  -ü.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  a_ü.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  café.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  xn--caf-dma.ddport.test: {address: 192.0.2.7, ports: {http: "
+           "80}}\n",
+      "t.yaml:7:3: bad international name 'xn--zz.ddport.test' for a "
+      "device: string contains invalid punycode data; expected a host name "
+      "such as cam.example.net or *.example.net\n"
+      "t.yaml:8:3: bad international name '\xf0\x9f\x92\xa9.ddport.test' "
+      "for a device: string contains a disallowed character; expected a "
+      "host name such as cam.example.net or *.example.net\n"
+      "t.yaml:9:3: bad international name '-ü.ddport.test' for a device: "
+      "string start/ends with forbidden hyphen; expected a host name such "
+      "as cam.example.net or *.example.net\n"
+      "t.yaml:10:3: bad name 'a_ü.ddport.test' for a device; expected a "
+      "host name such as cam.example.net or *.example.net\n"
+      "t.yaml:12:3: duplicate device 'xn--caf-dma.ddport.test'; already "
+      "defined at line 11, column 3\n");
+  expect_errors("dns: {zones: [{name: \"\xe2\x80\x8b.test\", proxy: "
+                "[1.2.3.4]}]}\n",
+                "t.yaml:1:22: bad name '\xe2\x80\x8b.test' for 'name'; "
+                "expected a host name such as example.net\n");
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   argv0 = argv[0];
@@ -1209,5 +1260,6 @@ int main(int argc, char **argv) {
   RUN_TEST(test_registry_files);
   RUN_TEST(test_accounts);
   RUN_TEST(test_secret_hash);
+  RUN_TEST(test_idn);
   return 0;
 }
