@@ -2,9 +2,12 @@
 /* main.c -- the ddport command line */
 #include "daemon/daemon.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 static const char usage_text[] =
     "usage: ddport COMMAND [OPTIONS]\n"
@@ -40,8 +43,10 @@ static int cmd_check(const char *path) {
   if (reg_config_load(path, stderr, &config) != 0)
     return 1;
   print_not_implemented(config);
-  printf("%s: ok: %zu listeners, %zu zones, %zu devices\n", path,
-         config->n_listeners, config->dns.n_zones, config->n_devices);
+  printf("%s: ok: %zu listeners, %zu zones, %zu devices, %zu accounts, %zu "
+         "registry files\n",
+         path, config->n_listeners, config->dns.n_zones, config->n_devices,
+         config->n_accounts, config->n_registry_files);
   reg_config_free(config);
   return 0;
 }
@@ -59,10 +64,94 @@ static int cmd_serve(const char *path) {
   return rc;
 }
 
+#define SECRET_MAX 1024
+
+/* Reads the secret: from a terminal one line without echo, otherwise all
+ * of stdin. Returns its length, or -1 after printing why. */
+static ssize_t read_secret(char *buf, size_t size) {
+  bool tty = isatty(STDIN_FILENO);
+  struct termios saved, quiet;
+  bool echo_off = false;
+  if (tty) {
+    /* Echo off before the prompt: what is typed after it must not show. */
+    if (tcgetattr(STDIN_FILENO, &saved) == 0) {
+      quiet = saved;
+      quiet.c_lflag &= ~(tcflag_t)ECHO;
+      quiet.c_lflag |= ECHONL;
+      echo_off = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+    }
+    fprintf(stderr, "Secret: ");
+    fflush(stderr);
+  }
+  size_t len = 0;
+  ssize_t rc = 0;
+  for (;;) {
+    ssize_t n = read(STDIN_FILENO, buf + len, size - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      fprintf(stderr, "ddport hash-secret: cannot read stdin: %s\n",
+              strerror(errno));
+      rc = -1;
+      break;
+    }
+    len += (size_t)n;
+    if (n == 0 || len == size || (tty && memchr(buf, '\n', len) != NULL))
+      break;
+  }
+  if (echo_off)
+    tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+  if (rc < 0)
+    return rc;
+  if (tty) {
+    char *nl = memchr(buf, '\n', len);
+    if (nl != NULL)
+      len = (size_t)(nl - buf) + 1;
+  }
+  if (len == size) {
+    fprintf(stderr,
+            "ddport hash-secret: the secret is longer than %d bytes; use a "
+            "shorter one\n",
+            SECRET_MAX);
+    return -1;
+  }
+  /* One trailing newline is the end of the line typed or echoed, not part
+   * of the secret. */
+  if (len > 0 && buf[len - 1] == '\n')
+    len--;
+  if (len > 0 && buf[len - 1] == '\r')
+    len--;
+  if (memchr(buf, '\0', len) != NULL) {
+    fprintf(stderr, "ddport hash-secret: the secret contains a NUL byte; "
+                    "crypt(3) cannot hash it\n");
+    return -1;
+  }
+  if (len == 0) {
+    fprintf(stderr, "ddport hash-secret: empty secret; type or pipe the "
+                    "secret on stdin, e.g. "
+                    "`printf %%s \"$SECRET\" | ddport hash-secret`\n");
+    return -1;
+  }
+  buf[len] = '\0';
+  return (ssize_t)len;
+}
+
 static int cmd_hash_secret(void) {
-  fprintf(stderr, "ddport hash-secret: not implemented yet (accounts and "
-                  "device updates arrive with the update API)\n");
-  return 1;
+  char secret[SECRET_MAX + 1];
+  char hash[256];
+  ssize_t len = read_secret(secret, SECRET_MAX);
+  int rc = 1;
+  if (len > 0) {
+    int err = reg_secret_hash(secret, hash, sizeof hash);
+    if (err != 0) {
+      fprintf(stderr, "ddport hash-secret: cannot hash: %s\n", strerror(-err));
+    } else {
+      printf("%s\n", hash);
+      rc = fflush(stdout) == 0 ? 0 : 1;
+    }
+  }
+  explicit_bzero(secret, sizeof secret);
+  return rc;
 }
 
 int main(int argc, char **argv) {

@@ -3,8 +3,10 @@
 #include "registry/registry.h"
 #include "registry/yaml_doc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <idn2.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #define MAX_FILE_SIZE ((size_t)64 * 1024 * 1024)
 #define QUOTE_SIZE 72       /* a quoted value in a message, cut if longer */
 #define TTL_MAX 2147483647u /* RFC 2181 section 8 */
+#define PATH_TEXT_SIZE 4200 /* "FILE:LINE:COLUMN" of an earlier definition */
 
 typedef reg_yaml_node_t node_t;
 
@@ -24,7 +27,7 @@ typedef reg_yaml_node_t node_t;
  * can be checked in the order their dependencies need (listeners and zones
  * before devices) whatever order the file has them in. */
 typedef struct message {
-  uint32_t line, column;
+  uint32_t file, line, column;
   size_t seq;
   char *text;
 } message_t;
@@ -34,11 +37,44 @@ typedef struct messages {
   size_t n, cap;
 } messages_t;
 
+/* A place in one of the files read: files[file] in the context. Kept
+ * instead of a node so it outlives the YAML tree of its file. */
+typedef struct pos {
+  uint32_t file, line, column;
+} pos_t;
+
+/* A set of names with the place that introduced each; grows as needed. */
+typedef struct name_entry {
+  const char *s;
+  size_t len;
+  pos_t at;
+} name_entry_t;
+
+typedef struct name_set {
+  name_entry_t *slots;
+  size_t mask, count;
+} name_set_t;
+
+/* A device's owner, checked once every file has given its accounts. */
+typedef struct owner_ref {
+  size_t device;
+  pos_t at;
+} owner_ref_t;
+
 typedef struct ctx {
-  const char *name;
+  const char *name; /* the file being read, as messages name it */
+  uint32_t file;    /* its index in files */
+  char **files;
+  size_t n_files;
   reg_config_t *config;
   messages_t errors, warnings;
   const node_t **fallbacks; /* per listener: its 'fallback' value, or NULL */
+  name_set_t devices_seen, accounts_seen;
+  owner_ref_t *owners;
+  size_t n_owners, cap_owners, cap_devices, cap_accounts;
+  pos_t owner_at;    /* of the device just parsed */
+  char **real_paths; /* registry files read so far, to refuse repeats */
+  size_t n_real_paths;
 } ctx_t;
 
 /* A key of a fixed-schema mapping and its value, or NULLs when absent. */
@@ -69,18 +105,38 @@ static char *format(const char *fmt, ...) {
   return s;
 }
 
-static void push_message(ctx_t *c, messages_t *list, uint32_t line,
-                         uint32_t column, char *body) {
+static void push_message_in(ctx_t *c, messages_t *list, uint32_t file,
+                            uint32_t line, uint32_t column, char *body) {
   if (list->n == list->cap) {
     list->cap = list->cap ? list->cap * 2 : 16;
     list->v = xrealloc(list->v, list->cap * sizeof *list->v);
   }
   message_t *m = &list->v[list->n];
+  m->file = file;
   m->line = line;
   m->column = column;
   m->seq = list->n++;
-  m->text = format("%s:%u:%u: %s", c->name, line, column, body);
+  m->text = format("%s:%u:%u: %s", c->files[file], line, column, body);
   free(body);
+}
+
+static void push_message(ctx_t *c, messages_t *list, uint32_t line,
+                         uint32_t column, char *body) {
+  push_message_in(c, list, c->file, line, column, body);
+}
+
+static pos_t pos_of(const ctx_t *c, const node_t *n) {
+  pos_t p = {c->file, n ? n->line : 1, n ? n->column : 1};
+  return p;
+}
+
+/* "line 3, column 5" in the same file, "devices.yaml:3:5" in another. */
+static const char *pos_text(const ctx_t *c, pos_t p, char *buf, size_t size) {
+  if (p.file == c->file)
+    snprintf(buf, size, "line %u, column %u", p.line, p.column);
+  else
+    snprintf(buf, size, "%s:%u:%u", c->files[p.file], p.line, p.column);
+  return buf;
 }
 
 static void error_at(ctx_t *c, const node_t *at, const char *fmt, ...)
@@ -94,6 +150,17 @@ static void error_at(ctx_t *c, const node_t *at, const char *fmt, ...) {
   push_message(c, &c->errors, at ? at->line : 1, at ? at->column : 1, body);
 }
 
+static void error_at_pos(ctx_t *c, pos_t at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void error_at_pos(ctx_t *c, pos_t at, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *body = vformat(fmt, ap);
+  va_end(ap);
+  push_message_in(c, &c->errors, at.file, at.line, at.column, body);
+}
+
 /* A key that parses but whose feature is not built: serve must say so
  * rather than pretend. */
 static void not_implemented(ctx_t *c, const node_t *at, const char *path) {
@@ -103,6 +170,8 @@ static void not_implemented(ctx_t *c, const node_t *at, const char *path) {
 
 static int message_order(const void *a, const void *b) {
   const message_t *x = a, *y = b;
+  if (x->file != y->file)
+    return x->file < y->file ? -1 : 1;
   if (x->line != y->line)
     return x->line < y->line ? -1 : 1;
   if (x->column != y->column)
@@ -235,18 +304,7 @@ static char *join(const char *const *names, size_t n) {
   return s;
 }
 
-/* ---- a set of names with the node that introduced each ------------------ */
-
-typedef struct name_entry {
-  const char *s;
-  size_t len;
-  const node_t *at;
-} name_entry_t;
-
-typedef struct name_set {
-  name_entry_t *slots;
-  size_t mask;
-} name_set_t;
+/* ---- a set of names with the place that introduced each ----------------- */
 
 static void set_init(name_set_t *set, size_t expected_count) {
   size_t size = 16;
@@ -254,6 +312,7 @@ static void set_init(name_set_t *set, size_t expected_count) {
     size *= 2;
   set->slots = xcalloc(size, sizeof *set->slots);
   set->mask = size - 1;
+  set->count = 0;
 }
 
 static uint64_t hash_bytes(const char *s, size_t len) {
@@ -265,26 +324,55 @@ static uint64_t hash_bytes(const char *s, size_t len) {
   return h;
 }
 
-/* Adds s unless present. Returns the node of an earlier equal name, or NULL
- * when s is new. The set never holds more than expected_count names. */
-static const node_t *set_add(name_set_t *set, const char *s, size_t len,
-                             const node_t *at) {
+static name_entry_t *set_slot(name_set_t *set, const char *s, size_t len) {
   size_t i = (size_t)hash_bytes(s, len) & set->mask;
   for (;; i = (i + 1) & set->mask) {
     name_entry_t *e = &set->slots[i];
-    if (e->s == NULL) {
-      e->s = s;
-      e->len = len;
-      e->at = at;
-      return NULL;
-    }
-    if (e->len == len && memcmp(e->s, s, len) == 0)
-      return e->at;
+    if (e->s == NULL || (e->len == len && memcmp(e->s, s, len) == 0))
+      return e;
   }
+}
+
+static void set_grow(name_set_t *set) {
+  name_set_t bigger;
+  set_init(&bigger, (set->mask + 1));
+  for (size_t i = 0; i <= set->mask; i++)
+    if (set->slots[i].s != NULL)
+      *set_slot(&bigger, set->slots[i].s, set->slots[i].len) = set->slots[i];
+  bigger.count = set->count;
+  free(set->slots);
+  *set = bigger;
+}
+
+/* Adds s (which must outlive the set) unless present. Returns the entry of
+ * an earlier equal name, or NULL when s is new. */
+static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
+                                   pos_t at) {
+  if (set->slots == NULL)
+    set_init(set, 8);
+  if ((set->count + 1) * 2 > set->mask + 1)
+    set_grow(set);
+  name_entry_t *e = set_slot(set, s, len);
+  if (e->s != NULL)
+    return e;
+  e->s = s;
+  e->len = len;
+  e->at = at;
+  set->count++;
+  return NULL;
+}
+
+static const name_entry_t *set_find(const name_set_t *set, const char *s) {
+  if (set->slots == NULL)
+    return NULL;
+  name_entry_t *e = set_slot((name_set_t *)set, s, strlen(s));
+  return e->s != NULL ? e : NULL;
 }
 
 static void set_free(name_set_t *set) {
   free(set->slots);
+  set->slots = NULL;
+  set->count = 0;
 }
 
 /* ---- duplicate keys, anywhere in the document ---------------------------- */
@@ -294,11 +382,11 @@ static bool same_key(const node_t *a, const node_t *b) {
          a->len == b->len && memcmp(a->text, b->text, a->len) == 0;
 }
 
-static void report_duplicate_key(ctx_t *c, node_t *key, const node_t *first) {
+static void report_duplicate_key(ctx_t *c, node_t *key, pos_t first) {
   char buf[QUOTE_SIZE];
   key->duplicate = true;
   error_at(c, key, "duplicate key %s; already given at line %u, column %u",
-           quote_node(key, buf, sizeof buf), first->line, first->column);
+           quote_node(key, buf, sizeof buf), first.line, first.column);
 }
 
 /* Marks every repeated key so the schema walk sees only the first. */
@@ -314,7 +402,8 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
     for (size_t i = 1; i < n->len; i++)
       for (size_t j = 0; j < i; j++)
         if (same_key(reg_yaml_key(n, i), reg_yaml_key(n, j))) {
-          report_duplicate_key(c, reg_yaml_key(n, i), reg_yaml_key(n, j));
+          report_duplicate_key(c, reg_yaml_key(n, i),
+                               pos_of(c, reg_yaml_key(n, j)));
           break;
         }
   } else {
@@ -324,9 +413,10 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
       node_t *key = reg_yaml_key(n, i);
       if (key->kind != REG_YAML_SCALAR)
         continue;
-      const node_t *first = set_add(&set, key->text, key->len, key);
+      const name_entry_t *first =
+          set_add(&set, key->text, key->len, pos_of(c, key));
       if (first != NULL)
-        report_duplicate_key(c, key, first);
+        report_duplicate_key(c, key, first->at);
     }
     set_free(&set);
   }
@@ -537,7 +627,20 @@ static bool get_prefix(ctx_t *c, const node_t *n, const char *where,
   return true;
 }
 
-/* Normalises a host name into out (CORE_NAME_MAX + 1 bytes). */
+/* Unicode names, and ASCII ones with A-labels to check, go through IDNA;
+ * plain ASCII names (nearly all of a large registry) skip it. */
+static bool needs_idna(const char *s) {
+  for (const char *p = s; *p; p++)
+    if ((unsigned char)*p >= 0x80)
+      return true;
+  for (const char *p = s; (p = strcasestr(p, "xn--")) != NULL; p += 4)
+    if (p == s || p[-1] == '.')
+      return true;
+  return false;
+}
+
+/* Normalises a host name into out (CORE_NAME_MAX + 1 bytes); IDNs are
+ * stored in their A-label (punycode) form. */
 static bool get_name(ctx_t *c, const node_t *n, const char *where,
                      const char *example, bool wildcard, char *out) {
   char what[96];
@@ -545,13 +648,27 @@ static bool get_name(ctx_t *c, const node_t *n, const char *where,
   const char *s = text_of(c, n, NULL, what, where);
   if (s == NULL)
     return false;
-  if (core_name_normalise(s, n->len, out, wildcard) < 0) {
-    char buf[QUOTE_SIZE];
+  char buf[QUOTE_SIZE];
+  char *alabel = NULL;
+  if (needs_idna(s)) {
+    /* UTS #46 non-transitional processing, as browsers do: "ß" stays
+     * itself (xn--fa-hia), letters are lowercased, A-labels are checked.
+     * Not STD3 rules: they would silently drop '*' and '_' instead of
+     * letting core_name_normalise refuse what is not a host name. */
+    int rc = idn2_to_ascii_8z(s, &alabel, IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK) {
+      error_at(c, n, "bad international name %s for %s: %s; expected %s",
+               quote_node(n, buf, sizeof buf), where, idn2_strerror(rc), what);
+      return false;
+    }
+    s = alabel;
+  }
+  bool ok = core_name_normalise(s, strlen(s), out, wildcard) >= 0;
+  idn2_free(alabel);
+  if (!ok)
     error_at(c, n, "bad name %s for %s; expected %s",
              quote_node(n, buf, sizeof buf), where, what);
-    return false;
-  }
-  return true;
+  return ok;
 }
 
 /* ---- collections --------------------------------------------------------- */
@@ -1628,9 +1745,10 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
   if (!walk_mapping(c, value, key, where, device_keys, DEV_COUNT, s))
     return;
 
-  if (present(&s[DEV_OWNER]))
-    get_string(c, s[DEV_OWNER].value, s[DEV_OWNER].key, "an account name",
-               "'owner'", &d->owner);
+  if (present(&s[DEV_OWNER]) &&
+      get_string(c, s[DEV_OWNER].value, s[DEV_OWNER].key, "an account name",
+                 "'owner'", &d->owner))
+    c->owner_at = pos_of(c, s[DEV_OWNER].value);
 
   if (!present(&s[DEV_ADDRESS]))
     error_at(c, s[DEV_ADDRESS].key ? s[DEV_ADDRESS].key : key,
@@ -1667,8 +1785,7 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
              &d->enabled);
 }
 
-static void parse_device(ctx_t *c, const node_t *key, const node_t *value,
-                         name_set_t *seen) {
+static void parse_device(ctx_t *c, const node_t *key, const node_t *value) {
   reg_config_t *cfg = c->config;
   char name[CORE_NAME_MAX + 1];
   if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
@@ -1678,11 +1795,12 @@ static void parse_device(ctx_t *c, const node_t *key, const node_t *value,
    * mistakes are reported too. */
   reg_device_t scratch, *d = &scratch;
   char *copy = xstrdup(name);
-  const node_t *first = set_add(seen, copy, strlen(copy), key);
+  const name_entry_t *first =
+      set_add(&c->devices_seen, copy, strlen(copy), pos_of(c, key));
   if (first != NULL) {
-    error_at(c, key,
-             "duplicate device '%s'; already defined at line %u, column %u",
-             name, first->line, first->column);
+    char at[PATH_TEXT_SIZE];
+    error_at(c, key, "duplicate device '%s'; already defined at %s", name,
+             pos_text(c, first->at, at, sizeof at));
   } else {
     d = &cfg->devices[cfg->n_devices++];
   }
@@ -1693,8 +1811,16 @@ static void parse_device(ctx_t *c, const node_t *key, const node_t *value,
   if (d != &scratch)
     check_device_zone(c, key, d);
   parse_device_fields(c, key, value, d);
-  if (d == &scratch)
+  if (d == &scratch) {
     free_device(&scratch);
+  } else if (d->owner != NULL) {
+    if (c->n_owners == c->cap_owners) {
+      c->cap_owners = c->cap_owners ? c->cap_owners * 2 : 64;
+      c->owners = xrealloc(c->owners, c->cap_owners * sizeof *c->owners);
+    }
+    c->owners[c->n_owners].device = (size_t)(d - cfg->devices);
+    c->owners[c->n_owners++].at = c->owner_at;
+  }
 }
 
 static void parse_devices(ctx_t *c, const slot_t *slot) {
@@ -1702,15 +1828,147 @@ static void parse_devices(ctx_t *c, const slot_t *slot) {
   if (!is_mapping_or_null(c, map, slot->key, "'devices'") || is_null(map))
     return;
   reg_config_t *cfg = c->config;
-  name_set_t seen;
-  cfg->devices = xcalloc(map->len, sizeof *cfg->devices);
-  set_init(&seen, map->len);
+  /* Devices come from several files: grow once per file, not per device. */
+  if (cfg->n_devices + map->len > c->cap_devices) {
+    size_t cap = c->cap_devices ? c->cap_devices : 16;
+    while (cap < cfg->n_devices + map->len)
+      cap *= 2;
+    cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
+    c->cap_devices = cap;
+  }
   for (size_t i = 0; i < map->len; i++) {
     const node_t *key = reg_yaml_key(map, i);
     if (!key->duplicate)
-      parse_device(c, key, reg_yaml_value(map, i), &seen);
+      parse_device(c, key, reg_yaml_value(map, i));
   }
-  set_free(&seen);
+}
+
+/* Owners name accounts from any file, so they are checked once every file
+ * is read. Without accounts an owner is only a label. */
+static void check_owners(ctx_t *c) {
+  const reg_config_t *cfg = c->config;
+  if (cfg->n_accounts == 0)
+    return;
+  const char **names = NULL;
+  for (size_t i = 0; i < c->n_owners; i++) {
+    const reg_device_t *d = &cfg->devices[c->owners[i].device];
+    if (set_find(&c->accounts_seen, d->owner) != NULL)
+      continue;
+    if (names == NULL) {
+      names = xcalloc(cfg->n_accounts, sizeof *names);
+      for (size_t j = 0; j < cfg->n_accounts; j++)
+        names[j] = cfg->accounts[j].name;
+    }
+    char buf[QUOTE_SIZE];
+    quote(d->owner, strlen(d->owner), buf, sizeof buf);
+    const char *guess =
+        closest(d->owner, strlen(d->owner), names, cfg->n_accounts);
+    if (guess != NULL) {
+      error_at_pos(c, c->owners[i].at,
+                   "unknown owner %s for device '%s'; did you mean '%s'?", buf,
+                   d->name, guess);
+    } else {
+      size_t shown = cfg->n_accounts < 8 ? cfg->n_accounts : 8;
+      char *all = join(names, shown);
+      error_at_pos(c, c->owners[i].at,
+                   "unknown owner %s for device '%s'; add it under "
+                   "'accounts:' or use one of: %s%s",
+                   buf, d->name, all, cfg->n_accounts > shown ? ", ..." : "");
+      free(all);
+    }
+  }
+  free(names);
+}
+
+/* ---- accounts ------------------------------------------------------------ */
+
+enum { ACC_SECRET, ACC_COUNT };
+static const char *const account_keys[ACC_COUNT] = {[ACC_SECRET] = "secret"};
+
+/* Account names travel in HTTP Basic auth, where a ':' would end them. */
+static bool valid_account_name(const char *s, size_t len) {
+  if (len == 0 || len > 64 || strlen(s) != len)
+    return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || strchr("._@+-", *s) != NULL))
+      return false;
+  return true;
+}
+
+static void parse_account(ctx_t *c, const node_t *key, const node_t *value) {
+  reg_config_t *cfg = c->config;
+  char buf[QUOTE_SIZE];
+  if (key->kind != REG_YAML_SCALAR ||
+      !valid_account_name(key->text, key->len)) {
+    error_at(c, key,
+             "bad account name %s; use 1 to 64 letters, digits and '._@+-', "
+             "such as 'alice'",
+             describe(key, buf, sizeof buf));
+    return;
+  }
+  if (cfg->n_accounts == c->cap_accounts) {
+    c->cap_accounts = c->cap_accounts ? c->cap_accounts * 2 : 16;
+    cfg->accounts =
+        xrealloc(cfg->accounts, c->cap_accounts * sizeof *cfg->accounts);
+  }
+  /* Keep a named account even when its secret is wrong, so devices naming
+   * it do not also report an unknown owner. */
+  reg_account_t *a = &cfg->accounts[cfg->n_accounts];
+  a->name = xstrdup(key->text);
+  a->secret = NULL;
+  const name_entry_t *first =
+      set_add(&c->accounts_seen, a->name, key->len, pos_of(c, key));
+  if (first != NULL) {
+    char at[PATH_TEXT_SIZE];
+    error_at(c, key, "duplicate account '%s'; already defined at %s", key->text,
+             pos_text(c, first->at, at, sizeof at));
+    free(a->name);
+    return;
+  }
+  cfg->n_accounts++;
+
+  slot_t s[ACC_COUNT];
+  char where[QUOTE_SIZE + 16];
+  snprintf(where, sizeof where, "account %s", quote_node(key, buf, sizeof buf));
+  if (!walk_mapping(c, value, key, where, account_keys, ACC_COUNT, s))
+    return;
+  if (!present(&s[ACC_SECRET])) {
+    error_at(c, s[ACC_SECRET].key ? s[ACC_SECRET].key : key,
+             "account '%s' is missing 'secret'; add the hash that `ddport "
+             "hash-secret` prints, e.g. 'secret: \"$y$j9T$...\"'",
+             key->text);
+    return;
+  }
+  const node_t *v = s[ACC_SECRET].value;
+  char *secret = NULL;
+  if (!get_string(c, v, s[ACC_SECRET].key, "a crypt(3) hash", "'secret'",
+                  &secret))
+    return;
+  /* Never quote the value: it may be a password pasted by mistake. */
+  const char *why = NULL;
+  if (!reg_secret_is_hash(secret, &why)) {
+    error_at(c, v,
+             "the secret of account '%s' is %s; store a hash instead: run "
+             "`ddport hash-secret` and paste what it prints (yescrypt $y$, "
+             "sha512crypt $6$ or bcrypt $2b$)",
+             key->text, why);
+    explicit_bzero(secret, strlen(secret));
+    free(secret);
+    return;
+  }
+  a->secret = secret;
+}
+
+static void parse_accounts(ctx_t *c, const slot_t *slot) {
+  const node_t *map = slot->value;
+  if (!is_mapping_or_null(c, map, slot->key, "'accounts'") || is_null(map))
+    return;
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *key = reg_yaml_key(map, i);
+    if (!key->duplicate)
+      parse_account(c, key, reg_yaml_value(map, i));
+  }
 }
 
 /* ---- the top level ------------------------------------------------------- */
@@ -1724,6 +1982,7 @@ enum {
   TOP_UPDATE,
   TOP_ADMIN,
   TOP_ACCOUNTS,
+  TOP_RELOAD,
   TOP_REGISTRY,
   TOP_DEVICES,
   TOP_COUNT
@@ -1737,6 +1996,7 @@ static const char *const top_keys[TOP_COUNT] = {
     [TOP_UPDATE] = "update",
     [TOP_ADMIN] = "admin",
     [TOP_ACCOUNTS] = "accounts",
+    [TOP_RELOAD] = "reload",
     [TOP_REGISTRY] = "registry",
     [TOP_DEVICES] = "devices",
 };
@@ -1767,13 +2027,262 @@ static void parse_unbuilt(ctx_t *c, const slot_t *slot, const char *path) {
     not_implemented(c, slot->key, path);
 }
 
-static void parse_registry(ctx_t *c, const slot_t *slot) {
-  const node_t *v = slot->value;
-  if (is_null(v) || (v->kind == REG_YAML_SEQUENCE && v->len == 0))
+/* ---- reload -------------------------------------------------------------- */
+
+enum { RE_WATCH, RE_DELAY, RE_COUNT };
+static const char *const reload_keys[RE_COUNT] = {
+    [RE_WATCH] = "watch", [RE_DELAY] = "delay"};
+
+static void parse_reload(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[RE_COUNT];
+  if (!walk_mapping(c, slot->value, slot->key, "'reload'", reload_keys,
+                    RE_COUNT, s))
     return;
-  error_at(c, v,
-           "registry files are not supported yet (issue 6); put devices "
-           "under 'devices:'");
+  if (s[RE_WATCH].key != NULL)
+    get_bool(c, s[RE_WATCH].value, s[RE_WATCH].key, "'watch'",
+             &cfg->reload.watch);
+  uint64_t ms;
+  if (s[RE_DELAY].key != NULL &&
+      get_duration(c, s[RE_DELAY].value, s[RE_DELAY].key, "'delay'", &ms)) {
+    /* Long enough for an editor's write-and-rename, short enough that an
+     * admin sees the change take effect. */
+    if (ms > 60000)
+      error_at(c, s[RE_DELAY].value,
+               "'delay' %s is out of range; expected 0s..1m (500ms suits "
+               "most editors)",
+               s[RE_DELAY].value->text);
+    else
+      cfg->reload.delay_ms = ms;
+  }
+}
+
+/* ---- registry files ------------------------------------------------------ */
+
+enum { RF_ACCOUNTS, RF_DEVICES, RF_COUNT };
+static const char *const registry_file_keys[RF_COUNT] = {
+    [RF_ACCOUNTS] = "accounts", [RF_DEVICES] = "devices"};
+
+/* Reads a whole file, one byte past the limit to tell "exactly 64 MiB"
+ * from more. With regular_only, anything but a regular file (a FIFO, a
+ * device) is refused before a read could block or never end. Returns 0,
+ * -EFBIG, -EINVAL (not a regular file) or a negative errno. */
+static int read_file(const char *path, bool regular_only, char **out,
+                     size_t *out_len) {
+  struct stat st;
+  size_t len = 0, cap = 64 * 1024;
+  char *data = NULL;
+  int rc = 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
+  if (fd < 0)
+    return -errno;
+  bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (regular_only && !regular) {
+    close(fd);
+    return -EINVAL;
+  }
+  if (regular && st.st_size > 0)
+    cap = (size_t)st.st_size < MAX_FILE_SIZE ? (size_t)st.st_size + 1
+                                             : MAX_FILE_SIZE + 1;
+  data = xmalloc(cap);
+  while (len <= MAX_FILE_SIZE) {
+    if (len == cap) {
+      cap = cap * 2 > MAX_FILE_SIZE + 1 ? MAX_FILE_SIZE + 1 : cap * 2;
+      data = xrealloc(data, cap);
+    }
+    ssize_t n = read(fd, data + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = -errno;
+      goto done;
+    }
+    if (n == 0)
+      break;
+    len += (size_t)n;
+  }
+  if (len > MAX_FILE_SIZE)
+    rc = -EFBIG;
+
+done:
+  close(fd);
+  if (rc != 0) {
+    free(data);
+    data = NULL;
+    len = 0;
+  }
+  *out = data;
+  *out_len = len;
+  return rc;
+}
+
+/* A path from the configuration: relative ones are relative to the
+ * directory of the configuration file. The caller frees. */
+static char *resolve_path(const ctx_t *c, const char *text) {
+  const char *base = c->files[0];
+  const char *slash = strrchr(base, '/');
+  if (text[0] == '/' || slash == NULL)
+    return xstrdup(text);
+  return format("%.*s/%s", (int)(slash - base), base, text);
+}
+
+static void parse_registry_doc(ctx_t *c, node_t *root) {
+  char buf[QUOTE_SIZE];
+  if (root == NULL || is_null(root))
+    return;
+  if (root->kind != REG_YAML_MAPPING) {
+    error_at(c, root,
+             "expected a mapping with 'devices:' (and 'accounts:') in a "
+             "registry file, got %s",
+             describe(root, buf, sizeof buf));
+    return;
+  }
+  mark_duplicates(c, root);
+  slot_t s[RF_COUNT];
+  walk_mapping(c, root, NULL, "a registry file", registry_file_keys, RF_COUNT,
+               s);
+  if (s[RF_ACCOUNTS].key != NULL)
+    parse_accounts(c, &s[RF_ACCOUNTS]);
+  if (s[RF_DEVICES].key != NULL)
+    parse_devices(c, &s[RF_DEVICES]);
+}
+
+/* Reads one registry file named by (or found through) the 'registry' entry
+ * item; problems opening it are reported at item, problems inside it at
+ * their own place in the file. */
+static void load_registry_file(ctx_t *c, const node_t *item, const char *path) {
+  char buf[QUOTE_SIZE];
+  char *real = realpath(path, NULL);
+  for (size_t i = 0; real != NULL && i < c->n_real_paths; i++) {
+    if (strcmp(c->real_paths[i], real) == 0) {
+      error_at(c, item,
+               "registry file %s is included twice; list each file once",
+               quote(path, strlen(path), buf, sizeof buf));
+      free(real);
+      return;
+    }
+  }
+  char *data = NULL;
+  size_t len = 0;
+  int rc = read_file(path, true, &data, &len);
+  if (rc != 0) {
+    error_at(c, item, "cannot read registry file %s: %s",
+             quote(path, strlen(path), buf, sizeof buf),
+             rc == -EFBIG    ? "larger than 64 MiB; split it into several files"
+             : rc == -EINVAL ? "not a regular file"
+                             : strerror(-rc));
+    free(real);
+    return;
+  }
+  if (real != NULL) {
+    c->real_paths =
+        xrealloc(c->real_paths, (c->n_real_paths + 1) * sizeof(char *));
+    c->real_paths[c->n_real_paths++] = real;
+  }
+  c->files = xrealloc(c->files, (c->n_files + 1) * sizeof *c->files);
+  c->files[c->n_files] = xstrdup(path);
+  uint32_t saved_file = c->file;
+  const char *saved_name = c->name;
+  c->file = (uint32_t)c->n_files++;
+  c->name = c->files[c->file];
+  c->config->n_registry_files++;
+
+  reg_yaml_doc_t *doc = NULL;
+  reg_yaml_error_t yerr;
+  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+    push_message(c, &c->errors, yerr.line, yerr.column, xstrdup(yerr.message));
+  else
+    parse_registry_doc(c, reg_yaml_root(doc));
+  reg_yaml_free(doc);
+  free(data);
+  c->file = saved_file;
+  c->name = saved_name;
+}
+
+static int compare_names(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_yaml_name(const char *name) {
+  size_t len = strlen(name);
+  /* Hidden files are editors' and tools' scratch copies. */
+  return name[0] != '.' && len > 5 && strcmp(name + len - 5, ".yaml") == 0;
+}
+
+/* Every *.yaml file directly in dir, in byte order of their names. */
+static void load_registry_dir(ctx_t *c, const node_t *item, const char *dir) {
+  char buf[QUOTE_SIZE];
+  DIR *d = opendir(dir);
+  if (d == NULL) {
+    error_at(c, item, "cannot read registry directory %s: %s",
+             quote(dir, strlen(dir), buf, sizeof buf), strerror(errno));
+    return;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (!is_yaml_name(e->d_name))
+      continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 16;
+      names = xrealloc(names, cap * sizeof *names);
+    }
+    names[n++] = xstrdup(e->d_name);
+  }
+  closedir(d);
+  if (n > 1)
+    qsort(names, n, sizeof *names, compare_names);
+  size_t dir_len = strlen(dir);
+  bool slash = dir_len > 0 && dir[dir_len - 1] == '/';
+  for (size_t i = 0; i < n; i++) {
+    char *path = format("%s%s%s", dir, slash ? "" : "/", names[i]);
+    struct stat st;
+    /* Subdirectories (even named x.yaml) are not read: one level only. */
+    if (stat(path, &st) != 0 || S_ISREG(st.st_mode))
+      load_registry_file(c, item, path);
+    free(path);
+    free(names[i]);
+  }
+  free(names);
+}
+
+static void parse_registry(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  const node_t *items;
+  size_t n;
+  if (!items_of(c, slot->value, slot->key, "a list of files and directories",
+                "'registry'", &items, &n) ||
+      n == 0)
+    return;
+  cfg->registry = xcalloc(n, sizeof *cfg->registry);
+  for (size_t i = 0; i < n; i++) {
+    const node_t *item = &items[i];
+    char buf[QUOTE_SIZE];
+    const char *what = "a file or directory path";
+    const char *text = text_of(c, item, NULL, what, "'registry'");
+    if (text == NULL)
+      continue;
+    if (*text == '\0') {
+      expected(c, item, NULL, what, "'registry'");
+      continue;
+    }
+    char *path = resolve_path(c, item->text);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+      error_at(c, item, "cannot read registry %s: %s",
+               quote(path, strlen(path), buf, sizeof buf), strerror(errno));
+      free(path);
+      continue;
+    }
+    reg_source_t *src = &cfg->registry[cfg->n_registry++];
+    src->path = path;
+    src->directory = S_ISDIR(st.st_mode);
+    if (src->directory)
+      load_registry_dir(c, item, path);
+    else
+      load_registry_file(c, item, path);
+  }
 }
 
 /* A listener's fallback must be a device (not a wildcard) with a port on
@@ -1837,12 +2346,17 @@ static void parse_top(ctx_t *c, node_t *root) {
     parse_unbuilt(c, &s[TOP_UPDATE], "update");
   if (s[TOP_ADMIN].key != NULL)
     parse_unbuilt(c, &s[TOP_ADMIN], "admin");
+  if (s[TOP_RELOAD].key != NULL)
+    parse_reload(c, &s[TOP_RELOAD]);
   if (s[TOP_ACCOUNTS].key != NULL)
-    parse_unbuilt(c, &s[TOP_ACCOUNTS], "accounts");
-  if (s[TOP_REGISTRY].key != NULL)
-    parse_registry(c, &s[TOP_REGISTRY]);
+    parse_accounts(c, &s[TOP_ACCOUNTS]);
   if (s[TOP_DEVICES].key != NULL)
     parse_devices(c, &s[TOP_DEVICES]);
+  /* After the file's own devices, so a repeat in a registry file is the
+   * one reported. */
+  if (s[TOP_REGISTRY].key != NULL)
+    parse_registry(c, &s[TOP_REGISTRY]);
+  check_owners(c);
   check_fallbacks(c);
 }
 
@@ -1862,6 +2376,8 @@ static reg_config_t *config_new(const char *name) {
   cfg->proxy.access_log = xstrdup("stderr");
   cfg->dns.tcp_idle_ms = 10000;
   cfg->dns.tcp_connections = 1000;
+  cfg->reload.watch = true;
+  cfg->reload.delay_ms = 500;
   return cfg;
 }
 
@@ -1875,7 +2391,10 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   int rc = -EINVAL;
 
   memset(&c, 0, sizeof c);
-  c.name = name;
+  c.files = xmalloc(sizeof *c.files);
+  c.files[0] = xstrdup(name);
+  c.n_files = 1;
+  c.name = c.files[0];
   c.config = config_new(name);
   *out = NULL;
   if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
@@ -1903,51 +2422,15 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   free_messages(&c.errors);
   free_messages(&c.warnings);
   reg_config_free(c.config);
-  return rc;
-}
-
-/* Reads a whole file, one byte past the limit to tell "exactly 64 MiB"
- * from more. Returns 0, -EFBIG or a negative errno. */
-static int read_file(const char *path, char **out, size_t *out_len) {
-  struct stat st;
-  size_t len = 0, cap = 64 * 1024;
-  char *data = NULL;
-  int rc = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return -errno;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0)
-    cap = (size_t)st.st_size < MAX_FILE_SIZE ? (size_t)st.st_size + 1
-                                             : MAX_FILE_SIZE + 1;
-  data = xmalloc(cap);
-  while (len <= MAX_FILE_SIZE) {
-    if (len == cap) {
-      cap = cap * 2 > MAX_FILE_SIZE + 1 ? MAX_FILE_SIZE + 1 : cap * 2;
-      data = xrealloc(data, cap);
-    }
-    ssize_t n = read(fd, data + len, cap - len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      rc = -errno;
-      goto done;
-    }
-    if (n == 0)
-      break;
-    len += (size_t)n;
-  }
-  if (len > MAX_FILE_SIZE)
-    rc = -EFBIG;
-
-done:
-  close(fd);
-  if (rc != 0) {
-    free(data);
-    data = NULL;
-    len = 0;
-  }
-  *out = data;
-  *out_len = len;
+  set_free(&c.devices_seen);
+  set_free(&c.accounts_seen);
+  free(c.owners);
+  for (size_t i = 0; i < c.n_real_paths; i++)
+    free(c.real_paths[i]);
+  free(c.real_paths);
+  for (size_t i = 0; i < c.n_files; i++)
+    free(c.files[i]);
+  free(c.files);
   return rc;
 }
 
@@ -1955,7 +2438,7 @@ int reg_config_load(const char *path, FILE *diag, reg_config_t **out) {
   char *data = NULL;
   size_t len = 0;
   *out = NULL;
-  int rc = read_file(path, &data, &len);
+  int rc = read_file(path, false, &data, &len);
   if (rc == -EFBIG) {
     if (diag != NULL)
       fprintf(diag,
@@ -2020,6 +2503,17 @@ void reg_config_free(reg_config_t *config) {
   for (size_t i = 0; i < config->n_devices; i++)
     free_device(&config->devices[i]);
   free(config->devices);
+  for (size_t i = 0; i < config->n_accounts; i++) {
+    free(config->accounts[i].name);
+    if (config->accounts[i].secret != NULL)
+      explicit_bzero(config->accounts[i].secret,
+                     strlen(config->accounts[i].secret));
+    free(config->accounts[i].secret);
+  }
+  free(config->accounts);
+  for (size_t i = 0; i < config->n_registry; i++)
+    free(config->registry[i].path);
+  free(config->registry);
   for (size_t i = 0; i < config->n_not_implemented; i++)
     free(config->not_implemented[i]);
   free(config->not_implemented);

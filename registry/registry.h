@@ -100,6 +100,19 @@ typedef struct reg_device {
   bool wildcard;
 } reg_device_t;
 
+/* An account that owns devices; secret is a crypt(3) hash. */
+typedef struct reg_account {
+  char *name;
+  char *secret;
+} reg_account_t;
+
+/* One entry of 'registry:', resolved against the configuration file's
+ * directory: a file, or a directory whose *.yaml files were read. */
+typedef struct reg_source {
+  char *path;
+  bool directory;
+} reg_source_t;
+
 typedef struct reg_config {
   char *path;
   unsigned workers; /* 0: one per CPU */
@@ -130,8 +143,20 @@ typedef struct reg_config {
     uint32_t tcp_connections; /* open DNS TCP connections, all workers */
   } dns;
 
-  reg_device_t *devices;
+  reg_device_t *devices; /* from the file and every registry file */
   size_t n_devices;
+
+  reg_account_t *accounts; /* likewise */
+  size_t n_accounts;
+
+  reg_source_t *registry;
+  size_t n_registry;
+  size_t n_registry_files; /* files read through registry */
+
+  struct {
+    bool watch;        /* reload when a file read changes */
+    uint64_t delay_ms; /* after the last change seen */
+  } reload;
 
   /* Keys that parse but whose feature is not built yet; serve warns. */
   char **not_implemented;
@@ -144,11 +169,25 @@ typedef struct reg_config {
  * negative errno (file unreadable, also reported). */
 int reg_config_load(const char *path, FILE *diag, reg_config_t **out);
 
-/* Same, from bytes in memory; name is used in messages. */
+/* Same, from bytes in memory; name is used in messages, and registry files
+ * it names are read relative to name's directory. */
 int reg_config_load_buffer(const char *name, const char *data, size_t len,
                            FILE *diag, reg_config_t **out);
 
 void reg_config_free(reg_config_t *config);
+
+/* True when s is a crypt(3) hash in a scheme fit for secrets (yescrypt $y$,
+ * gost-yescrypt $gy$, scrypt $7$, bcrypt $2b$/$2y$/$2a$, sha512crypt $6$),
+ * complete with its hash part. Otherwise false with *why set to a static
+ * phrase ("not a crypt(3) hash (plaintext?)", ...). Pure. */
+bool reg_secret_is_hash(const char *s, const char **why);
+
+/* Hashes secret with yescrypt and a fresh random salt into out (size
+ * bytes; 128 is enough). Returns 0, or a negative errno. */
+int reg_secret_hash(const char *secret, char *out, size_t size);
+
+/* True when secret matches hash (compared in constant time). */
+bool reg_secret_verify(const char *hash, const char *secret);
 
 /* Port of device for the listener called listener_name, or 0 if the device
  * has none there. */

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +44,15 @@ static void expect_errors(const char *text, const char *expected) {
   ASSERT(config == NULL);
   free(diag);
 }
+
+/* yescrypt of "hunter2", from `ddport hash-secret`. */
+#define HUNTER2                                                                \
+  "$y$j9T$7nXje.gdLO2k5TLKk8hYi0$lpAG6CTkQlcARmqaqbKmlXwiCrd0TUcCALsJBkPy8Q8"
+
+/* sha512crypt of "hunter2". */
+#define SHA512                                                                 \
+  "$6$saltsalt$8iYtNHxjWRl.NF6oNZ5tF.iKFlQREaXBLlSmZKP6dy9l5z3vsooWNW0/GZ6Ne"  \
+  "j73/TFug6pIPSqbJoCT6dfnj."
 
 /* Enough around a device for it to be valid: one listener, one zone. */
 #define BASE                                                                   \
@@ -450,7 +460,7 @@ static void test_not_implemented(void) {
               "update: {listen: [127.0.0.1:8081]}\n"
               "admin: {listen: 127.0.0.1:9090}\n"
               "accounts:\n"
-              "  demo: {secret: x}\n");
+              "  demo: {secret: \"" HUNTER2 "\"}\n");
   char joined[2048] = "";
   for (size_t i = 0; i < c->n_not_implemented; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s\n",
@@ -458,8 +468,7 @@ static void test_not_implemented(void) {
   ASSERT_STR_EQ(joined,
                 "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
                 "t.yaml:12:1: update is not implemented yet; ignored\n"
-                "t.yaml:13:1: admin is not implemented yet; ignored\n"
-                "t.yaml:14:1: accounts is not implemented yet; ignored\n");
+                "t.yaml:13:1: admin is not implemented yet; ignored\n");
   ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
   ASSERT_EQ(c->proxy.max_connections, 5);
   reg_config_free(c);
@@ -790,9 +799,6 @@ static void test_not_implemented_errors(void) {
                 "t.yaml:7:28: bad address 'cam_1.example.net' for "
                 "'address'; expected an IP address such as 192.0.2.7 or "
                 "2001:db8::7\n");
-  expect_errors("registry: [devices.d/]\n",
-                "t.yaml:1:11: registry files are not supported yet (issue "
-                "6); put devices under 'devices:'\n");
 }
 
 static void test_names(void) {
@@ -920,8 +926,8 @@ static void test_many_errors(void) {
                 "t.yaml:9:37: unknown key 'colour' in 'proxy'; expected one "
                 "of: timeouts, limits, max_hello, allow_targets, "
                 "access_log, resolvers\n"
-                "t.yaml:10:11: registry files are not supported yet (issue "
-                "6); put devices under 'devices:'\n");
+                "t.yaml:10:12: cannot read registry 'x.yaml': No such file "
+                "or directory\n");
 }
 
 static void test_load_file(void) {
@@ -950,6 +956,364 @@ static void test_load_file(void) {
            "%s: cannot read: No such file or directory\n", path);
   ASSERT_STR_EQ(diag, expected);
   free(diag);
+}
+
+/* ---- registry files and accounts ----------------------------------------- */
+
+static char tmp_dir[64];
+
+static void write_text(const char *name, const char *text) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", tmp_dir, name);
+  FILE *f = fopen(path, "w");
+  ASSERT(f != NULL);
+  ASSERT_EQ(fwrite(text, 1, strlen(text), f), strlen(text));
+  ASSERT_EQ(fclose(f), 0);
+}
+
+static void make_tmp_dir(void) {
+  snprintf(tmp_dir, sizeof tmp_dir, "/tmp/ddport-test-registry-XXXXXX");
+  ASSERT(mkdtemp(tmp_dir) != NULL);
+}
+
+static void remove_tmp_dir(void) {
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+  ASSERT_EQ(system(cmd), 0);
+}
+
+/* Loads tmp_dir/ddport.yaml; *diag gets the messages with "tmp_dir/" cut
+ * out so expectations read like the files' own names. */
+static int load_dir(char **diag, reg_config_t **config) {
+  char path[256], *raw;
+  size_t size = 0;
+  snprintf(path, sizeof path, "%s/ddport.yaml", tmp_dir);
+  FILE *f = open_memstream(&raw, &size);
+  ASSERT(f != NULL);
+  int rc = reg_config_load(path, f, config);
+  fclose(f);
+  char prefix[80];
+  snprintf(prefix, sizeof prefix, "%s/", tmp_dir);
+  *diag = xcalloc(1, strlen(raw) + 1);
+  char *o = *diag;
+  for (const char *p = raw; *p;) {
+    if (strncmp(p, prefix, strlen(prefix)) == 0) {
+      p += strlen(prefix);
+      continue;
+    }
+    *o++ = *p++;
+  }
+  free(raw);
+  return rc;
+}
+
+static void expect_dir_errors(const char *expected) {
+  char *diag;
+  reg_config_t *c = NULL;
+  int rc = load_dir(&diag, &c);
+  ASSERT_STR_EQ(diag, expected);
+  ASSERT_EQ(rc, -EINVAL);
+  ASSERT(c == NULL);
+  free(diag);
+}
+
+static reg_config_t *load_dir_ok(void) {
+  char *diag;
+  reg_config_t *c = NULL;
+  int rc = load_dir(&diag, &c);
+  ASSERT_STR_EQ(diag, "");
+  ASSERT_EQ(rc, 0);
+  free(diag);
+  return c;
+}
+
+static void test_registry_files(void) {
+  make_tmp_dir();
+  char sub[128];
+  snprintf(sub, sizeof sub, "%s/devices.d", tmp_dir);
+  ASSERT_EQ(mkdir(sub, 0700), 0);
+  snprintf(sub, sizeof sub, "%s/devices.d/sub.yaml", tmp_dir);
+  ASSERT_EQ(mkdir(sub, 0700), 0);
+  write_text("ddport.yaml", BASE "registry: [devices.yaml, devices.d/]\n"
+                                 "devices:\n"
+                                 "  main.ddport.test: {address: 192.0.2.1, "
+                                 "ports: {http: 80}}\n");
+  write_text("devices.yaml", "accounts:\n"
+                             "  alice: {secret: \"" HUNTER2 "\"}\n"
+                             "devices:\n"
+                             "  one.ddport.test: {owner: alice, address: "
+                             "192.0.2.2, ports: {http: 80}}\n");
+  write_text("devices.d/b.yaml", "devices:\n"
+                                 "  three.ddport.test: {owner: alice, "
+                                 "address: 192.0.2.4, ports: {http: 80}}\n");
+  write_text("devices.d/a.yaml", "devices:\n"
+                                 "  Two.DDport.test.: {address: 192.0.2.3, "
+                                 "ports: {http: 80}}\n");
+  /* Neither hidden files nor other suffixes are read. */
+  write_text("devices.d/.a.yaml", "garbage: [\n");
+  write_text("devices.d/notes.txt", "garbage: [\n");
+  write_text("devices.d/c.yml", "garbage: [\n");
+  write_text("devices.d/empty.yaml", "# nothing yet\n");
+
+  reg_config_t *c = load_dir_ok();
+  ASSERT_EQ(c->n_devices, 4);
+  ASSERT_STR_EQ(c->devices[0].name, "main.ddport.test");
+  ASSERT_STR_EQ(c->devices[1].name, "one.ddport.test");
+  ASSERT_STR_EQ(c->devices[2].name, "two.ddport.test");
+  ASSERT_STR_EQ(c->devices[3].name, "three.ddport.test");
+  ASSERT_STR_EQ(c->devices[3].owner, "alice");
+  ASSERT_EQ(c->n_accounts, 1);
+  ASSERT_STR_EQ(c->accounts[0].name, "alice");
+  ASSERT_STR_EQ(c->accounts[0].secret, HUNTER2);
+  ASSERT_EQ(c->n_registry, 2);
+  ASSERT(!c->registry[0].directory);
+  ASSERT(c->registry[1].directory);
+  ASSERT_CONTAINS(c->registry[1].path, "/devices.d/");
+  ASSERT_EQ(c->n_registry_files, 4);
+  ASSERT(c->reload.watch);
+  ASSERT_EQ(c->reload.delay_ms, 500);
+  reg_config_free(c);
+
+  /* A lone path is a list of one; absolute paths are taken as they are. */
+  char text[512];
+  snprintf(text, sizeof text,
+           BASE "registry: %s/devices.yaml\nreload: {watch: off, delay: 2s}\n",
+           tmp_dir);
+  write_text("ddport.yaml", text);
+  c = load_dir_ok();
+  ASSERT_EQ(c->n_devices, 1);
+  ASSERT(!c->reload.watch);
+  ASSERT_EQ(c->reload.delay_ms, 2000);
+  reg_config_free(c);
+
+  /* Problems inside registry files name their own file; a device given
+   * twice names both places. */
+  write_text("ddport.yaml", BASE
+             "registry: [devices.yaml, devices.d]\n"
+             "devices:\n"
+             "  one.ddport.test: {address: 192.0.2.1, ports: {http: 80}}\n");
+  write_text("devices.d/a.yaml", "devices:\n"
+                                 "  two.ddport.test: {address: 192.0.2.3,\n"
+                                 "    ports: {http: 99999}}\n"
+                                 "  one.ddport.test: {address: 192.0.2.5, "
+                                 "ports: {http: 80}}\n"
+                                 "listeners: []\n"
+                                 "device: {}\n");
+  write_text("devices.d/b.yaml", "devices:\n"
+                                 "  two.ddport.test: {address: 192.0.2.4, "
+                                 "ports: {http: 80}}\n"
+                                 "  x.example.net: {address: 192.0.2.4, "
+                                 "ports: {http: 80}}\n");
+  write_text("devices.d/c.yaml", "devices: [\n");
+  expect_dir_errors(
+      "devices.yaml:4:3: duplicate device 'one.ddport.test'; already "
+      "defined at ddport.yaml:8:3\n"
+      "devices.d/a.yaml:3:19: port 99999 for listener 'http' is out of "
+      "range; expected 1..65535\n"
+      "devices.d/a.yaml:4:3: duplicate device 'one.ddport.test'; already "
+      "defined at ddport.yaml:8:3\n"
+      "devices.d/a.yaml:5:1: unknown key 'listeners' in a registry file; "
+      "expected one of: accounts, devices\n"
+      "devices.d/a.yaml:6:1: unknown key 'device' in a registry file; did "
+      "you mean 'devices'?\n"
+      "devices.d/b.yaml:2:3: duplicate device 'two.ddport.test'; already "
+      "defined at devices.d/a.yaml:2:3\n"
+      "devices.d/b.yaml:3:3: device 'x.example.net' is outside every "
+      "configured zone (ddport.test); rename it or add its zone under "
+      "'dns: zones:'\n"
+      "devices.d/c.yaml:2:1: did not find expected node content (while "
+      "parsing a flow node at line 2, column 1)\n");
+
+  /* Files that cannot be read are reported where the config names them. */
+  remove_tmp_dir();
+  make_tmp_dir();
+  write_text("ddport.yaml", "registry:\n"
+                            "  - missing.yaml\n"
+                            "  - devices.yaml\n"
+                            "  - ./devices.yaml\n"
+                            "  - fifo.yaml\n"
+                            "  - \"\"\n"
+                            "  - {a: b}\n");
+  write_text("devices.yaml", "- not a mapping\n");
+  snprintf(sub, sizeof sub, "%s/fifo.yaml", tmp_dir);
+  ASSERT_EQ(mkfifo(sub, 0600), 0);
+  expect_dir_errors(
+      "ddport.yaml:2:5: cannot read registry 'missing.yaml': No such file "
+      "or directory\n"
+      "ddport.yaml:4:5: registry file './devices.yaml' is included twice; "
+      "list each file once\n"
+      "ddport.yaml:5:5: cannot read registry file 'fifo.yaml': not a "
+      "regular file\n"
+      "ddport.yaml:6:5: expected a file or directory path for 'registry', "
+      "got ''\n"
+      "ddport.yaml:7:5: expected a file or directory path for 'registry', "
+      "got a mapping\n"
+      "devices.yaml:1:1: expected a mapping with 'devices:' (and "
+      "'accounts:') in a registry file, got a sequence\n");
+  remove_tmp_dir();
+}
+
+static void test_accounts(void) {
+  /* Owners are checked against accounts from every file. */
+  reg_config_t *c = load_ok(BASE "accounts:\n"
+                                 "  alice: {secret: \"" HUNTER2 "\"}\n"
+                                 "  bob@example.net: {secret: \"" SHA512 "\"}\n"
+                                 "devices:\n"
+                                 "  a.ddport.test: {owner: alice, address: "
+                                 "192.0.2.7, ports: {http: 80}}\n");
+  ASSERT_EQ(c->n_accounts, 2);
+  ASSERT_STR_EQ(c->accounts[1].name, "bob@example.net");
+  ASSERT_STR_EQ(c->accounts[1].secret, SHA512);
+  reg_config_free(c);
+
+  /* Without accounts an owner is only a label. */
+  c = load_ok(BASE "devices:\n"
+                   "  a.ddport.test: {owner: anyone, address: 192.0.2.7, "
+                   "ports: {http: 80}}\n");
+  reg_config_free(c);
+
+  expect_errors(BASE "accounts:\n"
+                     "  alice: {secret: hunter2}\n"
+                     "  bob: {secret: \"$1$abc$abcdefghijklmnopqrstuv\"}\n"
+                     "  carol: {secret: \"$y$j9T$abc$short\"}\n"
+                     "  dave: {}\n"
+                     "  \"eve:x\": {secret: \"" HUNTER2 "\"}\n"
+                     "  alice: {secret: \"" HUNTER2 "\"}\n"
+                     "  frank: {secret: \"" HUNTER2 "\", colour: red}\n"
+                     "devices:\n"
+                     "  a.ddport.test: {owner: alcie, address: 192.0.2.7, "
+                     "ports: {http: 80}}\n"
+                     "  b.ddport.test: {owner: zed, address: 192.0.2.7, "
+                     "ports: {http: 80}}\n",
+                "t.yaml:7:19: the secret of account 'alice' is not a "
+                "crypt(3) hash (plaintext?); store a hash instead: run "
+                "`ddport hash-secret` and paste what it prints (yescrypt $y$, "
+                "sha512crypt $6$ or bcrypt $2b$)\n"
+                "t.yaml:8:17: the secret of account 'bob' is an unknown or "
+                "weak crypt(3) scheme; store a hash instead: run `ddport "
+                "hash-secret` and paste what it prints (yescrypt $y$, "
+                "sha512crypt $6$ or bcrypt $2b$)\n"
+                "t.yaml:9:19: the secret of account 'carol' is a truncated "
+                "or malformed crypt(3) hash; store a hash instead: run "
+                "`ddport hash-secret` and paste what it prints (yescrypt $y$, "
+                "sha512crypt $6$ or bcrypt $2b$)\n"
+                "t.yaml:10:3: account 'dave' is missing 'secret'; add the "
+                "hash that `ddport hash-secret` prints, e.g. 'secret: "
+                "\"$y$j9T$...\"'\n"
+                "t.yaml:11:3: bad account name 'eve:x'; use 1 to 64 letters, "
+                "digits and '._@+-', such as 'alice'\n"
+                "t.yaml:12:3: duplicate key 'alice'; already given at line 7, "
+                "column 3\n"
+                "t.yaml:13:96: unknown key 'colour' in account 'frank'; "
+                "expected one of: secret\n"
+                "t.yaml:15:26: unknown owner 'alcie' for device "
+                "'a.ddport.test'; did you mean 'alice'?\n"
+                "t.yaml:16:26: unknown owner 'zed' for device "
+                "'b.ddport.test'; add it under 'accounts:' or use one of: "
+                "alice, bob, carol, dave, frank\n");
+
+  /* An account given in two files names both places. */
+  make_tmp_dir();
+  write_text("ddport.yaml", BASE "registry: more.yaml\n"
+                                 "accounts:\n"
+                                 "  alice: {secret: \"" HUNTER2 "\"}\n");
+  write_text("more.yaml", "accounts:\n"
+                          "  alice: {secret: \"" HUNTER2 "\"}\n"
+                          "  bob: {secret: \"" HUNTER2 "\"}\n"
+                          "devices:\n"
+                          "  a.ddport.test: {owner: bbo, address: 192.0.2.7, "
+                          "ports: {http: 80}}\n");
+  expect_dir_errors("more.yaml:2:3: duplicate account 'alice'; already "
+                    "defined at ddport.yaml:8:3\n"
+                    "more.yaml:5:26: unknown owner 'bbo' for device "
+                    "'a.ddport.test'; did you mean 'bob'?\n");
+  remove_tmp_dir();
+}
+
+static void test_secret_hash(void) {
+  const char *why = NULL;
+  ASSERT(reg_secret_is_hash(HUNTER2, &why));
+  ASSERT(reg_secret_is_hash(SHA512, &why));
+  ASSERT(reg_secret_is_hash("$2b$12$abcdefghijklmnopqrstuuabcdefghijklmnop"
+                            "qrstuvwxyzABCDE",
+                            &why));
+  ASSERT(!reg_secret_is_hash("hunter2", &why));
+  ASSERT_STR_EQ(why, "not a crypt(3) hash (plaintext?)");
+  ASSERT(!reg_secret_is_hash("", &why));
+  ASSERT(!reg_secret_is_hash("abcdefghijklm", &why)); /* DES-shaped */
+  ASSERT(!reg_secret_is_hash("$5$salt$abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
+                             "KLMNOPQ",
+                             &why));
+  ASSERT(!reg_secret_is_hash("$y$j9T$7nXje.gdLO2k5TLKk8hYi0", &why));
+  ASSERT(!reg_secret_is_hash("$y$j9T$7nXje.gdLO2k5TLKk8hYi0$", &why));
+  ASSERT(!reg_secret_is_hash(HUNTER2 "x", &why));
+  ASSERT(!reg_secret_is_hash("$y$$lpAG6CTkQlcARmqaqbKmlXwiCrd0TUcCALsJBkPy8Q8",
+                             &why));
+
+  ASSERT(reg_secret_verify(HUNTER2, "hunter2"));
+  ASSERT(!reg_secret_verify(HUNTER2, "hunter3"));
+  ASSERT(!reg_secret_verify(HUNTER2, ""));
+  char hash[128];
+  ASSERT_EQ(reg_secret_hash("correct horse", hash, sizeof hash), 0);
+  ASSERT(strncmp(hash, "$y$", 3) == 0);
+  ASSERT(reg_secret_is_hash(hash, &why));
+  ASSERT(reg_secret_verify(hash, "correct horse"));
+  ASSERT(!reg_secret_verify(hash, "correct horse "));
+  char again[128];
+  ASSERT_EQ(reg_secret_hash("correct horse", again, sizeof again), 0);
+  ASSERT(strcmp(hash, again) != 0); /* a fresh salt each time */
+  ASSERT_EQ(reg_secret_hash("x", hash, 10), -ENOSPC);
+}
+
+static void test_idn(void) {
+  /* Unicode names are stored as A-labels, zones and devices alike. */
+  reg_config_t *c = load_ok(
+      "listeners:\n"
+      "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
+      "dns:\n"
+      "  zones:\n"
+      "    - {name: Bücher.TEST, proxy: [127.0.0.1],\n"
+      "       nameservers: [ns1.bücher.test]}\n"
+      "devices:\n"
+      "  Straße.bücher.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+      "  \"*.café.bücher.test.\": {address: 192.0.2.7, ports: {http: 80}}\n"
+      "  xn--caf-dma.xn--bcher-kva.test: {address: 192.0.2.7, ports: {http: "
+      "80}}\n");
+  ASSERT_STR_EQ(c->dns.zones[0].name, "xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->dns.zones[0].nameservers[0], "ns1.xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->devices[0].name, "xn--strae-oqa.xn--bcher-kva.test");
+  ASSERT_STR_EQ(c->devices[1].name, "*.xn--caf-dma.xn--bcher-kva.test");
+  ASSERT(c->devices[1].wildcard);
+  ASSERT_STR_EQ(c->devices[2].name, "xn--caf-dma.xn--bcher-kva.test");
+  reg_config_free(c);
+
+  expect_errors(
+      BASE "devices:\n"
+           "  xn--zz.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  \"\xf0\x9f\x92\xa9.ddport.test\": {address: 192.0.2.7, "
+           "ports: {http: 80}}\n"
+           "  -ü.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  a_ü.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  café.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+           "  xn--caf-dma.ddport.test: {address: 192.0.2.7, ports: {http: "
+           "80}}\n",
+      "t.yaml:7:3: bad international name 'xn--zz.ddport.test' for a "
+      "device: string contains invalid punycode data; expected a host name "
+      "such as cam.example.net or *.example.net\n"
+      "t.yaml:8:3: bad international name '\xf0\x9f\x92\xa9.ddport.test' "
+      "for a device: string contains a disallowed character; expected a "
+      "host name such as cam.example.net or *.example.net\n"
+      "t.yaml:9:3: bad international name '-ü.ddport.test' for a device: "
+      "string start/ends with forbidden hyphen; expected a host name such "
+      "as cam.example.net or *.example.net\n"
+      "t.yaml:10:3: bad name 'a_ü.ddport.test' for a device; expected a "
+      "host name such as cam.example.net or *.example.net\n"
+      "t.yaml:12:3: duplicate device 'xn--caf-dma.ddport.test'; already "
+      "defined at line 11, column 3\n");
+  expect_errors("dns: {zones: [{name: \"\xe2\x80\x8b.test\", proxy: "
+                "[1.2.3.4]}]}\n",
+                "t.yaml:1:22: bad name '\xe2\x80\x8b.test' for 'name'; "
+                "expected a host name such as example.net\n");
 }
 
 int main(int argc, char **argv) {
@@ -986,5 +1350,9 @@ int main(int argc, char **argv) {
   RUN_TEST(test_nul_byte);
   RUN_TEST(test_many_errors);
   RUN_TEST(test_load_file);
+  RUN_TEST(test_registry_files);
+  RUN_TEST(test_accounts);
+  RUN_TEST(test_secret_hash);
+  RUN_TEST(test_idn);
   return 0;
 }
