@@ -126,6 +126,10 @@ typedef struct reg_config {
     size_t n_tsig_keys;
     uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
     uint32_t tcp_connections; /* open DNS TCP connections, all workers */
+    /* CHAOS TXT answers for version.bind/version.server and
+     * id.server/hostname.bind; NULL: refused. */
+    char *version;
+    char *identity;
   } dns;
 
   reg_device_t *devices;

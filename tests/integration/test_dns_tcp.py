@@ -28,8 +28,8 @@ def config(env, idle, limit):
     text = ddtest.config_text(env.proxy_port, env.dns_port, backend, backend,
                               extra_devices="  host.big.test: {address: 127.0.0.1, "
                                             "ports: {http: %d}}\n" % backend)
-    text = text.replace("  zones:\n", "  tcp_idle: %s\n  tcp_connections: %d\n  zones:\n"
-                        % (idle, limit), 1)
+    text = text.replace("  zones:\n", "  tcp_idle: %s\n  tcp_connections: %d\n"
+                        "  version: on\n  identity: ddport-test-7\n  zones:\n" % (idle, limit), 1)
     proxies = ", ".join('"2001:db8::%x"' % (i + 1) for i in range(BIG_V6))
     text = text.replace("devices:\n", "    - {name: big.test, proxy: [%s]}\ndevices:\n"
                         % proxies, 1)
@@ -210,6 +210,24 @@ def t_idle_timeout(env):
         env.proxy_port, env.dns_port = main_ports
 
 
+def dig_chaos(port, name, extra=()):
+    """dig NAME TXT CH (the class must come after the type)."""
+    proc = ddtest.run([ddtest.DIG, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2"]
+                      + list(extra) + [name, "TXT", "CH"], timeout=20)
+    return ddtest.DigResult(proc.returncode, proc.stdout)
+
+
+def t_chaos(env):
+    for name, want in (("version.bind", '"ddport 0.1.0"'), ("id.server", '"ddport-test-7"')):
+        for tcp in ([], ["+tcp"]):
+            res = dig_chaos(env.dns_port, name, tcp)
+            check_eq(res.status, "NOERROR", "CH TXT %s (%s)" % (name, res.describe()))
+            check_eq([(r[2], " ".join(r[4])) for r in res.answer], [("CH", want)],
+                     "CH TXT %s answer" % name)
+    res = dig_chaos(env.dns_port, "authors.bind")
+    check_eq(res.status, "REFUSED", "CH TXT authors.bind")
+
+
 def t_still_running(env):
     check(env.ddport.running(), "ddport exited during the tests; stderr: %s"
           % env.ddport.stderr_tail())
@@ -230,6 +248,7 @@ CASES = [
     ("malformed and oversized frames close the connection", t_garbage),
     ("tcp_connections limit", t_connection_limit),
     ("tcp_idle closes silent connections", t_idle_timeout),
+    ("CHAOS version.bind and id.server answered when configured", t_chaos),
     ("ddport still running", t_still_running),
     ("SIGTERM with an open TCP connection: exit 0", t_sigterm),
 ]

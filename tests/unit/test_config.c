@@ -217,6 +217,7 @@ static void test_defaults(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "stderr");
   ASSERT_EQ(c->dns.n_listen, 0);
   ASSERT_EQ(c->dns.tcp_idle_ms, 10000);
+  ASSERT(c->dns.version == NULL && c->dns.identity == NULL);
   ASSERT_EQ(c->dns.tcp_connections, 1000);
   const reg_zone_t *z = &c->dns.zones[0];
   ASSERT_EQ(z->ttl, 60);
@@ -271,6 +272,8 @@ static void test_values(void) {
       "  tsig_keys: {}\n"
       "  rate_limit: off\n"
       "  tcp_idle: 2500ms\n"
+      "  version: on\n"
+      "  identity: \"edge 7\"\n"
       "  tcp_connections: 7\n"
       "update: {}\n"
       "registry: []\n"
@@ -299,6 +302,8 @@ static void test_values(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "off");
   ASSERT_EQ(c->dns.n_listen, 2);
   ASSERT_EQ(c->dns.tcp_idle_ms, 2500);
+  ASSERT_STR_EQ(c->dns.version, "ddport " DDPORT_VERSION);
+  ASSERT_STR_EQ(c->dns.identity, "edge 7");
   ASSERT_EQ(c->dns.tcp_connections, 7);
   ASSERT_EQ(c->dns.listen[0].ss_family, AF_INET6);
   ASSERT_EQ(sockaddr_port(&c->dns.listen[1]), 53);
