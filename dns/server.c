@@ -15,6 +15,19 @@
 /* Room for bursts while the loop is busy; the kernel may grant less. */
 #define SOCKET_RCVBUF (4 * 1024 * 1024)
 
+/* Response rate limiting counts per source prefix across every worker, so
+ * one table serves the process (created once, lives until exit). */
+#define RRL_SLOTS 65536
+static dns_rrl_t *shared_rrl;
+static uv_once_t shared_rrl_once = UV_ONCE_INIT;
+
+static void shared_rrl_create(void) {
+  uint64_t seed = 0;
+  if (uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL) != 0)
+    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull;
+  shared_rrl = dns_rrl_new(RRL_SLOTS, seed);
+}
+
 typedef struct dns_udp {
   uv_udp_t handle; /* handle.data: the server */
   struct sockaddr_storage addr;
@@ -26,10 +39,11 @@ struct dns_server {
   size_t n_open; /* handles initialised and not yet closed */
   dns_tcp_t *tcp;
   bool stopping;
-  uint64_t n_queries, n_answers, n_dropped;
+  uint64_t n_queries, n_answers, n_dropped, n_limited, n_slipped;
   /* One loop, one thread: a packet is answered before the next is read, so
    * the buffers are shared by all the server's sockets. */
   uint8_t recv_buf[RECV_BUF_SIZE];
+  dns_rrl_t *rrl; /* NULL: rate_limit off */
   uint8_t answer[DNS_EDNS_SIZE];
   size_t n_udp;
   dns_udp_t udp[];
@@ -66,6 +80,21 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   size_t n = dns_respond(&req, server->answer, sizeof(server->answer), &xfr);
   if (n == 0)
     return;
+  if (server->rrl) {
+    const reg_config_t *c = server->config;
+    switch (dns_rrl_account(server->rrl, addr, (uint32_t)req.now,
+                            c->dns.rrl_responses_per_second, c->dns.rrl_slip)) {
+    case DNS_RRL_SEND:
+      break;
+    case DNS_RRL_SLIP:
+      server->n_slipped++;
+      n = dns_rrl_slip(server->answer, n);
+      break;
+    case DNS_RRL_DROP:
+      server->n_limited++;
+      return;
+    }
+  }
   uv_buf_t out = uv_buf_init((char *)server->answer, (unsigned)n);
   /* No send queue: a full socket buffer means the host is overloaded, and
    * a resolver retries sooner than a queued answer would arrive. */
@@ -167,6 +196,10 @@ int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->config = config;
   server->reg = reg;
   server->n_udp = n;
+  if (config->dns.rrl_responses_per_second > 0) {
+    uv_once(&shared_rrl_once, shared_rrl_create);
+    server->rrl = shared_rrl;
+  }
   for (size_t i = 0; i < n; i++) {
     server->udp[i].addr = config->dns.listen[i];
     int err = udp_start(loop, server, &server->udp[i]);

@@ -1240,13 +1240,21 @@ static void parse_rate_limit(ctx_t *c, const slot_t *slot) {
     return;
   }
   walk_mapping(c, v, slot->key, "'rate_limit'", rate_limit_keys, RL_COUNT, s);
-  uint64_t n;
-  if (s[RL_RESPONSES].key != NULL)
-    get_uint(c, s[RL_RESPONSES].value, s[RL_RESPONSES].key,
-             "'responses_per_second'", 1, 1000000, &n);
-  if (s[RL_SLIP].key != NULL)
-    get_uint(c, s[RL_SLIP].value, s[RL_SLIP].key, "'slip'", 0, 10, &n);
-  not_implemented(c, slot->key, "dns.rate_limit");
+  uint64_t n, slip = 2;
+  if (!present(&s[RL_RESPONSES])) {
+    error_at(c, s[RL_RESPONSES].key ? s[RL_RESPONSES].key : v,
+             "'rate_limit' needs 'responses_per_second', e.g. "
+             "{responses_per_second: 20, slip: 2}");
+    return;
+  }
+  if (!get_uint(c, s[RL_RESPONSES].value, s[RL_RESPONSES].key,
+                "'responses_per_second'", 1, 1000000, &n))
+    return;
+  if (s[RL_SLIP].key != NULL &&
+      !get_uint(c, s[RL_SLIP].value, s[RL_SLIP].key, "'slip'", 0, 10, &slip))
+    return;
+  c->config->dns.rrl_responses_per_second = (uint32_t)n;
+  c->config->dns.rrl_slip = (uint32_t)slip;
 }
 
 enum { K_ALGORITHM, K_SECRET, K_COUNT };
