@@ -316,6 +316,42 @@ const reg_zone_t *dns_zone_find(const reg_config_t *config,
   return best;
 }
 
+/* CHAOS TXT for the names operators and monitoring ask servers about
+ * themselves; refused unless the configuration gives a text. */
+static bool answer_chaos(reply_t *r, const reg_config_t *config) {
+  static const struct {
+    const char *name;
+    bool identity;
+  } names[] = {{"version.bind", false},
+               {"version.server", false},
+               {"id.server", true},
+               {"hostname.bind", true}};
+  char text[DNS_NAME_TEXT_MAX];
+  if (dns_name_to_text(qname(r), text, sizeof text, true) < 0)
+    return false;
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    if (strcmp(text, names[i].name) != 0)
+      continue;
+    const char *value =
+        names[i].identity ? config->dns.identity : config->dns.version;
+    if (!value)
+      return false;
+    r->aa = true;
+    uint16_t qtype = r->q->question.qtype;
+    if (qtype == DNS_TYPE_TXT || qtype == DNS_TYPE_ANY) {
+      size_t len = strlen(value);
+      size_t at =
+          dns_write_rr_begin(&r->w, qname(r), DNS_TYPE_TXT, DNS_CLASS_CH, 0);
+      dns_write_u8(&r->w, (uint8_t)len);
+      dns_write_bytes(&r->w, value, len);
+      dns_write_rr_end(&r->w, at);
+      r->an++;
+    }
+    return true;
+  }
+  return false;
+}
+
 /* ---- the message -------------------------------------------------------- */
 
 static void write_opt(reply_t *r) {
@@ -401,7 +437,20 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
     r.rcode = DNS_RCODE_BADVERS;
     return finish_short(&r, false, true);
   }
-  /* Only IN holds our data; CHAOS (version.bind and friends) may come. */
+  if (q.question.qclass == DNS_CLASS_CH) {
+    dns_write_header(&r.w, &q.header);
+    dns_write_question(&r.w, &q.question);
+    if (!answer_chaos(&r, config)) {
+      r.rcode = DNS_RCODE_REFUSED;
+      return finish_short(&r, false, true);
+    }
+    write_opt(&r);
+    if (r.w.too_big)
+      return finish_short(&r, true, true);
+    write_header(&r, false, true);
+    return r.w.len;
+  }
+  /* Only IN holds our zones. */
   if (q.question.qclass != DNS_CLASS_IN) {
     r.rcode = DNS_RCODE_REFUSED;
     return finish_short(&r, false, true);

@@ -381,6 +381,33 @@ dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
  * message. */
 dns_tsig_ctx_t *dns_xfr_tsig(dns_xfr_t *xfr);
 
+/* ---- response rate limiting -------------------------------------------- */
+
+typedef struct dns_rrl dns_rrl_t;
+
+typedef enum dns_rrl_action {
+  DNS_RRL_SEND, /* under the limit */
+  DNS_RRL_DROP, /* over it: send nothing */
+  DNS_RRL_SLIP, /* over it, but send a truncated answer (TC=1) */
+} dns_rrl_action_t;
+
+/* A table of at least slots per-second counters; seed keys the hash so
+ * sources cannot aim at one slot. Freed with dns_rrl_free. */
+dns_rrl_t *dns_rrl_new(size_t slots, uint64_t seed);
+void dns_rrl_free(dns_rrl_t *rrl);
+
+/* Counts one response to src (its /24 or /56) in second now and says what
+ * to do with it: send while the prefix has had at most per_second
+ * responses this second, then drop, slipping every slip-th (0: none) out
+ * truncated. Lock-free; any thread. */
+dns_rrl_action_t dns_rrl_account(dns_rrl_t *rrl, const struct sockaddr *src,
+                                 uint32_t now, uint32_t per_second,
+                                 uint32_t slip);
+
+/* Cuts answer[0..len) down to its header and question with TC set, in
+ * place; returns the new length (0 if it is not a DNS message). */
+size_t dns_rrl_slip(uint8_t *answer, size_t len);
+
 /* ---- servers ------------------------------------------------------------ */
 
 typedef struct dns_tcp dns_tcp_t;

@@ -6,14 +6,39 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Big enough for any UDP datagram, so none arrives cut short. */
-#define RECV_BUF_SIZE 65536
+/* libuv's recvmmsg reads up to 20 datagrams at once into 64 KiB chunks of
+ * the buffer (each big enough for any datagram, so none arrives cut
+ * short); the answers to one such batch go out in one sendmmsg. */
+#define RECV_CHUNK 65536
+#define BATCH 20
+#define RECV_BUF_SIZE (BATCH * RECV_CHUNK)
 /* Room for bursts while the loop is busy; the kernel may grant less. */
 #define SOCKET_RCVBUF (4 * 1024 * 1024)
+
+/* Response rate limiting counts per source prefix across every worker, so
+ * one table serves the process (created once, lives until exit). */
+#define RRL_SLOTS 65536
+static dns_rrl_t *shared_rrl;
+static uv_once_t shared_rrl_once = UV_ONCE_INIT;
+
+static void shared_rrl_create(void) {
+  uint64_t seed = 0;
+  if (uv_random(NULL, NULL, &seed, sizeof seed, 0, NULL) != 0)
+    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull;
+  shared_rrl = dns_rrl_new(RRL_SLOTS, seed);
+}
+
+/* An answer waiting for the end of its batch. */
+typedef struct pending {
+  struct sockaddr_storage addr;
+  size_t len;
+  uint8_t msg[DNS_EDNS_SIZE];
+} pending_t;
 
 typedef struct dns_udp {
   uv_udp_t handle; /* handle.data: the server */
@@ -26,11 +51,13 @@ struct dns_server {
   size_t n_open; /* handles initialised and not yet closed */
   dns_tcp_t *tcp;
   bool stopping;
-  uint64_t n_queries, n_answers, n_dropped;
+  uint64_t n_queries, n_answers, n_dropped, n_limited, n_slipped;
   /* One loop, one thread: a packet is answered before the next is read, so
    * the buffers are shared by all the server's sockets. */
   uint8_t recv_buf[RECV_BUF_SIZE];
-  uint8_t answer[DNS_EDNS_SIZE];
+  dns_rrl_t *rrl; /* NULL: rate_limit off */
+  size_t n_pending;
+  pending_t pending[BATCH];
   size_t n_udp;
   dns_udp_t udp[];
 };
@@ -42,19 +69,71 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(server->recv_buf);
 }
 
+/* Sends the batch's answers in one system call. No send queue: a full
+ * socket buffer means the host is overloaded, and a resolver retries
+ * sooner than a queued answer would arrive. */
+static void flush(dns_server_t *server, uv_udp_t *handle) {
+  struct mmsghdr msgs[BATCH];
+  struct iovec iov[BATCH];
+  size_t n = server->n_pending;
+  uv_os_fd_t fd;
+
+  server->n_pending = 0;
+  if (n == 0)
+    return;
+  if (uv_fileno((uv_handle_t *)handle, &fd) != 0) {
+    server->n_dropped += n;
+    return;
+  }
+  memset(msgs, 0, n * sizeof msgs[0]);
+  for (size_t i = 0; i < n; i++) {
+    pending_t *p = &server->pending[i];
+    iov[i].iov_base = p->msg;
+    iov[i].iov_len = p->len;
+    msgs[i].msg_hdr.msg_name = &p->addr;
+    msgs[i].msg_hdr.msg_namelen = p->addr.ss_family == AF_INET6
+                                      ? sizeof(struct sockaddr_in6)
+                                      : sizeof(struct sockaddr_in);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  size_t sent = 0;
+  /* A datagram the kernel refuses (EAGAIN, or an address it will not
+   * send to) is dropped; the rest still go. */
+  for (unsigned tries = 0; sent < n && tries < BATCH; tries++) {
+    int rc = sendmmsg(fd, msgs + sent, (unsigned)(n - sent), MSG_DONTWAIT);
+    if (rc < 0 && errno == EINTR)
+      continue;
+    if (rc < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      break;
+    if (rc <= 0) {
+      server->n_dropped++;
+      sent++;
+      continue;
+    }
+    server->n_answers += (size_t)rc;
+    sent += (size_t)rc;
+  }
+  server->n_dropped += n - sent;
+}
+
 static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *addr, unsigned flags) {
   dns_server_t *server = handle->data;
 
-  /* nread == 0 with no address is libuv saying the socket ran dry; read
-   * errors on UDP concern one datagram and never the socket. */
-  if (nread <= 0 || !addr || server->stopping)
+  /* The end of a recvmmsg batch (UV_UDP_MMSG_FREE), or libuv saying the
+   * socket ran dry (nread 0, no address): send what the batch answered.
+   * Read errors on UDP concern one datagram and never the socket. */
+  if (nread <= 0 || !addr || server->stopping) {
+    flush(server, handle);
     return;
+  }
   server->n_queries++;
   if (flags & UV_UDP_PARTIAL) {
     server->n_dropped++;
     return;
   }
+  pending_t *p = &server->pending[server->n_pending];
   const dns_request_t req = {.config = server->config,
                              .reg = server->reg,
                              .peer = addr,
@@ -63,16 +142,33 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                              .msg = (const uint8_t *)buf->base,
                              .len = (size_t)nread};
   dns_xfr_t *xfr;
-  size_t n = dns_respond(&req, server->answer, sizeof(server->answer), &xfr);
+  size_t n = dns_respond(&req, p->msg, sizeof p->msg, &xfr);
   if (n == 0)
     return;
-  uv_buf_t out = uv_buf_init((char *)server->answer, (unsigned)n);
-  /* No send queue: a full socket buffer means the host is overloaded, and
-   * a resolver retries sooner than a queued answer would arrive. */
-  if (uv_udp_try_send(handle, &out, 1, addr) < 0)
-    server->n_dropped++;
-  else
-    server->n_answers++;
+  if (server->rrl) {
+    const reg_config_t *c = server->config;
+    switch (dns_rrl_account(server->rrl, addr, (uint32_t)req.now,
+                            c->dns.rrl_responses_per_second, c->dns.rrl_slip)) {
+    case DNS_RRL_SEND:
+      break;
+    case DNS_RRL_SLIP:
+      server->n_slipped++;
+      n = dns_rrl_slip(p->msg, n);
+      break;
+    case DNS_RRL_DROP:
+      server->n_limited++;
+      return;
+    }
+  }
+  p->len = n;
+  memcpy(&p->addr, addr,
+         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                     : sizeof(struct sockaddr_in));
+  server->n_pending++;
+  /* Outside a recvmmsg batch (the kernel lacks it), or with the batch
+   * full, send now. */
+  if (!(flags & UV_UDP_MMSG_CHUNK) || server->n_pending == BATCH)
+    flush(server, handle);
 }
 
 static void on_close(uv_handle_t *handle) {
@@ -127,7 +223,7 @@ static int udp_start(uv_loop_t *loop, dns_server_t *server, dns_udp_t *udp) {
              uv_strerror(fd));
     return fd;
   }
-  int err = uv_udp_init(loop, &udp->handle);
+  int err = uv_udp_init_ex(loop, &udp->handle, AF_UNSPEC | UV_UDP_RECVMMSG);
   if (err != 0) {
     close(fd);
     what = "set up";
@@ -167,6 +263,10 @@ int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->config = config;
   server->reg = reg;
   server->n_udp = n;
+  if (config->dns.rrl_responses_per_second > 0) {
+    uv_once(&shared_rrl_once, shared_rrl_create);
+    server->rrl = shared_rrl;
+  }
   for (size_t i = 0; i < n; i++) {
     server->udp[i].addr = config->dns.listen[i];
     int err = udp_start(loop, server, &server->udp[i]);

@@ -1067,12 +1067,15 @@ enum {
   D_RATE_LIMIT,
   D_TCP_IDLE,
   D_TCP_CONNECTIONS,
+  D_VERSION,
+  D_IDENTITY,
   D_COUNT
 };
 static const char *const dns_keys[D_COUNT] = {
     [D_LISTEN] = "listen",       [D_ZONES] = "zones",
     [D_TSIG_KEYS] = "tsig_keys", [D_RATE_LIMIT] = "rate_limit",
     [D_TCP_IDLE] = "tcp_idle",   [D_TCP_CONNECTIONS] = "tcp_connections",
+    [D_VERSION] = "version",     [D_IDENTITY] = "identity",
 };
 
 enum {
@@ -1398,13 +1401,21 @@ static void parse_rate_limit(ctx_t *c, const slot_t *slot) {
     return;
   }
   walk_mapping(c, v, slot->key, "'rate_limit'", rate_limit_keys, RL_COUNT, s);
-  uint64_t n;
-  if (s[RL_RESPONSES].key != NULL)
-    get_uint(c, s[RL_RESPONSES].value, s[RL_RESPONSES].key,
-             "'responses_per_second'", 1, 1000000, &n);
-  if (s[RL_SLIP].key != NULL)
-    get_uint(c, s[RL_SLIP].value, s[RL_SLIP].key, "'slip'", 0, 10, &n);
-  not_implemented(c, slot->key, "dns.rate_limit");
+  uint64_t n, slip = 2;
+  if (!present(&s[RL_RESPONSES])) {
+    error_at(c, s[RL_RESPONSES].key ? s[RL_RESPONSES].key : v,
+             "'rate_limit' needs 'responses_per_second', e.g. "
+             "{responses_per_second: 20, slip: 2}");
+    return;
+  }
+  if (!get_uint(c, s[RL_RESPONSES].value, s[RL_RESPONSES].key,
+                "'responses_per_second'", 1, 1000000, &n))
+    return;
+  if (s[RL_SLIP].key != NULL &&
+      !get_uint(c, s[RL_SLIP].value, s[RL_SLIP].key, "'slip'", 0, 10, &slip))
+    return;
+  c->config->dns.rrl_responses_per_second = (uint32_t)n;
+  c->config->dns.rrl_slip = (uint32_t)slip;
 }
 
 enum { K_ALGORITHM, K_SECRET, K_COUNT };
@@ -1519,6 +1530,26 @@ static void parse_tsig_keys(ctx_t *c, const slot_t *slot) {
       parse_tsig_key(c, reg_yaml_key(v, i), reg_yaml_value(v, i));
 }
 
+/* off (refuse), on (the given default) or a text of at most 255 bytes: one
+ * TXT string. */
+static void parse_chaos(ctx_t *c, const slot_t *slot, const char *where,
+                        const char *on, char **out) {
+  const node_t *v = slot->value;
+  int b = v->plain ? bool_value(v) : -1;
+  if (is_null(v) || b == 0)
+    return;
+  const char *text =
+      b == 1 ? on : text_of(c, v, slot->key, "off, on or a text", where);
+  if (text == NULL)
+    return;
+  if (*text == '\0' || strlen(text) > 255) {
+    error_at(c, v, "%s must be 1 to 255 bytes long", where);
+    return;
+  }
+  free(*out);
+  *out = xstrdup(text);
+}
+
 static void parse_dns(ctx_t *c, const slot_t *slot) {
   reg_config_t *cfg = c->config;
   slot_t s[D_COUNT];
@@ -1552,6 +1583,15 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
       else
         cfg->dns.tcp_idle_ms = ms;
     }
+  }
+  if (s[D_VERSION].key != NULL)
+    parse_chaos(c, &s[D_VERSION], "'version'", "ddport " DDPORT_VERSION,
+                &cfg->dns.version);
+  if (s[D_IDENTITY].key != NULL) {
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+      host[0] = '\0';
+    parse_chaos(c, &s[D_IDENTITY], "'identity'", host, &cfg->dns.identity);
   }
   if (s[D_TCP_CONNECTIONS].key != NULL)
     get_u32(c, s[D_TCP_CONNECTIONS].value, s[D_TCP_CONNECTIONS].key,
@@ -2500,6 +2540,8 @@ void reg_config_free(reg_config_t *config) {
     free(config->dns.tsig_keys[i].secret);
   }
   free(config->dns.tsig_keys);
+  free(config->dns.version);
+  free(config->dns.identity);
   for (size_t i = 0; i < config->n_devices; i++)
     free_device(&config->devices[i]);
   free(config->devices);

@@ -141,6 +141,14 @@ typedef struct reg_config {
     size_t n_tsig_keys;
     uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
     uint32_t tcp_connections; /* open DNS TCP connections, all workers */
+    /* rate_limit: UDP responses per second per /24 or /56; 0: off. Every
+     * rrl_slip-th response over the limit goes out truncated (0: none). */
+    uint32_t rrl_responses_per_second;
+    uint32_t rrl_slip;
+    /* CHAOS TXT answers for version.bind/version.server and
+     * id.server/hostname.bind; NULL: refused. */
+    char *version;
+    char *identity;
   } dns;
 
   reg_device_t *devices; /* from the file and every registry file */

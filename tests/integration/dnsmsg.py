@@ -12,7 +12,7 @@ TYPES = {"A": 1, "NS": 2, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28, "OPT": 41,
          "TSIG": 250, "IXFR": 251, "AXFR": 252, "ANY": 255}
 TYPE_NAMES = {v: k for k, v in TYPES.items()}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-          5: "REFUSED", 9: "NOTAUTH", 16: "BADSIG", 17: "BADKEY", 18: "BADTIME"}
+          5: "REFUSED", 9: "NOTAUTH", 16: "BADVERS", 17: "BADKEY", 18: "BADTIME"}
 
 
 def encode_name(name):

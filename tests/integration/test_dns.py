@@ -202,6 +202,21 @@ def t_any(env):
         check(r[3] in ("A", "AAAA", "HINFO"), "unexpected %s record in ANY answer" % r[3])
 
 
+def dig_chaos(port, name, extra=()):
+    """dig NAME TXT CH (the class must come after the type)."""
+    proc = ddtest.run([ddtest.DIG, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2"]
+                      + list(extra) + [name, "TXT", "CH"], timeout=20)
+    return ddtest.DigResult(proc.returncode, proc.stdout)
+
+
+def t_chaos_refused(env):
+    # Off by default: a server does not tell strangers what it runs.
+    for name in ("version.bind", "id.server"):
+        res = dig_chaos(env.dns_port, name)
+        check_eq(res.question, [(name + ".", "CH", "TXT")], "question sent")
+        check_eq(res.status, "REFUSED", "CH TXT %s (%s)" % (name, res.describe()))
+
+
 def t_kdig(env):
     kdig = shutil.which("kdig")
     if not kdig:
@@ -244,6 +259,7 @@ CASES = [
     ("query without EDNS is answered without OPT", t_noedns),
     ("unknown opcode: NOTIMP", t_notimp),
     ("ANY is answered minimally over UDP", t_any),
+    ("CHAOS version.bind refused by default", t_chaos_refused),
     ("kdig query", t_kdig),
     ("ddport still running after the cases above", t_still_running),
     ("SIGTERM: ddport exits 0", t_sigterm),

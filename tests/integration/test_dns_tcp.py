@@ -23,23 +23,24 @@ class Env:
     pass
 
 
-def config(env, idle, limit):
+def config(env, idle, limit, rate_limit="off"):
     backend = ddtest.free_port()
     text = ddtest.config_text(env.proxy_port, env.dns_port, backend, backend,
                               extra_devices="  host.big.test: {address: 127.0.0.1, "
                                             "ports: {http: %d}}\n" % backend)
-    text = text.replace("  zones:\n", "  tcp_idle: %s\n  tcp_connections: %d\n  zones:\n"
-                        % (idle, limit), 1)
+    text = text.replace("  zones:\n", "  tcp_idle: %s\n  tcp_connections: %d\n"
+                        "  version: on\n  identity: ddport-test-7\n  rate_limit: %s\n  zones:\n"
+                        % (idle, limit, rate_limit), 1)
     proxies = ", ".join('"2001:db8::%x"' % (i + 1) for i in range(BIG_V6))
     text = text.replace("devices:\n", "    - {name: big.test, proxy: [%s]}\ndevices:\n"
                         % proxies, 1)
     return text
 
 
-def start(env, name, idle, limit):
+def start(env, name, idle, limit, rate_limit="off"):
     env.proxy_port = ddtest.free_port()
     env.dns_port = ddtest.free_port()
-    path = ddtest.write_file(env.dir, name + ".yaml", config(env, idle, limit))
+    path = ddtest.write_file(env.dir, name + ".yaml", config(env, idle, limit, rate_limit))
     d = ddtest.Ddport(path, env.dir, tcp_ports=[env.proxy_port, env.dns_port],
                       udp_ports=[env.dns_port], name=name)
     d.start()
@@ -210,6 +211,66 @@ def t_idle_timeout(env):
         env.proxy_port, env.dns_port = main_ports
 
 
+def dig_chaos(port, name, extra=()):
+    """dig NAME TXT CH (the class must come after the type)."""
+    proc = ddtest.run([ddtest.DIG, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=2"]
+                      + list(extra) + [name, "TXT", "CH"], timeout=20)
+    return ddtest.DigResult(proc.returncode, proc.stdout)
+
+
+def t_chaos(env):
+    for name, want in (("version.bind", '"ddport 0.1.0"'), ("id.server", '"ddport-test-7"')):
+        for tcp in ([], ["+tcp"]):
+            res = dig_chaos(env.dns_port, name, tcp)
+            check_eq(res.status, "NOERROR", "CH TXT %s (%s)" % (name, res.describe()))
+            check_eq([(r[2], " ".join(r[4])) for r in res.answer], [("CH", want)],
+                     "CH TXT %s answer" % name)
+    res = dig_chaos(env.dns_port, "authors.bind")
+    check_eq(res.status, "REFUSED", "CH TXT authors.bind")
+
+
+def t_rate_limit(env):
+    # A third ddport, limiting each /24 to 5 UDP answers a second, every
+    # second answer over the limit slipped out truncated.
+    main_ports = env.proxy_port, env.dns_port
+    d = start(env, "rrl", "10s", 100, "{responses_per_second: 5, slip: 2}")
+    try:
+        burst = 40
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            s.connect(("127.0.0.1", env.dns_port))
+            first = ddtest.time.time()
+            for i in range(burst):
+                s.send(dnsmsg.build_query("demo.ddport.test", "A", qid=1000 + i))
+            last = ddtest.time.time()
+            full = truncated = 0
+            s.settimeout(1.0)
+            for _ in range(burst):
+                try:
+                    m = dnsmsg.Message(s.recv(4096))
+                except socket.timeout:
+                    break
+                if m.flag("tc"):
+                    check_eq((m.answer, len(m.question)), ([], 1), "slipped answer")
+                    truncated += 1
+                else:
+                    check_eq(len(m.answer), 1, "full answer")
+                    full += 1
+        seconds = int(last) - int(first) + 1
+        check(full <= 5 * seconds, "%d full answers to a burst of %d within %d s (limit 5/s)"
+              % (full, burst, seconds))
+        check(full >= 1 and truncated >= 1, "full %d, truncated %d" % (full, truncated))
+        check(full + truncated < burst, "nothing dropped (%d + %d of %d)" % (full, truncated, burst))
+        # TCP is not limited: the truncated client gets its answer there.
+        m = dnsmsg.Message(dnsmsg.tcp_exchange(env.dns_port, dnsmsg.build_query("demo.ddport.test")))
+        check_eq([r.text(m.data) for r in m.answer], ["127.0.0.1"], "TCP answer while limited")
+        check_eq(d.stop(), 0, "exit status of the rate-limited ddport")
+    finally:
+        if d.running():
+            d.stop()
+        env.proxy_port, env.dns_port = main_ports
+
+
 def t_still_running(env):
     check(env.ddport.running(), "ddport exited during the tests; stderr: %s"
           % env.ddport.stderr_tail())
@@ -230,6 +291,8 @@ CASES = [
     ("malformed and oversized frames close the connection", t_garbage),
     ("tcp_connections limit", t_connection_limit),
     ("tcp_idle closes silent connections", t_idle_timeout),
+    ("CHAOS version.bind and id.server answered when configured", t_chaos),
+    ("rate_limit: UDP answers per /24 limited, some slipped truncated", t_rate_limit),
     ("ddport still running", t_still_running),
     ("SIGTERM with an open TCP connection: exit 0", t_sigterm),
 ]

@@ -227,6 +227,8 @@ static void test_defaults(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "stderr");
   ASSERT_EQ(c->dns.n_listen, 0);
   ASSERT_EQ(c->dns.tcp_idle_ms, 10000);
+  ASSERT(c->dns.version == NULL && c->dns.identity == NULL);
+  ASSERT_EQ(c->dns.rrl_responses_per_second, 0);
   ASSERT_EQ(c->dns.tcp_connections, 1000);
   const reg_zone_t *z = &c->dns.zones[0];
   ASSERT_EQ(z->ttl, 60);
@@ -281,6 +283,8 @@ static void test_values(void) {
       "  tsig_keys: {}\n"
       "  rate_limit: off\n"
       "  tcp_idle: 2500ms\n"
+      "  version: on\n"
+      "  identity: \"edge 7\"\n"
       "  tcp_connections: 7\n"
       "update: {}\n"
       "registry: []\n"
@@ -309,6 +313,8 @@ static void test_values(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "off");
   ASSERT_EQ(c->dns.n_listen, 2);
   ASSERT_EQ(c->dns.tcp_idle_ms, 2500);
+  ASSERT_STR_EQ(c->dns.version, "ddport " DDPORT_VERSION);
+  ASSERT_STR_EQ(c->dns.identity, "edge 7");
   ASSERT_EQ(c->dns.tcp_connections, 7);
   ASSERT_EQ(c->dns.listen[0].ss_family, AF_INET6);
   ASSERT_EQ(sockaddr_port(&c->dns.listen[1]), 53);
@@ -466,11 +472,13 @@ static void test_not_implemented(void) {
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s\n",
              c->not_implemented[i]);
   ASSERT_STR_EQ(joined,
-                "t.yaml:11:3: dns.rate_limit is not implemented yet; ignored\n"
+
                 "t.yaml:12:1: update is not implemented yet; ignored\n"
                 "t.yaml:13:1: admin is not implemented yet; ignored\n");
   ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
   ASSERT_EQ(c->proxy.max_connections, 5);
+  ASSERT_EQ(c->dns.rrl_responses_per_second, 20);
+  ASSERT_EQ(c->dns.rrl_slip, 2);
   reg_config_free(c);
 
   c = load_ok("proxy: {access_log: /var/log/ddport/access.log}\n");
@@ -518,6 +526,9 @@ static void test_wrong_type(void) {
   expect_errors("state_dir:\n",
                 "t.yaml:1:1: expected a directory path for 'state_dir', got "
                 "nothing\n");
+  expect_errors("dns: {rate_limit: {slip: 1}}\n",
+                "t.yaml:1:19: 'rate_limit' needs 'responses_per_second', e.g. "
+                "{responses_per_second: 20, slip: 2}\n");
   expect_errors("dns: {tcp_idle: 0s, tcp_connections: 0}\n",
                 "t.yaml:1:17: 'tcp_idle' must be longer than 0s\n"
                 "t.yaml:1:38: value 0 for 'tcp_connections' is out of range; "

@@ -424,6 +424,41 @@ static void test_chaos_refused(void) {
   ASSERT_EQ(rcode(ask(&q)), DNS_RCODE_REFUSED);
 }
 
+static void test_chaos_answered(void) {
+  config.dns.version = "ddport test";
+  config.dns.identity = "host-7";
+  query_t q = make_query_full("VERSION.bind", DNS_TYPE_TXT, DNS_CLASS_CH, 0,
+                              1232, 0, false);
+  answer_t *a = ask(&q);
+  ASSERT_EQ(rcode(a), DNS_RCODE_NOERROR);
+  ASSERT(aa(a));
+  ASSERT_EQ(a->h.ancount, 1);
+  ASSERT_EQ(an(a, 0)->type, DNS_TYPE_TXT);
+  ASSERT_EQ(an(a, 0)->rclass, DNS_CLASS_CH);
+  ASSERT_EQ(an(a, 0)->rdlength, 12);
+  ASSERT(memcmp(a->b + an(a, 0)->rdata, "\013ddport test", 12) == 0);
+  ASSERT_EQ(a->h.arcount, 1); /* the OPT */
+  q = make_query_full("id.server", DNS_TYPE_ANY, DNS_CLASS_CH, 0, NO_EDNS, 0,
+                      false);
+  a = ask(&q);
+  ASSERT_EQ(a->h.ancount, 1);
+  ASSERT(memcmp(a->b + an(a, 0)->rdata, "\006host-7", 7) == 0);
+  /* Other types at those names: NODATA; other names: REFUSED. */
+  q = make_query_full("hostname.bind", DNS_TYPE_A, DNS_CLASS_CH, 0, NO_EDNS, 0,
+                      false);
+  a = ask(&q);
+  ASSERT_EQ(rcode(a), DNS_RCODE_NOERROR);
+  ASSERT_EQ(a->n_rr, 0);
+  q = make_query_full("authors.bind", DNS_TYPE_TXT, DNS_CLASS_CH, 0, NO_EDNS, 0,
+                      false);
+  ASSERT_EQ(rcode(ask(&q)), DNS_RCODE_REFUSED);
+  config.dns.identity = NULL;
+  q = make_query_full("id.server", DNS_TYPE_TXT, DNS_CLASS_CH, 0, NO_EDNS, 0,
+                      false);
+  ASSERT_EQ(rcode(ask(&q)), DNS_RCODE_REFUSED);
+  config.dns.version = NULL;
+}
+
 /* A label holding a dot is one label: "a.wild" is not below wild. */
 static void test_dotted_label(void) {
   query_t q = make_query("a\\.wild.ddport.test", DNS_TYPE_A);
@@ -821,6 +856,7 @@ int main(void) {
   RUN_TEST(test_nodata);
   RUN_TEST(test_refused_outside);
   RUN_TEST(test_chaos_refused);
+  RUN_TEST(test_chaos_answered);
   RUN_TEST(test_dotted_label);
   RUN_TEST(test_apex_soa);
   RUN_TEST(test_apex_ns);
