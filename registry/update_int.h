@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/* update_int.h -- device updates inside registry/: the dyndns2 request
+ * parser and its replies */
+#ifndef DDPORT_REGISTRY_UPDATE_INT_H
+#define DDPORT_REGISTRY_UPDATE_INT_H
+
+#include "core/core.h"
+#include "registry/registry.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Listener names are 1..63 of [a-z0-9_-], as the configuration demands. */
+#define REG_LISTENER_NAME_MAX 63
+
+/* Most listener ports one update may carry. */
+#define REG_UPDATE_MAX_PORTS 32
+
+/* A port for a named listener, stored by value (no pointers, so requests
+ * can live on the stack and be copied freely). */
+typedef struct reg_listener_port {
+  char listener[REG_LISTENER_NAME_MAX + 1];
+  uint16_t port;
+} reg_listener_port_t;
+
+/* ---- dyndns2 requests ---------------------------------------------------- */
+
+#define REG_DYNDNS_MAX_HOSTS 20
+#define REG_DYNDNS_USER_MAX 128
+#define REG_DYNDNS_SECRET_MAX 256
+
+/* What reg_dyndns_parse found in the request target. When several problems
+ * occur, the first in this order is reported (after COMPLETE). */
+typedef enum reg_dyndns_status {
+  REG_DYNDNS_COMPLETE,       /* everything decoded */
+  REG_DYNDNS_NOT_FOUND,      /* the path is not /nic/update: HTTP 404 */
+  REG_DYNDNS_INVALID,        /* undecodable query, duplicate parameter */
+  REG_DYNDNS_NO_HOSTNAME,    /* hostname missing or empty: notfqdn once */
+  REG_DYNDNS_TOO_MANY_HOSTS, /* more than 20 names: numhost once */
+  REG_DYNDNS_BAD_ADDRESS,    /* myip / myipv6 unusable: dnserr per name */
+  REG_DYNDNS_BAD_PORT,       /* port / port_<listener> unusable: dnserr */
+  REG_DYNDNS_BAD_OFFLINE,    /* offline= neither yes nor no: dnserr */
+} reg_dyndns_status_t;
+
+typedef enum reg_dyndns_auth {
+  REG_DYNDNS_AUTH_NONE,      /* no Authorization header: HTTP 401 */
+  REG_DYNDNS_AUTH_BASIC,     /* user and secret decoded */
+  REG_DYNDNS_AUTH_MALFORMED, /* another scheme, bad base64, no ':' */
+} reg_dyndns_auth_t;
+
+typedef struct reg_dyndns_host {
+  char name[CORE_NAME_MAX + 1]; /* normalised when valid, else "" */
+  size_t len;
+  bool valid; /* false: this name is answered notfqdn */
+} reg_dyndns_host_t;
+
+/* One decoded update request. Everything is copied in: no pointer into the
+ * caller's bytes survives reg_dyndns_parse. hosts, addresses, ports and
+ * offline are meaningful for COMPLETE and the BAD_* statuses. */
+typedef struct reg_dyndns_request {
+  reg_dyndns_status_t status;
+  const char *why; /* a static phrase for the log when status != COMPLETE */
+
+  reg_dyndns_host_t hosts[REG_DYNDNS_MAX_HOSTS]; /* in request order */
+  size_t n_hosts;
+
+  bool has_ipv4, has_ipv6; /* neither: use the connection's source */
+  core_ip_t ipv4, ipv6;
+
+  reg_listener_port_t ports[REG_UPDATE_MAX_PORTS]; /* "port" is "http" */
+  size_t n_ports;
+
+  bool offline; /* offline=yes */
+
+  reg_dyndns_auth_t auth;
+  char user[REG_DYNDNS_USER_MAX + 1];
+  char secret[REG_DYNDNS_SECRET_MAX + 1]; /* wipe with reg_dyndns_clear */
+
+  bool has_agent; /* a non-empty User-Agent was sent */
+} reg_dyndns_request_t;
+
+/* Parses a dyndns2 update from the request target (origin form
+ * "/nic/update?..." or absolute form "http://host/nic/update?...") and the
+ * values of the Authorization and User-Agent headers (NULL when the header
+ * is absent). Query keys and values are URL-decoded (%XX and '+'); unknown
+ * keys are ignored; a known key given twice is INVALID (so two parsers of
+ * one request can never disagree on which value counts). Pure: no
+ * allocation, no I/O. Returns out->status. */
+reg_dyndns_status_t reg_dyndns_parse(core_str_t target,
+                                     const core_str_t *authorization,
+                                     const core_str_t *user_agent,
+                                     reg_dyndns_request_t *out);
+
+/* Decodes an Authorization header value "Basic base64(user:secret)" into
+ * out->auth, out->user and out->secret (split at the first ':'). Returns
+ * out->auth. reg_dyndns_parse calls it. */
+reg_dyndns_auth_t reg_dyndns_parse_basic(core_str_t value,
+                                         reg_dyndns_request_t *out);
+
+/* Overwrites the secret so it does not linger on the stack or heap. */
+void reg_dyndns_clear(reg_dyndns_request_t *req);
+
+/* ---- dyndns2 replies ----------------------------------------------------- */
+
+typedef enum reg_dyndns_code {
+  REG_DYNDNS_GOOD,
+  REG_DYNDNS_NOCHG,
+  REG_DYNDNS_NOHOST,
+  REG_DYNDNS_NOTFQDN,
+  REG_DYNDNS_NUMHOST,
+  REG_DYNDNS_ABUSE,
+  REG_DYNDNS_DNSERR,
+  REG_DYNDNS_911,
+  REG_DYNDNS_BADAUTH,
+  REG_DYNDNS_BADAGENT,
+} reg_dyndns_code_t;
+
+/* One reply line. good and nochg echo the addresses ("good 192.0.2.1" or
+ * "good 192.0.2.1,2001:db8::1"); the other codes carry none. */
+typedef struct reg_dyndns_line {
+  reg_dyndns_code_t code;
+  core_ip_t addrs[2];
+  size_t n_addrs;
+} reg_dyndns_line_t;
+
+typedef struct reg_dyndns_reply {
+  unsigned http_status; /* 200, 400, 401, 404, 405, 408, 413, 431, 500, 503 */
+  const reg_dyndns_line_t *lines; /* the body, one line each; none: the */
+  size_t n_lines;                 /* status's reason phrase */
+  bool close;                     /* "Connection: close" */
+} reg_dyndns_reply_t;
+
+/* Enough for any reply with up to REG_DYNDNS_MAX_HOSTS lines. */
+#define REG_DYNDNS_REPLY_MAX 2048
+
+/* The word a code stands for on the wire ("good", "911", ...). */
+const char *reg_dyndns_code_name(reg_dyndns_code_t code);
+
+/* Renders the complete HTTP/1.1 response -- status line, Content-Type:
+ * text/plain, Content-Length (never chunked), WWW-Authenticate: Basic
+ * realm="ddport" on 401 -- and the body into buf. Returns its length, or
+ * -ENOSPC when it does not fit in cap bytes, -EINVAL for an unknown status
+ * or code. */
+int reg_dyndns_reply_render(const reg_dyndns_reply_t *reply, char *buf,
+                            size_t cap);
+
+/* The answer a parsed request gets before any account or device is looked
+ * at, checked in this order: wrong path (404), no credentials (401,
+ * badauth), undecodable query (400, dnserr), no User-Agent (badagent),
+ * malformed credentials (badauth), no hostname (notfqdn), too many
+ * (numhost). Fills reply (its lines point at *line) and returns true, or
+ * returns false when the request must go on to authentication; after it,
+ * BAD_ADDRESS, BAD_PORT and BAD_OFFLINE answer dnserr for every valid name
+ * the account owns (see docs/updates.md). */
+bool reg_dyndns_early_reply(const reg_dyndns_request_t *req,
+                            reg_dyndns_reply_t *reply, reg_dyndns_line_t *line);
+
+#endif
