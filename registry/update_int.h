@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* update_int.h -- device updates inside registry/: the dyndns2 request
- * parser and its replies */
+ * parser, its replies, and the durable journal of updates */
 #ifndef DDPORT_REGISTRY_UPDATE_INT_H
 #define DDPORT_REGISTRY_UPDATE_INT_H
 
@@ -14,11 +14,11 @@
 /* Listener names are 1..63 of [a-z0-9_-], as the configuration demands. */
 #define REG_LISTENER_NAME_MAX 63
 
-/* Most listener ports one update may carry. */
+/* Most listener ports one update (and one journal record) may carry. */
 #define REG_UPDATE_MAX_PORTS 32
 
 /* A port for a named listener, stored by value (no pointers, so requests
- * can live on the stack and be copied freely). */
+ * and journal records can live on the stack and be copied freely). */
 typedef struct reg_listener_port {
   char listener[REG_LISTENER_NAME_MAX + 1];
   uint16_t port;
@@ -155,5 +155,132 @@ int reg_dyndns_reply_render(const reg_dyndns_reply_t *reply, char *buf,
  * the account owns (see docs/updates.md). */
 bool reg_dyndns_early_reply(const reg_dyndns_request_t *req,
                             reg_dyndns_reply_t *reply, reg_dyndns_line_t *line);
+
+/* ---- the journal ----------------------------------------------------------
+ */
+
+/* One device's dynamic state after an update: what replay hands back. A
+ * record is a whole state, not a delta, so replaying a record twice, or
+ * only the newest record of a device, gives the same result. */
+typedef struct reg_journal_record {
+  uint64_t seq;       /* set by append; strictly increasing in the log */
+  uint64_t time_ms;   /* when the update was made, Unix time in ms */
+  uint64_t admin_tag; /* opaque to the journal: the registry stores a
+                         fingerprint of the YAML definition the update was
+                         applied over, to tell at replay whether an admin
+                         changed the device since */
+  char name[CORE_NAME_MAX + 1]; /* normalised device name */
+  core_ip_t addrs[REG_MAX_ADDRESSES];
+  size_t n_addrs;
+  reg_listener_port_t ports[REG_UPDATE_MAX_PORTS];
+  size_t n_ports;
+  bool offline;
+} reg_journal_record_t;
+
+/* Largest encoded record, header included. */
+#define REG_JOURNAL_RECORD_MAX 4096
+
+typedef struct reg_journal reg_journal_t;
+
+/* Called once per record, in order: the snapshot's records, then the log's
+ * records newer than the snapshot. rec is valid only during the call. */
+typedef void (*reg_journal_replay_cb)(const reg_journal_record_t *rec,
+                                      void *arg);
+
+/* What opening found; for the log and for tests. */
+typedef struct reg_journal_stats {
+  size_t snapshot_records; /* replayed from the snapshot */
+  size_t log_records;      /* replayed from the log */
+  size_t skipped_records;  /* in the log but already in the snapshot */
+  size_t dropped_bytes;    /* torn or corrupt tail cut off the log */
+  size_t syncs;            /* fdatasync calls by commits so far */
+} reg_journal_stats_t;
+
+/* Opens the journal in state_dir (creating the directory, mode 0700, and
+ * an empty log if missing), takes an exclusive lock on it (-EBUSY when
+ * another process holds it), and replays the snapshot and the log through
+ * cb. A torn or corrupt tail of the log -- a crash mid-write, a bad CRC --
+ * ends replay there: what precedes it is kept, the rest is logged, saved
+ * to state_dir/journal.dropped and cut off; never fatal. Returns 0 and a
+ * journal for reg_journal_close, or a negative errno (directory or file
+ * unusable, or a file that is not a ddport journal). */
+int reg_journal_open(const char *state_dir, reg_journal_replay_cb cb, void *arg,
+                     reg_journal_t **out);
+
+/* Closes the log and releases the lock; buffered, uncommitted records are
+ * lost (they were never acknowledged). */
+void reg_journal_close(reg_journal_t *j);
+
+/* Buffers rec, assigning rec->seq. Nothing reaches the disk until
+ * reg_journal_commit. Returns 0, or -EINVAL when rec cannot be encoded (bad
+ * name, port 0, too many addresses or ports). Not thread-safe. */
+int reg_journal_append(reg_journal_t *j, reg_journal_record_t *rec);
+
+/* Writes every buffered record and fdatasyncs once (group commit: any
+ * number of appends share one sync). Returns 0 once they are durable, or a
+ * negative errno; then the log is cut back to its last durable end and the
+ * records are gone (-EIO from then on if even that failed). */
+int reg_journal_commit(reg_journal_t *j);
+
+/* Fills *rec with the next record of the current state and returns 1,
+ * returns 0 after the last, or a negative errno to abandon compaction. */
+typedef int (*reg_journal_next_fn)(void *arg, reg_journal_record_t *rec);
+
+/* Compacts: writes every record next() yields as a new snapshot covering
+ * all updates up to covered_seq (snapshot.tmp, fsync, rename, fsync of the
+ * directory), then drops log records up to covered_seq (truncating the log,
+ * or rewriting it the same way when newer records are already in it). A
+ * crash at any point leaves a journal that replays to the same state.
+ * Buffered records are committed first. Returns 0 or a negative errno (the
+ * old snapshot and log stay in force). */
+int reg_journal_compact(reg_journal_t *j, uint64_t covered_seq,
+                        reg_journal_next_fn next, void *arg);
+
+/* The sequence number of the newest record appended (0: none yet). */
+uint64_t reg_journal_last_seq(const reg_journal_t *j);
+
+const reg_journal_stats_t *reg_journal_stats(const reg_journal_t *j);
+
+/* ---- the journal, pure parts (encoding, scanning; fuzzed) --------------- */
+
+/* CRC-32C (Castagnoli), continuing from crc (start with 0). */
+uint32_t reg_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Encodes rec as one log record (length, CRC-32C, payload) into buf.
+ * Returns its length, -EINVAL for a record that breaks the limits, or
+ * -ENOSPC when cap is too small (REG_JOURNAL_RECORD_MAX always fits). */
+int reg_journal_encode(const reg_journal_record_t *rec, uint8_t *buf,
+                       size_t cap);
+
+typedef enum reg_journal_end {
+  REG_JOURNAL_END_CLEAN,   /* every byte belonged to a good record */
+  REG_JOURNAL_END_TORN,    /* the last record is incomplete */
+  REG_JOURNAL_END_CORRUPT, /* a complete record is not a good one */
+} reg_journal_end_t;
+
+typedef struct reg_journal_scan {
+  size_t good_len; /* bytes of good records from the start */
+  size_t n_records;
+  uint64_t last_seq; /* of the last good record, or 0 */
+  reg_journal_end_t end;
+  const char *why; /* a static phrase unless CLEAN */
+} reg_journal_scan_t;
+
+/* Scans a run of records (a file's contents after its header), calling cb
+ * (when not NULL) for each good one, until the end or the first record
+ * that is torn, fails its CRC, does not decode, or -- with ordered -- has
+ * a sequence number not above the previous one. Pure: no allocation, no
+ * I/O. */
+void reg_journal_scan_records(const uint8_t *data, size_t len, bool ordered,
+                              reg_journal_replay_cb cb, void *arg,
+                              reg_journal_scan_t *out);
+
+/* ---- used by reg_journal_commit, and by a writer thread to come --------- */
+
+/* Writes len bytes of encoded records (the newest numbered last_seq) at
+ * the log's end and fdatasyncs; on failure cuts the log back as
+ * reg_journal_commit does. */
+int reg_journal_write_durable(reg_journal_t *j, const uint8_t *data, size_t len,
+                              uint64_t last_seq);
 
 #endif
