@@ -610,6 +610,14 @@ void reg_journal_close(reg_journal_t *j) {
 /* ---- appending --------------------------------------------------------------
  */
 
+uint64_t reg_journal_next_seq(const reg_journal_t *j) {
+  return j->next_seq;
+}
+
+void reg_journal_set_next_seq(reg_journal_t *j, uint64_t seq) {
+  j->next_seq = seq;
+}
+
 int reg_journal_append(reg_journal_t *j, reg_journal_record_t *rec) {
   bytes_reserve(&j->pending, REG_JOURNAL_RECORD_MAX);
   uint64_t saved = rec->seq;

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 /* Listener names are 1..63 of [a-z0-9_-], as the configuration demands. */
 #define REG_LISTENER_NAME_MAX 63
@@ -213,7 +214,8 @@ void reg_journal_close(reg_journal_t *j);
 
 /* Buffers rec, assigning rec->seq. Nothing reaches the disk until
  * reg_journal_commit. Returns 0, or -EINVAL when rec cannot be encoded (bad
- * name, port 0, too many addresses or ports). Not thread-safe. */
+ * name, port 0, too many addresses or ports). Not thread-safe; while a
+ * writer thread owns the journal, use reg_journal_writer_submit instead. */
 int reg_journal_append(reg_journal_t *j, reg_journal_record_t *rec);
 
 /* Writes every buffered record and fdatasyncs once (group commit: any
@@ -275,7 +277,55 @@ void reg_journal_scan_records(const uint8_t *data, size_t len, bool ordered,
                               reg_journal_replay_cb cb, void *arg,
                               reg_journal_scan_t *out);
 
-/* ---- used by reg_journal_commit, and by a writer thread to come --------- */
+/* ---- the journal writer thread ------------------------------------------ */
+
+typedef struct reg_journal_writer reg_journal_writer_t;
+
+/* Runs on the loop's thread once the record is durable (status 0) or lost
+ * (negative errno: answer 911, never good). */
+typedef void (*reg_journal_done_cb)(int status, uint64_t seq, void *arg);
+
+/* Creates a writer for j on loop (a uv_async_t brings completions back to
+ * the loop's thread). Records may be submitted at once; they are written
+ * after reg_journal_writer_start. From then until the writer is stopped,
+ * the writer owns j: call no other reg_journal_* function on it. Returns 0
+ * or a negative errno. */
+int reg_journal_writer_new(uv_loop_t *loop, reg_journal_t *j,
+                           reg_journal_writer_t **out);
+
+/* Starts the writer thread. Returns 0 or a negative errno. */
+int reg_journal_writer_start(reg_journal_writer_t *w);
+
+/* Queues a copy of rec (from the loop's thread) and returns its sequence
+ * number in *seq. The thread writes everything queued while it was busy as
+ * one batch with one fdatasync, then cb runs on the loop's thread. Returns
+ * 0, -EINVAL (rec unencodable; cb never runs) or -ECANCELED (stopping). */
+int reg_journal_writer_submit(reg_journal_writer_t *w,
+                              const reg_journal_record_t *rec,
+                              reg_journal_done_cb cb, void *arg, uint64_t *seq);
+
+/* Queues a compaction (reg_journal_compact) that the thread runs after the
+ * records queued before it. covered_seq is the newest update the state
+ * reflects and must already have been submitted. next is called on the
+ * writer thread, so the state it reads must be safe to read there (a copy,
+ * or an RCU read-side section). The thread writes no records meanwhile.
+ * cb gets its status, seq 0. Returns 0 or -ECANCELED. */
+int reg_journal_writer_compact(reg_journal_writer_t *w, uint64_t covered_seq,
+                               reg_journal_next_fn next, void *next_arg,
+                               reg_journal_done_cb cb, void *arg);
+
+/* Writes what is queued, runs every pending callback, joins the thread and
+ * closes the async handle; the writer is freed in its close callback, so
+ * run the loop afterwards as for any handle. The journal stays open and
+ * is the caller's again. */
+void reg_journal_writer_stop(reg_journal_writer_t *w);
+
+/* ---- for journal_writer.c only ------------------------------------------- */
+
+/* The sequence number the next record gets. A writer numbers records
+ * itself and hands its counter back to the journal with each batch. */
+uint64_t reg_journal_next_seq(const reg_journal_t *j);
+void reg_journal_set_next_seq(reg_journal_t *j, uint64_t seq);
 
 /* Writes len bytes of encoded records (the newest numbered last_seq) at
  * the log's end and fdatasyncs; on failure cuts the log back as

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* test_journal.c -- the journal: format, replay, torn and corrupt tails,
- * compaction */
+ * compaction, the writer thread */
 #include "registry/update_int.h"
 #include "tests/test.h"
 
@@ -704,6 +704,142 @@ static void test_write_failure(void) {
   remove_tree(dir);
 }
 
+/* ---- the writer thread -----------------------------------------------------
+ */
+
+typedef struct done_log {
+  uint64_t seqs[512];
+  int status[512];
+  size_t n;
+  size_t compactions;
+  int compaction_status;
+} done_log_t;
+
+static void on_done(int status, uint64_t seq, void *arg) {
+  done_log_t *d = arg;
+  ASSERT(d->n < 512);
+  d->seqs[d->n] = seq;
+  d->status[d->n++] = status;
+}
+
+static void on_compacted(int status, uint64_t seq, void *arg) {
+  done_log_t *d = arg;
+  ASSERT_EQ(seq, 0);
+  d->compactions++;
+  d->compaction_status = status;
+}
+
+static void run_until(uv_loop_t *loop, const done_log_t *d, size_t n,
+                      size_t compactions) {
+  for (int i = 0; i < 100000 && (d->n < n || d->compactions < compactions); i++)
+    uv_run(loop, UV_RUN_ONCE);
+  ASSERT_EQ(d->n, n);
+  ASSERT_EQ(d->compactions, compactions);
+}
+
+static void submit(reg_journal_writer_t *w, model_t *m, int i, unsigned n,
+                   done_log_t *d, uint64_t expect_seq) {
+  char name[32];
+  snprintf(name, sizeof name, "dev%d.ddport.test", i);
+  reg_journal_record_t r = make_rec(name, n, false);
+  uint64_t seq = 0;
+  ASSERT_EQ(reg_journal_writer_submit(w, &r, on_done, d, &seq), 0);
+  ASSERT_EQ(seq, expect_seq);
+  r.seq = seq;
+  model_apply(m, &r);
+}
+
+static void test_writer(void) {
+  char *dir = temp_dir();
+  collected_t c = {0};
+  model_t m = {0}, got;
+  reg_journal_t *j = open_collect(dir, &c);
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  reg_journal_writer_t *w;
+  ASSERT_EQ(reg_journal_writer_new(&loop, j, &w), 0);
+  static done_log_t d;
+  memset(&d, 0, sizeof d);
+
+  /* Queued before the thread runs: one batch, one sync. */
+  for (unsigned n = 0; n < 200; n++)
+    submit(w, &m, (int)(n % N_DEVICES), n, &d, n + 1);
+  reg_journal_record_t bad = make_rec("Bad.Name", 1, false);
+  uint64_t seq = 0;
+  ASSERT_EQ(reg_journal_writer_submit(w, &bad, on_done, &d, &seq), -EINVAL);
+  ASSERT_EQ(reg_journal_writer_start(w), 0);
+  run_until(&loop, &d, 200, 0);
+  ASSERT_EQ(reg_journal_stats(j)->syncs, 1);
+  /* Callbacks come in sequence order, each after its record is durable. */
+  for (size_t i = 0; i < 200; i++) {
+    ASSERT_EQ(d.seqs[i], i + 1);
+    ASSERT_EQ(d.status[i], 0);
+  }
+
+  /* Records submitted while it runs, then a compaction behind them. */
+  for (unsigned n = 200; n < 300; n++)
+    submit(w, &m, (int)(n % 3), n, &d, n + 1);
+  static model_t snap;
+  snap = m;
+  model_iter_t it = {&snap, 0, -1};
+  ASSERT_EQ(
+      reg_journal_writer_compact(w, 300, model_next, &it, on_compacted, &d), 0);
+  run_until(&loop, &d, 300, 1);
+  ASSERT_EQ(d.compaction_status, 0);
+  for (size_t i = 200; i < 300; i++)
+    ASSERT_EQ(d.seqs[i], i + 1);
+
+  /* Queued at stop: written before the thread ends. */
+  for (unsigned n = 300; n < 310; n++)
+    submit(w, &m, 5, n, &d, n + 1);
+  reg_journal_writer_stop(w);
+  ASSERT_EQ(d.n, 310);
+  ASSERT_EQ(reg_journal_writer_submit(w, &bad, on_done, &d, &seq), -ECANCELED);
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+
+  /* The journal is the caller's again and knows the numbering. */
+  ASSERT_EQ(reg_journal_last_seq(j), 310);
+  reg_journal_close(j);
+  j = open_collect(dir, &c);
+  ASSERT_EQ(reg_journal_stats(j)->snapshot_records, N_DEVICES);
+  ASSERT_EQ(reg_journal_stats(j)->log_records, 10);
+  model_from(&got, &c);
+  assert_model_eq(&got, &m);
+  reg_journal_close(j);
+  free(c.recs);
+  remove_tree(dir);
+}
+
+/* A writer stopped before it was started still writes what was queued. */
+static void test_writer_never_started(void) {
+  char *dir = temp_dir();
+  collected_t c = {0};
+  model_t m = {0}, got;
+  reg_journal_t *j = open_collect(dir, &c);
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  reg_journal_writer_t *w;
+  ASSERT_EQ(reg_journal_writer_new(&loop, j, &w), 0);
+  static done_log_t d;
+  memset(&d, 0, sizeof d);
+  for (unsigned n = 0; n < 5; n++)
+    submit(w, &m, (int)n, n, &d, n + 1);
+  reg_journal_writer_stop(w);
+  ASSERT_EQ(d.n, 5);
+  ASSERT_EQ(d.status[4], 0);
+  ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+  reg_journal_close(j);
+  j = open_collect(dir, &c);
+  ASSERT_EQ(c.n, 5);
+  model_from(&got, &c);
+  assert_model_eq(&got, &m);
+  reg_journal_close(j);
+  free(c.recs);
+  remove_tree(dir);
+}
+
 int main(void) {
   core_log_set_level(CORE_LOG_ERROR);
   RUN_TEST(test_crc32c);
@@ -717,5 +853,7 @@ int main(void) {
   RUN_TEST(test_compaction_crash_window);
   RUN_TEST(test_compaction_errors);
   RUN_TEST(test_write_failure);
+  RUN_TEST(test_writer);
+  RUN_TEST(test_writer_never_started);
   return 0;
 }
