@@ -139,6 +139,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                              .peer = addr,
                              .tcp = false,
                              .now = (uint64_t)time(NULL),
+                             .cookie_secret = dns_cookie_secret(),
                              .msg = (const uint8_t *)buf->base,
                              .len = (size_t)nread};
   dns_xfr_t *xfr;
