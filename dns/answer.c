@@ -469,6 +469,12 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
   query_parse(query, len, &q);
   if (q.header.flags & DNS_FLAG_QR)
     return 0;
+  if (opts->cookie_ok)
+    *opts->cookie_ok =
+        q.well_formed && q.has_cookie && opts->cookie_secret &&
+        q.server_cookie &&
+        dns_cookie_valid(opts->cookie_secret, q.client_cookie, q.server_cookie,
+                         q.server_cookie_len, opts->peer, opts->now);
   dns_writer_init(&r.w, out, size_limit(&q, cap, opts));
 
   bool echo = q.has_question && q.header.qdcount == 1;

@@ -301,6 +301,7 @@ typedef struct dns_answer_opts {
   const uint8_t *cookie_secret;
   const struct sockaddr *peer;
   uint32_t now;
+  bool *cookie_ok; /* if set: true when the query's server cookie is ours */
 } dns_answer_opts_t;
 
 /* dns_answer_query with the transport spelled out: over UDP the answer
@@ -383,6 +384,8 @@ typedef struct dns_request {
   bool tcp;
   uint64_t now;                 /* Unix seconds, for TSIG and cookies */
   const uint8_t *cookie_secret; /* 16 bytes, or NULL: no server cookies */
+  bool *cookie_ok; /* if set: true when the query's server cookie is ours,
+                    * so the client's address is not spoofed */
   const uint8_t *msg;
   size_t len;
 } dns_request_t;
