@@ -15,17 +15,50 @@ typedef struct query {
   uint16_t opt_size;
   uint8_t opt_version;
   bool opt_do;
+  bool has_cookie; /* a well-formed COOKIE option */
+  uint8_t client_cookie[8];
+  const uint8_t *server_cookie; /* in the query, or NULL */
+  size_t server_cookie_len;
 } query_t;
 
 /* The answer being built. Records are counted per section as written; the
  * header goes in last. */
 typedef struct reply {
   const query_t *q;
+  const dns_answer_opts_t *opts;
   dns_writer_t w;
   unsigned rcode; /* 12-bit: the upper bits travel in the OPT record */
   bool aa;
   uint16_t an, ns, ar;
 } reply_t;
+
+/* The options in an OPT record's data; false when they do not tile it
+ * or a COOKIE has a length RFC 7873 5.2.2 forbids. */
+static bool options_parse(const uint8_t *msg, const dns_rr_t *rr, query_t *q) {
+  size_t p = rr->rdata, end = rr->rdata + rr->rdlength;
+  while (p < end) {
+    if (end - p < 4)
+      return false;
+    uint16_t code = (uint16_t)(msg[p] << 8 | msg[p + 1]);
+    size_t n = (size_t)(msg[p + 2] << 8 | msg[p + 3]);
+    p += 4;
+    if (end - p < n)
+      return false;
+    if (code == DNS_OPT_CODE_COOKIE) {
+      if (n != 8 && (n < 16 || n > 40))
+        return false;
+      if (!q->has_cookie) {
+        q->has_cookie = true;
+        memcpy(q->client_cookie, msg + p, 8);
+        q->server_cookie = n > 8 ? msg + p + 8 : NULL;
+        q->server_cookie_len = n - 8;
+      }
+    }
+    /* Other options are ignored (RFC 6891 6.1.2). */
+    p += n;
+  }
+  return true;
+}
 
 static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
   size_t pos = DNS_HEADER_SIZE;
@@ -57,6 +90,8 @@ static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
     q->opt_size = rr.rclass;
     q->opt_version = (uint8_t)(rr.ttl >> 16);
     q->opt_do = (rr.ttl & DNS_OPT_DO) != 0;
+    if (!options_parse(msg, &rr, q))
+      return;
   }
   q->well_formed = q->header.qdcount == 1;
 }
@@ -354,11 +389,27 @@ static bool answer_chaos(reply_t *r, const reg_config_t *config) {
 
 /* ---- the message -------------------------------------------------------- */
 
+/* The OPT of the reply, with a server cookie when the query sent a client
+ * cookie (RFC 7873 5.2): a fresh one each time, whether or not the
+ * client's server cookie was still good, since none is ever required. */
 static void write_opt(reply_t *r) {
-  if (!r->q->has_opt)
+  const query_t *q = r->q;
+  uint8_t cookie[4 + 8 + 16];
+  size_t n = 0;
+  if (!q->has_opt)
     return;
-  dns_write_rr_opt(&r->w, DNS_EDNS_SIZE, (uint8_t)(r->rcode >> 4), 0,
-                   r->q->opt_do);
+  if (q->has_cookie && r->opts->cookie_secret) {
+    cookie[0] = 0;
+    cookie[1] = DNS_OPT_CODE_COOKIE;
+    cookie[2] = 0;
+    cookie[3] = 24;
+    memcpy(cookie + 4, q->client_cookie, 8);
+    dns_cookie_make(r->opts->cookie_secret, q->client_cookie, r->opts->peer,
+                    r->opts->now, cookie + 12);
+    n = sizeof cookie;
+  }
+  dns_write_rr_opt_options(&r->w, DNS_EDNS_SIZE, (uint8_t)(r->rcode >> 4), 0,
+                           q->opt_do, cookie, n);
   r->ar++;
 }
 
@@ -411,13 +462,19 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap, const dns_answer_opts_t *opts) {
   query_t q;
-  reply_t r = {.q = &q};
+  reply_t r = {.q = &q, .opts = opts};
 
   if (len < DNS_HEADER_SIZE || !out)
     return 0;
   query_parse(query, len, &q);
   if (q.header.flags & DNS_FLAG_QR)
     return 0;
+  if (opts->cookie_ok)
+    *opts->cookie_ok =
+        q.well_formed && q.has_cookie && opts->cookie_secret &&
+        q.server_cookie &&
+        dns_cookie_valid(opts->cookie_secret, q.client_cookie, q.server_cookie,
+                         q.server_cookie_len, opts->peer, opts->now);
   dns_writer_init(&r.w, out, size_limit(&q, cap, opts));
 
   bool echo = q.has_question && q.header.qdcount == 1;

@@ -70,6 +70,9 @@ enum {
 #define DNS_FLAG_OPCODE(op) ((uint16_t)(((op)&0xFu) << 11))
 #define DNS_FLAG_RCODE(rc) ((uint16_t)((rc)&0xFu))
 
+/* EDNS option codes. */
+#define DNS_OPT_CODE_COOKIE 10 /* RFC 7873 */
+
 /* Bit of the OPT record's TTL field (RFC 3225). */
 #define DNS_OPT_DO 0x8000u
 
@@ -261,12 +264,44 @@ void dns_write_rr_soa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
 void dns_write_rr_opt(dns_writer_t *w, uint16_t udp_size, uint8_t ext_rcode,
                       uint8_t version, bool dnssec_ok);
 
+/* The same with options: options[0..len) as the record's data. */
+void dns_write_rr_opt_options(dns_writer_t *w, uint16_t udp_size,
+                              uint8_t ext_rcode, uint8_t version,
+                              bool dnssec_ok, const uint8_t *options,
+                              size_t len);
+
+/* ---- cookies (RFC 7873, RFC 9018) --------------------------------------- */
+
+/* SipHash-2-4 of in[0..len) under key. */
+uint64_t dns_siphash24(const uint8_t key[16], const uint8_t *in, size_t len);
+
+/* A fresh 16-byte server cookie for a client cookie from peer at time now
+ * (Unix seconds): version 1, the time, and a SipHash under secret. */
+void dns_cookie_make(const uint8_t secret[16], const uint8_t client[8],
+                     const struct sockaddr *peer, uint32_t now,
+                     uint8_t out[16]);
+
+/* True when server[0..server_len) is a cookie we made for this client
+ * cookie and peer within the last hour. */
+bool dns_cookie_valid(const uint8_t secret[16], const uint8_t client[8],
+                      const uint8_t *server, size_t server_len,
+                      const struct sockaddr *peer, uint32_t now);
+
+/* The process's random cookie secret (made on the first call). */
+const uint8_t *dns_cookie_secret(void);
+
 /* ---- answering ---------------------------------------------------------- */
 
 /* How a query arrived, for dns_answer_build. */
 typedef struct dns_answer_opts {
   bool tcp;       /* the answer may fill cap and is never truncated */
   size_t reserve; /* bytes to leave free at the end (room for a TSIG) */
+  /* Server cookies: answered when a query carries a COOKIE option and
+   * cookie_secret (16 bytes) is set; peer and now go into the cookie. */
+  const uint8_t *cookie_secret;
+  const struct sockaddr *peer;
+  uint32_t now;
+  bool *cookie_ok; /* if set: true when the query's server cookie is ours */
 } dns_answer_opts_t;
 
 /* dns_answer_query with the transport spelled out: over UDP the answer
@@ -347,7 +382,10 @@ typedef struct dns_request {
   const reg_t *reg;
   const struct sockaddr *peer; /* the client, for the transfer ACL */
   bool tcp;
-  uint64_t now; /* Unix seconds, for TSIG */
+  uint64_t now;                 /* Unix seconds, for TSIG and cookies */
+  const uint8_t *cookie_secret; /* 16 bytes, or NULL: no server cookies */
+  bool *cookie_ok; /* if set: true when the query's server cookie is ours,
+                    * so the client's address is not spoofed */
   const uint8_t *msg;
   size_t len;
 } dns_request_t;

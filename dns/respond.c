@@ -173,7 +173,11 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
     return respond_transfer(req, &v, &tsig, out, cap, xfr);
 
   const dns_answer_opts_t opts = {.tcp = req->tcp,
-                                  .reserve = dns_tsig_reserve(&tsig)};
+                                  .reserve = dns_tsig_reserve(&tsig),
+                                  .cookie_secret = req->cookie_secret,
+                                  .peer = req->peer,
+                                  .now = (uint32_t)req->now,
+                                  .cookie_ok = req->cookie_ok};
   size_t n = dns_answer_build(req->config, req->reg, req->msg, req->len, out,
                               cap, &opts);
   return n ? dns_tsig_sign(&tsig, out, n, cap) : 0;

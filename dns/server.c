@@ -134,18 +134,23 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
     return;
   }
   pending_t *p = &server->pending[server->n_pending];
+  bool cookie_ok = false;
   const dns_request_t req = {.config = server->config,
                              .reg = server->reg,
                              .peer = addr,
                              .tcp = false,
                              .now = (uint64_t)time(NULL),
+                             .cookie_secret = dns_cookie_secret(),
+                             .cookie_ok = &cookie_ok,
                              .msg = (const uint8_t *)buf->base,
                              .len = (size_t)nread};
   dns_xfr_t *xfr;
   size_t n = dns_respond(&req, p->msg, sizeof p->msg, &xfr);
   if (n == 0)
     return;
-  if (server->rrl) {
+  /* A client returning our server cookie is who it says it is: rate
+   * limiting is for spoofed sources. */
+  if (server->rrl && !cookie_ok) {
     const reg_config_t *c = server->config;
     switch (dns_rrl_account(server->rrl, addr, (uint32_t)req.now,
                             c->dns.rrl_responses_per_second, c->dns.rrl_slip)) {

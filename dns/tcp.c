@@ -177,6 +177,7 @@ static bool answer_one(conn_t *conn, const uint8_t *msg, size_t len) {
                              .peer = (const struct sockaddr *)&conn->peer,
                              .tcp = true,
                              .now = (uint64_t)time(NULL),
+                             .cookie_secret = dns_cookie_secret(),
                              .msg = msg,
                              .len = len};
   size_t n = dns_respond(&req, tcp->answer, sizeof tcp->answer, &conn->xfr);

@@ -481,11 +481,19 @@ void dns_write_rr_soa(dns_writer_t *w, const dns_name_t *owner, uint32_t ttl,
 
 void dns_write_rr_opt(dns_writer_t *w, uint16_t udp_size, uint8_t ext_rcode,
                       uint8_t version, bool dnssec_ok) {
+  dns_write_rr_opt_options(w, udp_size, ext_rcode, version, dnssec_ok, NULL, 0);
+}
+
+void dns_write_rr_opt_options(dns_writer_t *w, uint16_t udp_size,
+                              uint8_t ext_rcode, uint8_t version,
+                              bool dnssec_ok, const uint8_t *options,
+                              size_t len) {
   uint32_t ttl = ((uint32_t)ext_rcode << 24) | ((uint32_t)version << 16) |
                  (dnssec_ok ? DNS_OPT_DO : 0);
   dns_write_u8(w, 0); /* root owner */
   dns_write_u16(w, DNS_TYPE_OPT);
   dns_write_u16(w, udp_size);
   dns_write_u32(w, ttl);
-  dns_write_u16(w, 0);
+  dns_write_u16(w, (uint16_t)len);
+  dns_write_bytes(w, options, len);
 }

@@ -141,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                          .peer = (const struct sockaddr *)&peer,
                          .tcp = true,
                          .now = 1700000000,
+                         .cookie_secret = (const uint8_t *)"fuzz-cookie-key",
                          .msg = msg,
                          .len = msg_len};
     dns_xfr_t *xfr = NULL;

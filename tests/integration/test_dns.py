@@ -217,6 +217,25 @@ def t_chaos_refused(env):
         check_eq(res.status, "REFUSED", "CH TXT %s (%s)" % (name, res.describe()))
 
 
+def t_cookie(env):
+    # dig sends a client cookie; the answer must carry it back with a
+    # server cookie, which dig checks ("good"), and which works when sent
+    # back (RFC 7873).
+    for tcp in ([], ["+tcp"]):
+        res = query(env, "demo.ddport.test", "A", extra=["+cookie"] + tcp)
+        m = re.search(r"^; COOKIE: ([0-9a-f]+) \(good\)$", res.text, re.M)
+        check(m, "no good COOKIE in the answer: %s" % res.text[-400:])
+        full = m.group(1)
+        check_eq(len(full), 48, "client + server cookie hex length")
+        res = query(env, "demo.ddport.test", "A", extra=["+cookie=" + full] + tcp)
+        check(re.search(r"^; COOKIE: [0-9a-f]{48} \(good\)$", res.text, re.M),
+              "no good COOKIE after sending ours back: %s" % res.text[-400:])
+        check_eq(rdatas(res, "answer", "A"), [ddtest.ZONE_PROXY_V4], "answer with a cookie")
+    # Without EDNS there is no cookie.
+    res = query(env, "demo.ddport.test", "A", extra=["+noedns"])
+    check("COOKIE" not in res.text, "cookie without EDNS")
+
+
 def t_kdig(env):
     kdig = shutil.which("kdig")
     if not kdig:
@@ -260,6 +279,7 @@ CASES = [
     ("unknown opcode: NOTIMP", t_notimp),
     ("ANY is answered minimally over UDP", t_any),
     ("CHAOS version.bind refused by default", t_chaos_refused),
+    ("DNS cookies: server cookie returned, dig calls it good", t_cookie),
     ("kdig query", t_kdig),
     ("ddport still running after the cases above", t_still_running),
     ("SIGTERM: ddport exits 0", t_sigterm),

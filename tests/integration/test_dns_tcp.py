@@ -229,6 +229,13 @@ def t_chaos(env):
     check_eq(res.status, "REFUSED", "CH TXT authors.bind")
 
 
+def cookie_query(qid, cookie):
+    q = dnsmsg.build_query("demo.ddport.test", "A", qid=qid)
+    option = struct.pack("!HH", 10, len(cookie)) + cookie
+    opt = b"\0" + struct.pack("!HHIH", 41, 1232, 0, len(option)) + option
+    return q[:10] + struct.pack("!H", 1) + q[12:] + opt
+
+
 def t_rate_limit(env):
     # A third ddport, limiting each /24 to 5 UDP answers a second, every
     # second answer over the limit slipped out truncated.
@@ -261,9 +268,27 @@ def t_rate_limit(env):
               % (full, burst, seconds))
         check(full >= 1 and truncated >= 1, "full %d, truncated %d" % (full, truncated))
         check(full + truncated < burst, "nothing dropped (%d + %d of %d)" % (full, truncated, burst))
-        # TCP is not limited: the truncated client gets its answer there.
-        m = dnsmsg.Message(dnsmsg.tcp_exchange(env.dns_port, dnsmsg.build_query("demo.ddport.test")))
+        # TCP is not limited: the truncated client gets its answer there,
+        # and a server cookie with it.
+        client = bytes(range(11, 19))
+        q = cookie_query(1, client)
+        m = dnsmsg.Message(dnsmsg.tcp_exchange(env.dns_port, q))
         check_eq([r.text(m.data) for r in m.answer], ["127.0.0.1"], "TCP answer while limited")
+        opt = m.additional[-1].rdata
+        check(len(opt) == 28 and opt[4:12] == client, "no server cookie over TCP: %s" % opt.hex())
+        # A client returning our cookie is not spoofed: never limited.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("127.0.0.1", env.dns_port))
+            for i in range(burst):
+                s.send(cookie_query(2000 + i, opt[4:28]))
+            s.settimeout(5.0)
+            full = 0
+            for _ in range(burst):
+                m = dnsmsg.Message(s.recv(4096))
+                check(not m.flag("tc") and len(m.answer) == 1,
+                      "answer %d to a query with a good cookie was limited" % full)
+                full += 1
+        check_eq(full, burst, "answers to queries with a good server cookie")
         check_eq(d.stop(), 0, "exit status of the rate-limited ddport")
     finally:
         if d.running():

@@ -102,7 +102,9 @@ int main(int argc, char **argv) {
 
     struct sockaddr_in peer = {.sin_family = AF_INET,
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    static const uint8_t cookie_secret[16] = "golden-cookie-k";
     dns_request_t req = {.config = config,
+                         .cookie_secret = cookie_secret,
                          .reg = reg,
                          .peer = (const struct sockaddr *)&peer,
                          .tcp = strncmp(name, "tcp-", 4) == 0,

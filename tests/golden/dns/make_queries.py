@@ -18,6 +18,14 @@ OPT = lambda size=1232, version=0, do=False: b"\0" + struct.pack(  # noqa: E731
     "!HHIH", 41, size, (version << 16) | (0x8000 if do else 0), 0)
 
 
+def opt_with(options, size=1232):
+    return b"\0" + struct.pack("!HHIH", 41, size, 0, len(options)) + options
+
+
+def cookie(data):
+    return struct.pack("!HH", 10, len(data)) + data
+
+
 def with_ar(msg, extra, n=1):
     ar = struct.unpack("!H", msg[10:12])[0] + n
     return msg[:10] + struct.pack("!H", ar) + msg[12:] + extra
@@ -83,6 +91,22 @@ CASES = [
     ("axfr-unsigned", "tcp", q("ddport.test", "AXFR", qid=29),
      "REFUSED: allow_transfer names only the key xfr"),
     ("axfr-udp", "udp", q("ddport.test", "AXFR", qid=30), "REFUSED (unsigned) over UDP"),
+    ("cookie-client", "udp",
+     with_ar(q("demo.ddport.test", "A", qid=32), opt_with(cookie(bytes(range(1, 9))))),
+     "NOERROR; OPT with COOKIE: the client cookie 0102..08 then a 16-byte server cookie "
+     "(version 1, time 1700000000 = 6553f100, SipHash)"),
+    ("cookie-with-server", "tcp",
+     with_ar(q("demo.ddport.test", "A", qid=33),
+             opt_with(cookie(bytes(range(1, 9)) + bytes(16)) + struct.pack("!HH", 65001, 2)
+                      + b"xy")),
+     "over TCP: NOERROR; a fresh server cookie (the zero one is ignored), "
+     "the unknown option 65001 ignored"),
+    ("cookie-bad-length", "udp",
+     with_ar(q("demo.ddport.test", "A", qid=34), opt_with(cookie(bytes(12)))),
+     "FORMERR: a COOKIE of 12 bytes (RFC 7873 5.2.2)"),
+    ("option-cut", "udp",
+     with_ar(q("demo.ddport.test", "A", qid=35), opt_with(b"\0\x0a\0\x08abc")),
+     "FORMERR: an option longer than the OPT data"),
     ("pointer-loop", "udp",
      struct.pack("!HHHHHH", 31, 0, 1, 0, 0, 0) + b"\xc0\x0c\0\1\0\1",
      "FORMERR without a question: a name pointing at itself"),
@@ -113,7 +137,7 @@ def describe():
             for r in getattr(m, sec):
                 print("    %s %s %s %d %s" % (sec, r.name, r.type_name, r.ttl,
                                              r.text(data) if r.type != 41 else
-                                             "size=%d ttl=%08x" % (r.rclass, r.ttl)))
+                                             "size=%d ttl=%08x options=%s" % (r.rclass, r.ttl, r.rdata.hex())))
 
 
 def main():
