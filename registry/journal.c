@@ -314,7 +314,14 @@ static char *path_join(const char *dir, const char *name) {
   return p;
 }
 
+static int fsync_dir(const char *dir);
+
+/* Creates path and any missing parents (mode 0700). Each directory made is
+ * synced into its parent, or a crash could lose the directory and the
+ * journal in it after updates were acknowledged. */
 static int mkdir_p(const char *path) {
+  if (*path == '\0')
+    return -EINVAL;
   char *copy = xstrdup(path);
   int rc = 0;
   for (char *p = copy + 1;; p++) {
@@ -322,12 +329,22 @@ static int mkdir_p(const char *path) {
       continue;
     char saved = *p;
     *p = '\0';
-    if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(copy, 0700) == 0) {
+      char *slash = strrchr(copy, '/');
+      if (slash == copy) {
+        rc = fsync_dir("/");
+      } else if (slash != NULL) {
+        *slash = '\0';
+        rc = fsync_dir(copy);
+        *slash = '/';
+      } else {
+        rc = fsync_dir(".");
+      }
+    } else if (errno != EEXIST) {
       rc = -errno;
-      break;
     }
     *p = saved;
-    if (saved == '\0')
+    if (rc != 0 || saved == '\0')
       break;
   }
   free(copy);

@@ -324,6 +324,8 @@ static void test_open_creates(void) {
   char *file = join(top, "file");
   spit(top, "file", (const uint8_t *)"x", 1);
   ASSERT_EQ(reg_journal_open(file, NULL, NULL, &other), -ENOTDIR);
+  ASSERT_EQ(reg_journal_open("", NULL, NULL, &other), -EINVAL);
+  ASSERT(other == NULL);
   /* A log cut inside its magic (a crash while creating it) is empty. */
   spit(dir, "journal", (const uint8_t *)"ddpo", 4);
   j = open_collect(dir, &c);
