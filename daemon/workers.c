@@ -24,6 +24,7 @@ typedef struct worker {
 
 typedef struct control {
   uv_signal_t signals[4];
+  reloader_t *reloader;
   worker_t *workers;
   unsigned n_workers;
   bool stopping;
@@ -94,6 +95,7 @@ static void stop_workers(control_t *ctl) {
       uv_async_send(&ctl->workers[i].stop);
   for (size_t i = 0; i < sizeof ctl->signals / sizeof ctl->signals[0]; i++)
     uv_close((uv_handle_t *)&ctl->signals[i], NULL);
+  reloader_stop(ctl->reloader);
 }
 
 static void on_signal(uv_signal_t *handle, int signum) {
@@ -106,9 +108,8 @@ static void on_signal(uv_signal_t *handle, int signum) {
     stop_workers(ctl);
     break;
   case SIGHUP:
-    core_log(CORE_LOG_WARN,
-             "SIGHUP: live reload is not implemented yet; restart to apply "
-             "configuration changes");
+    if (ctl->reloader != NULL)
+      reloader_reload(ctl->reloader, "SIGHUP");
     break;
   case SIGUSR1:
     core_log(CORE_LOG_INFO, "SIGUSR1: logs go to stderr; nothing to reopen");
@@ -116,7 +117,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
   }
 }
 
-int daemon_serve(const reg_config_t *config, const reg_t *reg) {
+int daemon_serve(const reg_config_t *config, reg_t *reg) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
   /* The control loop reads (and later writes) the registry too. */
   reg_thread_register();
@@ -164,6 +165,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   ctl.n_workers = started;
 
   if (rc == 0) {
+    ctl.reloader = reloader_start(loop, config, reg);
     core_log(CORE_LOG_INFO,
              "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
              "devices, %u workers",

@@ -2190,6 +2190,14 @@ static void free_zone(reg_zone_t *z) {
   free(z->soa_email);
 }
 
+void reg_config_free_devices(reg_config_t *config) {
+  for (size_t i = 0; i < config->n_devices; i++)
+    free_device(&config->devices[i]);
+  free(config->devices);
+  config->devices = NULL;
+  config->n_devices = 0;
+}
+
 void reg_config_free(reg_config_t *config) {
   if (config == NULL)
     return;
@@ -2204,9 +2212,7 @@ void reg_config_free(reg_config_t *config) {
   for (size_t i = 0; i < config->dns.n_zones; i++)
     free_zone(&config->dns.zones[i]);
   free(config->dns.zones);
-  for (size_t i = 0; i < config->n_devices; i++)
-    free_device(&config->devices[i]);
-  free(config->devices);
+  reg_config_free_devices(config);
   for (size_t i = 0; i < config->n_accounts; i++) {
     free(config->accounts[i].name);
     if (config->accounts[i].secret != NULL)

@@ -143,6 +143,24 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
 
 void reg_config_free(reg_config_t *config);
 
+/* Frees config's devices and empties the list: once a registry holds
+ * copies, a reloaded config need not keep them too. */
+void reg_config_free_devices(reg_config_t *config);
+
+/* The most settings reg_config_restart_keys reports. */
+#define REG_RESTART_KEYS_MAX 16
+
+/* Compares a configuration read on reload with the one the workers run
+ * with, and stores in keys (up to max) the names of the settings that
+ * differ and that running workers cannot change: "workers", "state_dir",
+ * "listeners", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
+ * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones".
+ * Devices, accounts, registry files and reload settings apply at once and
+ * are never named. Returns the number stored. Pure. */
+size_t reg_config_restart_keys(const reg_config_t *running,
+                               const reg_config_t *next, const char **keys,
+                               size_t max);
+
 /* True when s is a crypt(3) hash in a scheme fit for secrets (yescrypt $y$,
  * gost-yescrypt $gy$, scrypt $7$, bcrypt $2b$/$2y$/$2a$, sha512crypt $6$),
  * complete with its hash part. Otherwise false with *why set to a static
