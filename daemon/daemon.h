@@ -5,11 +5,40 @@
 
 #include "registry/registry.h"
 
+#include <uv.h>
+
 /* Starts config->workers worker threads (0: one per CPU), each with its own
  * loop, proxy listeners and DNS sockets, then runs the control loop on the
  * calling thread until SIGTERM or SIGINT, drains and stops the workers.
  * Returns the process exit code: 0 after a clean stop, 1 when the workers
  * could not start (the reason is logged). */
-int daemon_serve(const reg_config_t *config, const reg_t *reg);
+int daemon_serve(const reg_config_t *config, reg_t *reg);
+
+/* ---- reload (reload.c), on the control loop ------------------------------ */
+
+typedef struct reloader reloader_t;
+
+/* Starts watching running->path and its registry files and directories
+ * (unless reload.watch is off): a change reloads after reload.delay of
+ * quiet. running is the configuration the workers were started with; it
+ * must outlive the reloader. */
+reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
+                           reg_t *reg);
+
+/* Reads the configuration and registry files again. When they load
+ * cleanly, swaps the new devices into reg at once (a lookup sees the old
+ * registry or the new one), logs "needs a restart: KEY" for each setting
+ * the running workers cannot change, and re-arms the watches; returns 0.
+ * Otherwise logs every FILE:LINE:COLUMN problem, keeps the registry in
+ * force and returns the load's error. cause goes into the log lines. */
+int reloader_reload(reloader_t *r, const char *cause);
+
+/* The configuration last loaded (running until a reload succeeds): its
+ * accounts are the ones in force. Valid until the next reload. */
+const reg_config_t *reloader_config(const reloader_t *r);
+
+/* Stops watching; the reloader frees itself once libuv has closed its
+ * handles (run the loop afterwards). */
+void reloader_stop(reloader_t *r);
 
 #endif

@@ -4,6 +4,7 @@
 #include "dns/dns.h"
 #include "proxy/proxy.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ typedef struct worker {
 
 typedef struct control {
   uv_signal_t signals[4];
+  reloader_t *reloader;
   worker_t *workers;
   unsigned n_workers;
   bool stopping;
@@ -44,8 +46,31 @@ static void on_stop_request(uv_async_t *async) {
   stop_worker_servers(async->data);
 }
 
+/* Runs loop until it has nothing left to do, as uv_run(UV_RUN_DEFAULT)
+ * would, but as a registry reader: a quiescent point after every
+ * iteration (no callback holds a reg_lookup pointer between iterations),
+ * and offline while blocked in the poll for I/O, so a worker that waits
+ * for traffic never holds up the freeing of retired registry entries.
+ * libuv's documented embedding interface (uv_backend_fd and
+ * uv_backend_timeout) lets us do the blocking wait ourselves. */
+static void run_loop(uv_loop_t *loop) {
+  for (;;) {
+    reg_quiescent();
+    int timeout = uv_backend_timeout(loop);
+    if (timeout != 0) {
+      struct pollfd pfd = {.fd = uv_backend_fd(loop), .events = POLLIN};
+      reg_thread_offline();
+      poll(&pfd, 1, timeout);
+      reg_thread_online();
+    }
+    if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+      break;
+  }
+}
+
 static void worker_main(void *arg) {
   worker_t *w = arg;
+  reg_thread_register();
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);
   w->stop.data = w;
@@ -56,9 +81,10 @@ static void worker_main(void *arg) {
   if (rc != 0)
     stop_worker_servers(w);
   uv_sem_post(&w->started);
-  uv_run(&w->loop, UV_RUN_DEFAULT);
+  run_loop(&w->loop);
   if (uv_loop_close(&w->loop) != 0)
     core_log(CORE_LOG_WARN, "worker %u: handles still open at exit", w->id);
+  reg_thread_unregister();
 }
 
 static void stop_workers(control_t *ctl) {
@@ -73,6 +99,7 @@ static void stop_workers(control_t *ctl) {
       uv_async_send(&ctl->workers[i].stop);
   for (size_t i = 0; i < sizeof ctl->signals / sizeof ctl->signals[0]; i++)
     uv_close((uv_handle_t *)&ctl->signals[i], NULL);
+  reloader_stop(ctl->reloader);
 }
 
 static void on_signal(uv_signal_t *handle, int signum) {
@@ -85,9 +112,8 @@ static void on_signal(uv_signal_t *handle, int signum) {
     stop_workers(ctl);
     break;
   case SIGHUP:
-    core_log(CORE_LOG_WARN,
-             "SIGHUP: live reload is not implemented yet; restart to apply "
-             "configuration changes");
+    if (ctl->reloader != NULL)
+      reloader_reload(ctl->reloader, "SIGHUP");
     break;
   case SIGUSR1: {
     int rc = core_access_log_reopen();
@@ -101,7 +127,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
   }
 }
 
-int daemon_serve(const reg_config_t *config, const reg_t *reg) {
+int daemon_serve(const reg_config_t *config, reg_t *reg) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
   int log_rc = core_access_log_open(config->proxy.access_log);
   if (log_rc < 0) {
@@ -109,6 +135,8 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
              strerror(-log_rc));
     return 1;
   }
+  /* The control loop reads (and later writes) the registry too. */
+  reg_thread_register();
   control_t ctl = {.n_workers = n};
   ctl.workers = xcalloc(n, sizeof *ctl.workers);
   px_limits_t *limits = px_limits_new(config);
@@ -140,7 +168,9 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
       rc = 1;
       break;
     }
+    reg_thread_offline();
     uv_sem_wait(&w->started);
+    reg_thread_online();
     uv_sem_destroy(&w->started);
     if (w->start_rc != 0) {
       rc = 1;
@@ -151,6 +181,7 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   ctl.n_workers = started;
 
   if (rc == 0) {
+    ctl.reloader = reloader_start(loop, config, reg);
     core_log(CORE_LOG_INFO,
              "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
              "devices, %u workers",
@@ -160,9 +191,11 @@ int daemon_serve(const reg_config_t *config, const reg_t *reg) {
   } else {
     stop_workers(&ctl);
   }
-  uv_run(loop, UV_RUN_DEFAULT);
+  run_loop(loop);
+  reg_thread_offline();
   for (unsigned i = 0; i < ctl.n_workers; i++)
     uv_thread_join(&ctl.workers[i].thread);
+  reg_thread_online();
   uv_loop_close(loop);
   px_limits_free(limits);
   core_access_log_close();

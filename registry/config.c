@@ -2518,6 +2518,14 @@ static void free_zone(reg_zone_t *z) {
   free(z->transfer_keys);
 }
 
+void reg_config_free_devices(reg_config_t *config) {
+  for (size_t i = 0; i < config->n_devices; i++)
+    free_device(&config->devices[i]);
+  free(config->devices);
+  config->devices = NULL;
+  config->n_devices = 0;
+}
+
 void reg_config_free(reg_config_t *config) {
   if (config == NULL)
     return;
@@ -2542,9 +2550,7 @@ void reg_config_free(reg_config_t *config) {
   free(config->dns.tsig_keys);
   free(config->dns.version);
   free(config->dns.identity);
-  for (size_t i = 0; i < config->n_devices; i++)
-    free_device(&config->devices[i]);
-  free(config->devices);
+  reg_config_free_devices(config);
   for (size_t i = 0; i < config->n_accounts; i++) {
     free(config->accounts[i].name);
     if (config->accounts[i].secret != NULL)

@@ -184,6 +184,24 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
 
 void reg_config_free(reg_config_t *config);
 
+/* Frees config's devices and empties the list: once a registry holds
+ * copies, a reloaded config need not keep them too. */
+void reg_config_free_devices(reg_config_t *config);
+
+/* The most settings reg_config_restart_keys reports. */
+#define REG_RESTART_KEYS_MAX 16
+
+/* Compares a configuration read on reload with the one the workers run
+ * with, and stores in keys (up to max) the names of the settings that
+ * differ and that running workers cannot change: "workers", "state_dir",
+ * "listeners", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
+ * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones".
+ * Devices, accounts, registry files and reload settings apply at once and
+ * are never named. Returns the number stored. Pure. */
+size_t reg_config_restart_keys(const reg_config_t *running,
+                               const reg_config_t *next, const char **keys,
+                               size_t max);
+
 /* True when s is a crypt(3) hash in a scheme fit for secrets (yescrypt $y$,
  * gost-yescrypt $gy$, scrypt $7$, bcrypt $2b$/$2y$/$2a$, sha512crypt $6$),
  * complete with its hash part. Otherwise false with *why set to a static
@@ -213,21 +231,89 @@ bool reg_target_allowed(const reg_config_t *config, const core_ip_t *ip,
 
 /* ---- the table that workers read --------------------------------------- */
 
+/* The registry is read by every worker without waiting and written by one
+ * thread, the control loop (liburcu's QSBR flavour and its lock-free hash
+ * table). Every thread that calls reg_lookup registers once, then passes a
+ * quiescent point between units of work and goes offline while it blocks:
+ *
+ *   reg_thread_register();
+ *   for (;;) { reg_quiescent(); reg_thread_offline(); wait();
+ *              reg_thread_online(); work(); }
+ *   reg_thread_unregister();
+ *
+ * What the writer replaces or removes is freed once every registered,
+ * online thread has passed a quiescent point; an offline thread holds
+ * nothing up. A thread that calls reg_new or another writer's call without
+ * registering first (a test's main, a one-shot command) is registered by
+ * that call and stays online; reg_free lets it wait for the grace periods
+ * it holds up. */
+
+/* Registers the calling thread as a reader, online. Idempotent; brings an
+ * offline registered thread back online. */
+void reg_thread_register(void);
+
+/* Unregisters the calling thread; call before it exits. */
+void reg_thread_unregister(void);
+
+/* The calling thread holds no pointer from reg_lookup any more: those
+ * pointers may be freed from now on. Costs a load when nothing changed. */
+void reg_quiescent(void);
+
+/* Before and after blocking (epoll_wait, a join): while offline the
+ * thread may not use pointers from reg_lookup, and never delays a writer. */
+void reg_thread_offline(void);
+void reg_thread_online(void);
+
 typedef struct reg reg_t;
 
-/* Builds the lookup table over config's devices. The registry borrows the
- * devices from config: config must outlive it. */
+/* Builds the registry over copies of config's devices; config may be freed
+ * afterwards. */
 reg_t *reg_new(const reg_config_t *config);
+
+/* Frees the registry once no thread will read it again (workers joined).
+ * Waits for entries retired earlier to be freed. */
 void reg_free(reg_t *reg);
 
-/* Looks up a normalised name: an exact, enabled device wins; otherwise the
- * nearest enabled wildcard above it ("*.b.c" for "a.b.c", then "*.c"...).
- * Returns NULL when none. The pointer is borrowed: valid until the calling
- * worker's next quiescent point (today: for the registry's lifetime). Never
- * blocks and takes no lock. */
+/* Looks up a normalised name: an exact device wins (a disabled one hides
+ * the name: NULL, no wildcard fallback); otherwise the nearest wildcard
+ * above it ("*.b.c" for "a.b.c", then "*.c"), which likewise hides what
+ * lies further up when disabled. Returns NULL when none. One call sees one
+ * registry: the one before a swap or the one after, never a mix.
+ *
+ * The pointer is borrowed: valid until the calling thread's next
+ * reg_quiescent or reg_thread_offline (for a worker: until its current
+ * loop iteration ends). Copy what must live longer, as a connection does
+ * with its route. Never blocks and takes no lock. */
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len);
 
-/* Number of devices in the table. */
+/* Number of devices in the table, disabled ones included. */
 size_t reg_count(const reg_t *reg);
+
+/* A counter that rises with every change (replace, update, remove); the
+ * DNS zone serial can follow it. Readable from any thread. */
+uint64_t reg_version(const reg_t *reg);
+
+/* ---- writing: the control loop only ------------------------------------- */
+
+/* A full reload: builds a new table from config's devices (copied) away
+ * from the workers' path and swaps it in with one pointer store; the old
+ * table is freed after a grace period. Returns 0. */
+int reg_replace_all(reg_t *reg, const reg_config_t *config);
+
+/* Adds device, or replaces the device of the same name, in O(1) whatever
+ * the table's size; device (its name normalised) is copied. Lookups see the
+ * old entry or the new one, never a mix. Returns 0 or -EINVAL (bad name). */
+int reg_update_device(reg_t *reg, const reg_device_t *device);
+
+/* Removes the device called name (normalised). Returns 0 or -ENOENT. */
+int reg_remove_device(reg_t *reg, const char *name);
+
+/* Calls visit for every device in the table (disabled ones too), in no
+ * particular order, until visit returns non-zero; returns that value or 0.
+ * On the control loop the walk sees one consistent table; from another
+ * thread it may miss or repeat devices changed meanwhile. visit must not
+ * change the registry. For AXFR and dumps. */
+typedef int reg_visit_fn(const reg_device_t *device, void *arg);
+int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg);
 
 #endif

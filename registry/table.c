@@ -1,81 +1,386 @@
 /* SPDX-License-Identifier: MIT */
-/* table.c -- the name -> device table that workers read without locks */
+/* table.c -- the name -> device table: RCU reads, one writer */
 #include "registry/registry.h"
 
+/* The inline fast paths of liburcu (LGPL-2.1) are fine in MIT code. */
+#define _LGPL_SOURCE
+#include <urcu-qsbr.h>
+#include <urcu/rculfhash.h>
+
+#include <errno.h>
+#include <stdalign.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Open addressing with linear probing over borrowed device pointers. The
- * table is built once and never written afterwards, so readers need no
- * lock; the registry issue swaps whole tables (or an RCU hash) behind the
- * same reg_lookup. */
+/* liburcu's QSBR flavour: a read costs nothing; readers announce
+ * quiescent points (between loop iterations) and go offline while they
+ * block. The table is rculfhash, a lock-free resizable hash table.
+ *
+ * One writer, the control loop, changes entries in place (O(1) each) or
+ * builds a whole new table and swaps the one pointer readers follow. What
+ * it takes out is freed by call_rcu once every registered thread has
+ * passed a quiescent point, so a reader's pointer stays valid until its
+ * own next one. */
+
+typedef struct entry {
+  struct cds_lfht_node node;
+  union {
+    struct rcu_head rcu;         /* while retired */
+    struct entry *unlinked_next; /* while its table is destroyed */
+  };
+  reg_device_t device; /* its arrays and strings follow the entry */
+  size_t name_len;
+} entry_t;
+
+typedef struct table {
+  struct cds_lfht *ht;
+  atomic_size_t count;
+  struct rcu_head rcu;
+} table_t;
+
 struct reg {
-  const reg_device_t **slots;
-  size_t mask;
-  size_t count;
+  table_t *table; /* rcu_dereference / rcu_assign_pointer */
+  atomic_uint_fast64_t version;
 };
 
+typedef struct name_key {
+  const char *name;
+  size_t len;
+} name_key_t;
+
+/* ---- threads ------------------------------------------------------------- */
+
+static __thread bool registered;
+
+void reg_thread_register(void) {
+  if (!registered) {
+    rcu_register_thread();
+    registered = true;
+  } else if (!rcu_read_ongoing()) {
+    rcu_thread_online();
+  }
+}
+
+void reg_thread_unregister(void) {
+  if (registered) {
+    rcu_unregister_thread();
+    registered = false;
+  }
+}
+
+void reg_quiescent(void) {
+  rcu_quiescent_state();
+}
+
+void reg_thread_offline(void) {
+  rcu_thread_offline();
+}
+
+void reg_thread_online(void) {
+  rcu_thread_online();
+}
+
+/* The writer's calls work from any thread. One not yet registered (a
+ * test's main, a command) becomes a reader and stays online, so its own
+ * lookups stay safe while liburcu's resize and call_rcu threads work; an
+ * offline one is brought online for the call only. Returns whether to go
+ * offline again. */
+static bool writer_enter(void) {
+  if (!registered) {
+    rcu_register_thread();
+    registered = true;
+    return false;
+  }
+  if (!rcu_read_ongoing()) {
+    rcu_thread_online();
+    return true;
+  }
+  return false;
+}
+
+static void writer_leave(bool went_online) {
+  if (went_online)
+    rcu_thread_offline();
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
 static uint64_t hash_name(const char *name, size_t len) {
-  uint64_t h = 0xcbf29ce484222325ull;
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a murmur3 finaliser:
+                                         rculfhash orders by reversed bits,
+                                         so every bit must be mixed */
   for (size_t i = 0; i < len; i++) {
     h ^= (unsigned char)name[i];
     h *= 0x100000001b3ull;
   }
-  return h ^ (h >> 29);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ull;
+  h ^= h >> 33;
+  return h;
 }
+
+static int match_name(struct cds_lfht_node *node, const void *arg) {
+  const entry_t *e = caa_container_of(node, entry_t, node);
+  const name_key_t *key = arg;
+  return e->name_len == key->len &&
+         memcmp(e->device.name, key->name, key->len) == 0;
+}
+
+static size_t align_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+/* One allocation per device: the entry, then ports, addresses and every
+ * string, so a replaced entry is freed with one free(). */
+static entry_t *entry_new(const reg_device_t *d) {
+  size_t name_len = strlen(d->name);
+  size_t size = sizeof(entry_t);
+  size_t ports_at = size = align_up(size, alignof(reg_port_t));
+  size += d->n_ports * sizeof(reg_port_t);
+  size_t addrs_at = size = align_up(size, alignof(core_ip_t));
+  size += d->n_addrs * sizeof(core_ip_t);
+  size_t strings_at = size;
+  size += name_len + 1;
+  if (d->owner != NULL)
+    size += strlen(d->owner) + 1;
+  if (d->target_host != NULL)
+    size += strlen(d->target_host) + 1;
+  for (size_t i = 0; i < d->n_ports; i++)
+    size += strlen(d->ports[i].listener) + 1;
+
+  char *base = xmalloc(size);
+  entry_t *e = (entry_t *)base;
+  memset(e, 0, sizeof *e);
+  cds_lfht_node_init(&e->node);
+  e->device = *d;
+  e->name_len = name_len;
+  char *s = base + strings_at;
+#define COPY_STRING(dst, src)                                                  \
+  do {                                                                         \
+    size_t n_ = strlen(src) + 1;                                               \
+    memcpy(s, (src), n_);                                                      \
+    (dst) = s;                                                                 \
+    s += n_;                                                                   \
+  } while (0)
+  COPY_STRING(e->device.name, d->name);
+  if (d->owner != NULL)
+    COPY_STRING(e->device.owner, d->owner);
+  if (d->target_host != NULL)
+    COPY_STRING(e->device.target_host, d->target_host);
+  e->device.ports = d->n_ports ? (reg_port_t *)(base + ports_at) : NULL;
+  for (size_t i = 0; i < d->n_ports; i++) {
+    e->device.ports[i].port = d->ports[i].port;
+    COPY_STRING(e->device.ports[i].listener, d->ports[i].listener);
+  }
+#undef COPY_STRING
+  e->device.addrs = d->n_addrs ? (core_ip_t *)(base + addrs_at) : NULL;
+  if (d->n_addrs)
+    memcpy(e->device.addrs, d->addrs, d->n_addrs * sizeof(core_ip_t));
+  return e;
+}
+
+static void entry_free_rcu(struct rcu_head *head) {
+  free(caa_container_of(head, entry_t, rcu));
+}
+
+/* ---- tables -------------------------------------------------------------- */
+
+static table_t *table_new(size_t expected) {
+  table_t *t = xcalloc(1, sizeof *t);
+  unsigned long size = 1;
+  while (size < expected && size < (1ul << 30))
+    size <<= 1;
+  t->ht = cds_lfht_new(size, 1, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
+                       NULL);
+  /* Fails only when memory does: abort as xmalloc does. */
+  if (t->ht == NULL) {
+    core_log(CORE_LOG_ERROR, "out of memory for a table of %zu devices",
+             expected);
+    abort();
+  }
+  return t;
+}
+
+/* Adds the config's devices; a name given twice (the loader refuses that)
+ * keeps the first. Caller is online. */
+static void table_fill(table_t *t, const reg_config_t *config) {
+  for (size_t i = 0; i < config->n_devices; i++) {
+    entry_t *e = entry_new(&config->devices[i]);
+    name_key_t key = {e->device.name, e->name_len};
+    struct cds_lfht_node *got = cds_lfht_add_unique(
+        t->ht, hash_name(key.name, key.len), match_name, &key, &e->node);
+    if (got != &e->node)
+      free(e);
+    else
+      atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+  }
+}
+
+/* Empties and destroys a table no reader can reach any more. Caller is a
+ * registered, online thread. */
+static void table_destroy(table_t *t) {
+  struct cds_lfht_iter iter;
+  entry_t *e, *unlinked = NULL;
+  cds_lfht_for_each_entry(t->ht, &iter, e, node) {
+    cds_lfht_del(t->ht, &e->node);
+    /* Freed after the walk: the iterator may still look at this node. */
+    e->unlinked_next = unlinked;
+    unlinked = e;
+  }
+  /* Destroying waits for a resize in progress, and a resize waits for a
+   * grace period: offline, or this thread would wait for itself. */
+  rcu_thread_offline();
+  cds_lfht_destroy(t->ht, NULL);
+  rcu_thread_online();
+  while (unlinked != NULL) {
+    entry_t *next = unlinked->unlinked_next;
+    free(unlinked);
+    unlinked = next;
+  }
+  free(t);
+}
+
+/* Runs in liburcu's call_rcu thread (registered, online) once no reader
+ * can still hold the table. */
+static void table_destroy_rcu(struct rcu_head *head) {
+  table_t *t = caa_container_of(head, table_t, rcu);
+  size_t n = atomic_load_explicit(&t->count, memory_order_relaxed);
+  table_destroy(t);
+  core_log(CORE_LOG_DEBUG,
+           "registry: the table replaced by a reload is freed (%zu devices)",
+           n);
+}
+
+/* ---- the registry -------------------------------------------------------- */
 
 reg_t *reg_new(const reg_config_t *config) {
   reg_t *reg = xcalloc(1, sizeof *reg);
-  size_t size = 16;
-  while (size < config->n_devices * 2)
-    size *= 2;
-  reg->slots = xcalloc(size, sizeof *reg->slots);
-  reg->mask = size - 1;
-  for (size_t i = 0; i < config->n_devices; i++) {
-    const reg_device_t *d = &config->devices[i];
-    size_t len = strlen(d->name);
-    size_t at = hash_name(d->name, len) & reg->mask;
-    while (reg->slots[at] != NULL && strcmp(reg->slots[at]->name, d->name))
-      at = (at + 1) & reg->mask;
-    /* The loader rejects duplicates; should one slip through, first wins. */
-    if (reg->slots[at] == NULL) {
-      reg->slots[at] = d;
-      reg->count++;
-    }
-  }
+  bool went_online = writer_enter();
+  table_t *t = table_new(config->n_devices);
+  table_fill(t, config);
+  rcu_assign_pointer(reg->table, t);
+  writer_leave(went_online);
   return reg;
 }
 
 void reg_free(reg_t *reg) {
   if (reg == NULL)
     return;
-  free(reg->slots);
+  /* Entries replaced earlier may still wait in call_rcu: let them go
+   * first, offline, since rcu_barrier must not wait on its caller. */
+  bool was_online = registered && rcu_read_ongoing();
+  if (was_online)
+    rcu_thread_offline();
+  rcu_barrier();
+  if (was_online)
+    rcu_thread_online();
+  bool went_online = writer_enter();
+  table_destroy(reg->table);
+  writer_leave(went_online);
   free(reg);
 }
 
-size_t reg_count(const reg_t *reg) {
-  return reg->count;
+int reg_replace_all(reg_t *reg, const reg_config_t *config) {
+  bool went_online = writer_enter();
+  table_t *t = table_new(config->n_devices);
+  table_fill(t, config);
+  table_t *old = reg->table;
+  rcu_assign_pointer(reg->table, t);
+  atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
+  call_rcu(&old->rcu, table_destroy_rcu);
+  writer_leave(went_online);
+  return 0;
 }
 
-static const reg_device_t *find_exact(const reg_t *reg, const char *name,
-                                      size_t len) {
-  size_t at = hash_name(name, len) & reg->mask;
-  for (;;) {
-    const reg_device_t *d = reg->slots[at];
-    if (d == NULL)
-      return NULL;
-    if (strncmp(d->name, name, len) == 0 && d->name[len] == '\0')
-      return d;
-    at = (at + 1) & reg->mask;
+static bool valid_name(const char *name, size_t len) {
+  return len > 0 && len <= CORE_NAME_MAX && memchr(name, '\0', len) == NULL;
+}
+
+int reg_update_device(reg_t *reg, const reg_device_t *device) {
+  size_t len = strlen(device->name);
+  if (!valid_name(device->name, len))
+    return -EINVAL;
+  entry_t *e = entry_new(device);
+  name_key_t key = {e->device.name, e->name_len};
+  bool went_online = writer_enter();
+  table_t *t = reg->table;
+  struct cds_lfht_node *old = cds_lfht_add_replace(
+      t->ht, hash_name(key.name, key.len), match_name, &key, &e->node);
+  if (old != NULL)
+    call_rcu(&caa_container_of(old, entry_t, node)->rcu, entry_free_rcu);
+  else
+    atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
+  writer_leave(went_online);
+  return 0;
+}
+
+int reg_remove_device(reg_t *reg, const char *name) {
+  name_key_t key = {name, strlen(name)};
+  if (!valid_name(key.name, key.len))
+    return -EINVAL;
+  bool went_online = writer_enter();
+  table_t *t = reg->table;
+  struct cds_lfht_iter iter;
+  int rc = -ENOENT;
+  cds_lfht_lookup(t->ht, hash_name(key.name, key.len), match_name, &key, &iter);
+  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
+  if (node != NULL && cds_lfht_del(t->ht, node) == 0) {
+    call_rcu(&caa_container_of(node, entry_t, node)->rcu, entry_free_rcu);
+    atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
+    rc = 0;
   }
+  writer_leave(went_online);
+  return rc;
+}
+
+int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
+  bool went_online = writer_enter();
+  table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  struct cds_lfht_iter iter;
+  entry_t *e;
+  int rc = 0;
+  cds_lfht_for_each_entry(t->ht, &iter, e, node) {
+    if ((rc = visit(&e->device, arg)) != 0)
+      break;
+  }
+  writer_leave(went_online);
+  return rc;
+}
+
+size_t reg_count(const reg_t *reg) {
+  table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  return atomic_load_explicit(&t->count, memory_order_relaxed);
+}
+
+uint64_t reg_version(const reg_t *reg) {
+  return atomic_load_explicit(&((reg_t *)reg)->version, memory_order_acquire);
+}
+
+/* ---- lookups ------------------------------------------------------------- */
+
+static const entry_t *find_exact(const table_t *t, const char *name,
+                                 size_t len) {
+  name_key_t key = {name, len};
+  struct cds_lfht_iter iter;
+  cds_lfht_lookup(t->ht, hash_name(name, len), match_name, &key, &iter);
+  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
+  return node ? caa_container_of(node, entry_t, node) : NULL;
 }
 
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
   if (len == 0 || len > CORE_NAME_MAX)
     return NULL;
-  const reg_device_t *d = find_exact(reg, name, len);
-  if (d != NULL)
-    return d->enabled ? d : NULL;
+  /* One table for the whole lookup: a swap in between cannot mix the
+   * exact answer of one registry with the wildcards of another. */
+  const table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  const entry_t *e = find_exact(t, name, len);
+  if (e != NULL)
+    return e->device.enabled ? &e->device : NULL;
 
   /* Nearest wildcard: for a.b.c try *.b.c, then *.c. */
   char key[CORE_NAME_MAX + 3];
@@ -84,9 +389,9 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
     size_t rest_len = len - (size_t)(rest - name);
     key[0] = '*';
     memcpy(key + 1, rest, rest_len);
-    d = find_exact(reg, key, rest_len + 1);
-    if (d != NULL)
-      return d->enabled ? d : NULL;
+    e = find_exact(t, key, rest_len + 1);
+    if (e != NULL)
+      return e->device.enabled ? &e->device : NULL;
     rest = memchr(rest + 1, '.', rest_len - 1);
   }
   return NULL;

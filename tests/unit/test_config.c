@@ -1327,6 +1327,42 @@ static void test_idn(void) {
                 "expected a host name such as example.net\n");
 }
 
+static void test_restart_keys(void) {
+  reg_config_t *a = load_ok(example);
+  reg_config_t *b = load_ok(example);
+  const char *keys[REG_RESTART_KEYS_MAX];
+  ASSERT_EQ(reg_config_restart_keys(a, b, keys, REG_RESTART_KEYS_MAX), 0);
+  reg_config_free(b);
+
+  /* Devices, accounts and reload settings apply at once: never named. */
+  char text[4096];
+  snprintf(text, sizeof text,
+           "%s  new.ddport.test: {address: 127.0.0.1, ports: {http: 1}}\n"
+           "reload: {watch: off}\n",
+           example);
+  b = load_ok(text);
+  ASSERT_EQ(reg_config_restart_keys(a, b, keys, REG_RESTART_KEYS_MAX), 0);
+  reg_config_free(b);
+
+  b = load_ok("workers: 3\n"
+              "listeners:\n"
+              "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
+              "proxy: {timeouts: {idle: 1m}, allow_targets: [127.0.0.0/8]}\n"
+              "dns:\n"
+              "  listen: [127.0.0.1:5353]\n"
+              "  zones: [{name: ddport.test, proxy: [127.0.0.1]}]\n");
+  size_t n = reg_config_restart_keys(a, b, keys, REG_RESTART_KEYS_MAX);
+  char joined[512] = "";
+  for (size_t i = 0; i < n; i++)
+    snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
+             i ? " " : "", keys[i]);
+  ASSERT_STR_EQ(joined, "workers listeners proxy.timeouts proxy.allow_targets "
+                        "dns.zones");
+  ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
+  reg_config_free(b);
+  reg_config_free(a);
+}
+
 int main(int argc, char **argv) {
   (void)argc;
   argv0 = argv[0];
@@ -1365,5 +1401,6 @@ int main(int argc, char **argv) {
   RUN_TEST(test_accounts);
   RUN_TEST(test_secret_hash);
   RUN_TEST(test_idn);
+  RUN_TEST(test_restart_keys);
   return 0;
 }

@@ -17,6 +17,20 @@ static const reg_device_t *lookup(const reg_t *reg, const char *name) {
   return reg_lookup(reg, name, strlen(name));
 }
 
+/* The name of what name finds, or NULL. */
+static const char *found(const reg_t *reg, const char *name) {
+  const reg_device_t *d = lookup(reg, name);
+  return d ? d->name : NULL;
+}
+
+#define ASSERT_FINDS(reg, name, expected)                                      \
+  do {                                                                         \
+    const char *e_ = (expected), *g_ = found((reg), (name));                   \
+    if ((e_ == NULL) != (g_ == NULL) || (e_ && strcmp(e_, g_) != 0))           \
+      TEST_FAIL_("lookup %s: expected %s, found %s", (name),                   \
+                 e_ ? e_ : "nothing", g_ ? g_ : "nothing");                    \
+  } while (0)
+
 static void test_exact_and_wildcard(void) {
   reg_device_t devices[] = {
       device("cam.example.net", true),
@@ -30,21 +44,22 @@ static void test_exact_and_wildcard(void) {
                          .n_devices = sizeof devices / sizeof devices[0]};
   reg_t *reg = reg_new(&config);
   ASSERT_EQ(reg_count(reg), 6);
-  ASSERT(lookup(reg, "cam.example.net") == &devices[0]);
+  ASSERT_FINDS(reg, "cam.example.net", "cam.example.net");
   /* Exact beats wildcard; the nearest wildcard wins. */
-  ASSERT(lookup(reg, "exact.cam.example.net") == &devices[2]);
-  ASSERT(lookup(reg, "a.cam.example.net") == &devices[1]);
-  ASSERT(lookup(reg, "a.b.cam.example.net") == &devices[1]);
-  ASSERT(lookup(reg, "other.example.net") == &devices[3]);
+  ASSERT_FINDS(reg, "exact.cam.example.net", "exact.cam.example.net");
+  ASSERT_FINDS(reg, "a.cam.example.net", "*.cam.example.net");
+  ASSERT_FINDS(reg, "a.b.cam.example.net", "*.cam.example.net");
+  ASSERT_FINDS(reg, "other.example.net", "*.example.net");
   /* A wildcard covers names below it, not its own base name. */
-  ASSERT(lookup(reg, "example.net") == NULL);
+  ASSERT_FINDS(reg, "example.net", NULL);
   /* Disabled devices are not found, and do not fall through. */
-  ASSERT(lookup(reg, "off.example.net") == NULL);
-  ASSERT(lookup(reg, "x.off2.example.net") == NULL);
-  ASSERT(lookup(reg, "nothing.test") == NULL);
-  ASSERT(lookup(reg, "") == NULL);
+  ASSERT_FINDS(reg, "off.example.net", NULL);
+  ASSERT_FINDS(reg, "x.off2.example.net", NULL);
+  ASSERT_FINDS(reg, "nothing.test", NULL);
+  ASSERT_FINDS(reg, "", NULL);
   /* Lookups take a length: the rest of the buffer is not part of it. */
-  ASSERT(reg_lookup(reg, "cam.example.netXYZ", 15) == &devices[0]);
+  ASSERT_STR_EQ(reg_lookup(reg, "cam.example.netXYZ", 15)->name,
+                "cam.example.net");
   ASSERT(reg_lookup(reg, "cam.example.ne", 14) == NULL);
   reg_free(reg);
 }
@@ -61,8 +76,8 @@ static void test_many_devices(void) {
   reg_t *reg = reg_new(&config);
   ASSERT_EQ(reg_count(reg), N);
   for (int i = 0; i < N; i++)
-    ASSERT(lookup(reg, names[i]) == &devices[i]);
-  ASSERT(lookup(reg, "dev5000.example.net") == NULL);
+    ASSERT_FINDS(reg, names[i], names[i]);
+  ASSERT_FINDS(reg, "dev5000.example.net", NULL);
   reg_free(reg);
 }
 
@@ -70,7 +85,131 @@ static void test_empty_registry(void) {
   reg_config_t config = {0};
   reg_t *reg = reg_new(&config);
   ASSERT_EQ(reg_count(reg), 0);
-  ASSERT(lookup(reg, "a.test") == NULL);
+  ASSERT_FINDS(reg, "a.test", NULL);
+  reg_free(reg);
+}
+
+/* The registry keeps its own copies: the config may go away. */
+static void test_copies(void) {
+  char name[] = "cam.example.net", owner[] = "alice", listener[] = "http";
+  core_ip_t addrs[2];
+  ASSERT_EQ(core_ip_parse("192.0.2.7", &addrs[0]), 0);
+  ASSERT_EQ(core_ip_parse("2001:db8::7", &addrs[1]), 0);
+  reg_port_t ports[] = {{listener, 10080}};
+  reg_device_t d = device(name, true);
+  d.owner = owner;
+  d.addrs = addrs;
+  d.n_addrs = 2;
+  d.ports = ports;
+  d.n_ports = 1;
+  d.proxy_protocol = REG_PROXY_PROTOCOL_V2;
+  reg_config_t config = {.devices = &d, .n_devices = 1};
+  reg_t *reg = reg_new(&config);
+  memset(name, 'x', sizeof name - 1);
+  memset(owner, 'x', sizeof owner - 1);
+  memset(listener, 'x', sizeof listener - 1);
+  memset(addrs, 0, sizeof addrs);
+  ports[0].port = 1;
+
+  const reg_device_t *got = lookup(reg, "cam.example.net");
+  ASSERT(got != NULL);
+  ASSERT_STR_EQ(got->owner, "alice");
+  ASSERT_EQ(got->n_addrs, 2);
+  char buf[64];
+  ASSERT_STR_EQ(core_ip_format(&got->addrs[1], buf, sizeof buf), "2001:db8::7");
+  ASSERT_EQ(reg_device_port(got, "http"), 10080);
+  ASSERT_EQ(got->proxy_protocol, REG_PROXY_PROTOCOL_V2);
+  ASSERT(got->target_host == NULL);
+  reg_free(reg);
+}
+
+static int count_visit(const reg_device_t *d, void *arg) {
+  size_t *n = arg;
+  ASSERT(d->name != NULL);
+  (*n)++;
+  return 0;
+}
+
+static int stop_at_b(const reg_device_t *d, void *arg) {
+  (void)arg;
+  return strcmp(d->name, "b.test") == 0 ? 42 : 0;
+}
+
+static void test_updates(void) {
+  reg_device_t devices[] = {device("a.test", true), device("b.test", true),
+                            device("*.w.test", true)};
+  reg_config_t config = {.devices = devices, .n_devices = 3};
+  reg_t *reg = reg_new(&config);
+  uint64_t v0 = reg_version(reg);
+
+  /* Replace one entry, add one, remove one: O(1) each, seen at once. */
+  core_ip_t ip;
+  ASSERT_EQ(core_ip_parse("198.51.100.1", &ip), 0);
+  reg_device_t a2 = device("a.test", true);
+  a2.addrs = &ip;
+  a2.n_addrs = 1;
+  ASSERT_EQ(reg_update_device(reg, &a2), 0);
+  ASSERT_EQ(lookup(reg, "a.test")->n_addrs, 1);
+  ASSERT_EQ(reg_count(reg), 3);
+  reg_device_t exact = device("x.w.test", true);
+  ASSERT_EQ(reg_update_device(reg, &exact), 0);
+  ASSERT_EQ(reg_count(reg), 4);
+  ASSERT_FINDS(reg, "x.w.test", "x.w.test");
+  ASSERT_FINDS(reg, "y.w.test", "*.w.test");
+  ASSERT_EQ(reg_remove_device(reg, "x.w.test"), 0);
+  ASSERT_FINDS(reg, "x.w.test", "*.w.test");
+  ASSERT_EQ(reg_remove_device(reg, "x.w.test"), -ENOENT);
+  ASSERT_EQ(reg_count(reg), 3);
+  /* Disabling hides the name. */
+  reg_device_t b_off = device("b.test", false);
+  ASSERT_EQ(reg_update_device(reg, &b_off), 0);
+  ASSERT_FINDS(reg, "b.test", NULL);
+  reg_device_t bad = device("", true);
+  ASSERT_EQ(reg_update_device(reg, &bad), -EINVAL);
+  ASSERT(reg_version(reg) > v0);
+
+  size_t n = 0;
+  ASSERT_EQ(reg_foreach(reg, count_visit, &n), 0);
+  ASSERT_EQ(n, 3);
+  ASSERT_EQ(reg_foreach(reg, stop_at_b, NULL), 42);
+
+  /* A full reload swaps everything at once. */
+  reg_device_t next[] = {device("c.test", true), device("*.test", true)};
+  reg_config_t config2 = {.devices = next, .n_devices = 2};
+  uint64_t v1 = reg_version(reg);
+  ASSERT_EQ(reg_replace_all(reg, &config2), 0);
+  ASSERT(reg_version(reg) > v1);
+  ASSERT_EQ(reg_count(reg), 2);
+  ASSERT_FINDS(reg, "c.test", "c.test");
+  ASSERT_FINDS(reg, "a.test", "*.test");
+  ASSERT_FINDS(reg, "b.test", "*.test");
+  /* Updates after the swap change the new table. */
+  ASSERT_EQ(reg_update_device(reg, &b_off), 0);
+  ASSERT_FINDS(reg, "b.test", NULL);
+  ASSERT_EQ(reg_count(reg), 3);
+  reg_free(reg);
+}
+
+/* Growing from empty to many, one update at a time (the table resizes
+ * itself), then shrinking back. */
+static void test_grow_and_shrink(void) {
+  enum { N = 20000 };
+  static char names[N][32];
+  reg_config_t empty = {0};
+  reg_t *reg = reg_new(&empty);
+  for (int i = 0; i < N; i++) {
+    snprintf(names[i], sizeof names[i], "d%d.grow.test", i);
+    reg_device_t d = device(names[i], true);
+    ASSERT_EQ(reg_update_device(reg, &d), 0);
+  }
+  ASSERT_EQ(reg_count(reg), N);
+  for (int i = 0; i < N; i++)
+    ASSERT_FINDS(reg, names[i], names[i]);
+  for (int i = 0; i < N; i += 2)
+    ASSERT_EQ(reg_remove_device(reg, names[i]), 0);
+  ASSERT_EQ(reg_count(reg), N / 2);
+  for (int i = 0; i < N; i++)
+    ASSERT_FINDS(reg, names[i], i % 2 ? names[i] : NULL);
   reg_free(reg);
 }
 
@@ -141,6 +280,9 @@ int main(void) {
   RUN_TEST(test_exact_and_wildcard);
   RUN_TEST(test_many_devices);
   RUN_TEST(test_empty_registry);
+  RUN_TEST(test_copies);
+  RUN_TEST(test_updates);
+  RUN_TEST(test_grow_and_shrink);
   RUN_TEST(test_policy_defaults);
   RUN_TEST(test_policy_allow_list);
   RUN_TEST(test_policy_own_listener);

@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/* reload.c -- live reload on SIGHUP and on a debounced file watch */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One watched directory and the names in it that matter. Directories, not
+ * files: editors save by writing a new file and renaming it over the old
+ * one, which a watch on the old file's inode would never see. */
+typedef struct watch {
+  uv_fs_event_t handle;
+  reloader_t *reloader;
+  char *dir;
+  char **names; /* file names in dir that are read */
+  size_t n_names;
+  bool any_yaml; /* a registry directory: every *.yaml in it is read */
+} watch_t;
+
+struct reloader {
+  uv_loop_t *loop;
+  const reg_config_t *running; /* what the workers were started with */
+  reg_config_t *current;       /* the last configuration reloaded, or NULL */
+  reg_t *reg;
+  char *path;
+  uv_timer_t timer; /* the debounce */
+  watch_t **watches;
+  size_t n_watches;
+  bool watch_enabled;
+  uint64_t delay_ms;
+  unsigned open_handles; /* freed when the last one is closed */
+  bool stopping;
+};
+
+static void reloader_release(reloader_t *r) {
+  if (--r->open_handles > 0)
+    return;
+  reg_config_free(r->current);
+  free(r->watches);
+  free(r->path);
+  free(r);
+}
+
+/* ---- watches ------------------------------------------------------------- */
+
+static bool is_yaml_name(const char *name) {
+  size_t len = strlen(name);
+  return name[0] != '.' && len > 5 && strcmp(name + len - 5, ".yaml") == 0;
+}
+
+static void watch_free(watch_t *w) {
+  for (size_t i = 0; i < w->n_names; i++)
+    free(w->names[i]);
+  free(w->names);
+  free(w->dir);
+  free(w);
+}
+
+static void on_watch_closed(uv_handle_t *handle) {
+  watch_t *w = handle->data;
+  reloader_t *r = w->reloader;
+  watch_free(w);
+  reloader_release(r);
+}
+
+static void on_timer(uv_timer_t *timer);
+
+static void on_change(uv_fs_event_t *handle, const char *filename, int events,
+                      int status) {
+  watch_t *w = handle->data;
+  reloader_t *r = w->reloader;
+  if (status < 0) {
+    core_log(CORE_LOG_WARN, "reload: watching %s: %s", w->dir,
+             uv_strerror(status));
+    return;
+  }
+  bool relevant = filename == NULL || (w->any_yaml && is_yaml_name(filename));
+  for (size_t i = 0; !relevant && i < w->n_names; i++)
+    relevant = strcmp(w->names[i], filename) == 0;
+  if (!relevant || r->stopping)
+    return;
+  core_log(CORE_LOG_DEBUG, "reload: %s/%s changed; reloading in %ju ms", w->dir,
+           filename ? filename : "", (uintmax_t)r->delay_ms);
+  /* Every change restarts the delay: a burst of writes (an editor's
+   * save, a generator rewriting a directory) becomes one reload. */
+  uv_timer_start(&r->timer, on_timer, r->delay_ms, 0);
+}
+
+/* The watch on dir, added if missing. */
+static watch_t *watch_for(reloader_t *r, const char *dir, size_t dir_len) {
+  for (size_t i = 0; i < r->n_watches; i++)
+    if (strlen(r->watches[i]->dir) == dir_len &&
+        memcmp(r->watches[i]->dir, dir, dir_len) == 0)
+      return r->watches[i];
+  watch_t *w = xcalloc(1, sizeof *w);
+  w->reloader = r;
+  w->dir = xstrndup(dir, dir_len);
+  r->watches = xrealloc(r->watches, (r->n_watches + 1) * sizeof *r->watches);
+  r->watches[r->n_watches++] = w;
+  return w;
+}
+
+/* Watches the directory holding path for changes to path's name. */
+static void watch_path(reloader_t *r, const char *path) {
+  size_t len = strlen(path);
+  while (len > 1 && path[len - 1] == '/')
+    len--;
+  const char *slash = memrchr(path, '/', len);
+  const char *dir = slash ? path : ".";
+  size_t dir_len = slash ? (size_t)(slash == path ? 1 : slash - path) : 1;
+  const char *name = slash ? slash + 1 : path;
+  size_t name_len = len - (size_t)(name - path);
+  watch_t *w = watch_for(r, dir, dir_len);
+  w->names = xrealloc(w->names, (w->n_names + 1) * sizeof *w->names);
+  w->names[w->n_names++] = xstrndup(name, name_len);
+}
+
+static void watches_close(reloader_t *r) {
+  for (size_t i = 0; i < r->n_watches; i++) {
+    watch_t *w = r->watches[i];
+    if (w->handle.type == UV_FS_EVENT) {
+      uv_close((uv_handle_t *)&w->handle, on_watch_closed);
+    } else {
+      watch_free(w);
+      reloader_release(r);
+    }
+  }
+  r->n_watches = 0;
+}
+
+/* Watches the configuration file and every registry file and directory
+ * of config, replacing the watches of the configuration before. */
+static void watches_open(reloader_t *r, const reg_config_t *config) {
+  watches_close(r);
+  if (!r->watch_enabled)
+    return;
+  watch_path(r, r->path);
+  for (size_t i = 0; i < config->n_registry; i++) {
+    const reg_source_t *src = &config->registry[i];
+    watch_path(r, src->path);
+    if (src->directory) {
+      size_t len = strlen(src->path);
+      while (len > 1 && src->path[len - 1] == '/')
+        len--;
+      watch_for(r, src->path, len)->any_yaml = true;
+    }
+  }
+  for (size_t i = 0; i < r->n_watches; i++) {
+    watch_t *w = r->watches[i];
+    r->open_handles++;
+    int rc = uv_fs_event_init(r->loop, &w->handle);
+    if (rc == 0) {
+      w->handle.data = w;
+      rc = uv_fs_event_start(&w->handle, on_change, w->dir, 0);
+    }
+    if (rc != 0)
+      core_log(CORE_LOG_WARN,
+               "reload: cannot watch %s (%s); changes there need SIGHUP",
+               w->dir, uv_strerror(rc));
+  }
+}
+
+/* ---- reloading ----------------------------------------------------------- */
+
+static void log_lines(core_log_level_t level, const char *cause,
+                      const char *text) {
+  while (text != NULL && *text != '\0') {
+    const char *nl = strchr(text, '\n');
+    int len = nl ? (int)(nl - text) : (int)strlen(text);
+    core_log(level, "reload (%s): %.*s", cause, len, text);
+    text = nl ? nl + 1 : NULL;
+  }
+}
+
+int reloader_reload(reloader_t *r, const char *cause) {
+  if (r->stopping)
+    return -ECANCELED;
+  uv_timer_stop(&r->timer);
+  uint64_t start = uv_hrtime();
+  char *diag = NULL;
+  size_t diag_len = 0;
+  FILE *f = open_memstream(&diag, &diag_len);
+  if (f == NULL)
+    return -errno;
+  reg_config_t *next = NULL;
+  int rc = reg_config_load(r->path, f, &next);
+  fclose(f);
+  if (rc != 0) {
+    /* A bad file never replaces a good registry. */
+    log_lines(CORE_LOG_ERROR, cause, diag);
+    core_log(CORE_LOG_ERROR,
+             "reload (%s): %s refused; the registry in force is unchanged "
+             "(%zu devices)",
+             cause, r->path, reg_count(r->reg));
+    free(diag);
+    return rc;
+  }
+  free(diag);
+
+  for (size_t i = 0; i < next->n_not_implemented; i++)
+    core_log(CORE_LOG_WARN, "reload (%s): %s", cause, next->not_implemented[i]);
+  const char *keys[REG_RESTART_KEYS_MAX];
+  size_t n_keys =
+      reg_config_restart_keys(r->running, next, keys, REG_RESTART_KEYS_MAX);
+  for (size_t i = 0; i < n_keys; i++)
+    core_log(CORE_LOG_WARN,
+             "reload (%s): needs a restart: %s (changed, but the running "
+             "workers keep the value they started with)",
+             cause, keys[i]);
+
+  size_t before = reg_count(r->reg);
+  reg_replace_all(r->reg, next);
+  size_t n_devices = next->n_devices;
+  /* The registry holds its own copies; the accounts stay here for the
+   * update API. */
+  reg_config_free_devices(next);
+  reg_config_free(r->current);
+  r->current = next;
+  core_log(CORE_LOG_INFO,
+           "reload (%s): %zu devices in force (%zu before), %zu accounts, "
+           "%zu registry files; took %ju ms",
+           cause, n_devices, before, next->n_accounts, next->n_registry_files,
+           (uintmax_t)((uv_hrtime() - start) / 1000000));
+
+  r->watch_enabled = next->reload.watch;
+  r->delay_ms = next->reload.delay_ms;
+  watches_open(r, next);
+  return 0;
+}
+
+static void on_timer(uv_timer_t *timer) {
+  reloader_reload(timer->data, "file change");
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+  reloader_release(handle->data);
+}
+
+reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
+                           reg_t *reg) {
+  reloader_t *r = xcalloc(1, sizeof *r);
+  r->loop = loop;
+  r->running = running;
+  r->reg = reg;
+  r->path = xstrdup(running->path);
+  r->watch_enabled = running->reload.watch;
+  r->delay_ms = running->reload.delay_ms;
+  uv_timer_init(loop, &r->timer);
+  r->timer.data = r;
+  r->open_handles = 1;
+  watches_open(r, running);
+  return r;
+}
+
+const reg_config_t *reloader_config(const reloader_t *r) {
+  return r->current ? r->current : r->running;
+}
+
+void reloader_stop(reloader_t *r) {
+  if (r == NULL || r->stopping)
+    return;
+  r->stopping = true;
+  watches_close(r);
+  uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+}

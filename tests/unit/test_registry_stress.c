@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/* test_registry_stress.c -- readers look up while the writer updates and
+ * swaps whole tables; every entry read must be whole and stay whole until
+ * the reader's quiescent point */
+#include "registry/registry.h"
+#include "tests/test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+enum {
+  N_READERS = 4,
+  N_DEVICES = 512,
+  N_WRITES = 60000,             /* single-entry updates and removals */
+  SWAP_EVERY = 1000,            /* a full table swap every this many writes */
+  MAX_READS = 50 * 1000 * 1000, /* per reader, a bound if the writer hangs */
+  TIME_LIMIT_S = 90,
+};
+
+static char names[N_DEVICES][32];
+static atomic_bool writer_done;
+static atomic_uint_fast64_t checked;
+
+/* Everything in an entry derives from its name and a generation, so a
+ * reader can tell a whole entry from a torn, mixed or freed one. */
+static uint32_t mix(const char *name, uint32_t gen) {
+  uint32_t h = 2166136261u ^ gen;
+  for (const char *p = name; *p; p++)
+    h = (h ^ (unsigned char)*p) * 16777619u;
+  return h;
+}
+
+typedef struct built {
+  reg_device_t device;
+  core_ip_t addr;
+  reg_port_t ports[2];
+  char owner[24];
+  char name[40];
+} built_t;
+
+static void build(built_t *b, const char *name, uint32_t gen) {
+  memset(b, 0, sizeof *b);
+  snprintf(b->name, sizeof b->name, "%s", name);
+  snprintf(b->owner, sizeof b->owner, "gen%u", gen);
+  uint32_t h = mix(name, gen);
+  b->addr.family = AF_INET6;
+  for (int i = 0; i < 16; i++)
+    b->addr.bytes[i] = (uint8_t)(h >> (8 * (i % 4)));
+  b->ports[0].listener = "http";
+  b->ports[0].port = (uint16_t)(gen % 60000 + 1);
+  b->ports[1].listener = "https";
+  b->ports[1].port = (uint16_t)(h % 60000 + 1);
+  b->device.name = b->name;
+  b->device.owner = b->owner;
+  b->device.addrs = &b->addr;
+  b->device.n_addrs = 1;
+  b->device.ports = b->ports;
+  b->device.n_ports = 2;
+  b->device.enabled = true;
+  b->device.wildcard = name[0] == '*';
+}
+
+/* Aborts unless d is a whole entry built for expected_name. */
+static void verify(const reg_device_t *d, const char *expected_name) {
+  if (strcmp(d->name, expected_name) != 0)
+    TEST_FAIL_("looked up %s, got %s", expected_name, d->name);
+  unsigned gen;
+  if (sscanf(d->owner, "gen%u", &gen) != 1)
+    TEST_FAIL_("%s: owner %s", d->name, d->owner);
+  uint32_t h = mix(d->name, gen);
+  if (d->n_addrs != 1 || d->n_ports != 2 || !d->enabled)
+    TEST_FAIL_("%s gen %u: torn counts", d->name, gen);
+  for (int i = 0; i < 16; i++)
+    if (d->addrs[0].bytes[i] != (uint8_t)(h >> (8 * (i % 4))))
+      TEST_FAIL_("%s gen %u: address from another generation", d->name, gen);
+  if (reg_device_port(d, "http") != gen % 60000 + 1 ||
+      reg_device_port(d, "https") != h % 60000 + 1)
+    TEST_FAIL_("%s gen %u: ports from another generation", d->name, gen);
+}
+
+typedef struct reader {
+  pthread_t thread;
+  const reg_t *reg;
+  unsigned seed;
+} reader_t;
+
+static void *reader_main(void *arg) {
+  reader_t *r = arg;
+  reg_thread_register();
+  uint64_t n = 0;
+  /* Pointers held since the last quiescent point: they must not change. */
+  const reg_device_t *held[8];
+  char held_owner[8][24];
+  size_t n_held = 0;
+  while (!atomic_load(&writer_done) && n < MAX_READS) {
+    unsigned i = (unsigned)rand_r(&r->seed) % N_DEVICES;
+    char name[48];
+    const char *expect = names[i];
+    /* Some names only resolve through the wildcard. */
+    if (i % 16 == 0) {
+      snprintf(name, sizeof name, "x.%s", names[i] + 2);
+      expect = names[i];
+    } else {
+      snprintf(name, sizeof name, "%s", names[i]);
+    }
+    const reg_device_t *d = reg_lookup(r->reg, name, strlen(name));
+    if (d != NULL) {
+      verify(d, expect);
+      if (n_held < 8) {
+        held[n_held] = d;
+        snprintf(held_owner[n_held], sizeof held_owner[n_held], "%s", d->owner);
+        n_held++;
+      }
+    }
+    n++;
+    if (n % 64 == 0) {
+      /* Whatever was swapped or replaced meanwhile, what we hold is
+       * still the entry we read. */
+      for (size_t k = 0; k < n_held; k++)
+        if (strcmp(held[k]->owner, held_owner[k]) != 0)
+          TEST_FAIL_("%s changed under a reader: %s -> %s", held[k]->name,
+                     held_owner[k], held[k]->owner);
+      n_held = 0;
+      reg_quiescent();
+    }
+    if (n % 4096 == 0) {
+      reg_thread_offline();
+      sched_yield();
+      reg_thread_online();
+    }
+  }
+  atomic_fetch_add(&checked, n);
+  reg_thread_unregister();
+  return NULL;
+}
+
+static void full_config(reg_config_t *config, built_t *b, uint32_t gen) {
+  for (int i = 0; i < N_DEVICES; i++)
+    build(&b[i], names[i], gen);
+  config->devices = xcalloc(N_DEVICES, sizeof *config->devices);
+  for (int i = 0; i < N_DEVICES; i++)
+    config->devices[i] = b[i].device;
+  config->n_devices = N_DEVICES;
+}
+
+static void test_readers_during_updates_and_swaps(void) {
+  /* Every 16th device is a wildcard "*.nameI..." looked up as "x.nameI". */
+  for (int i = 0; i < N_DEVICES; i++)
+    snprintf(names[i], sizeof names[i],
+             i % 16 == 0 ? "*.d%d.stress.test" : "d%d.stress.test", i);
+  static built_t b[N_DEVICES];
+  reg_config_t config = {0};
+  full_config(&config, b, 1);
+  reg_thread_register();
+  reg_t *reg = reg_new(&config);
+  free(config.devices);
+
+  reader_t readers[N_READERS];
+  for (int i = 0; i < N_READERS; i++) {
+    readers[i].reg = reg;
+    readers[i].seed = 7919u * (unsigned)(i + 1);
+    ASSERT_EQ(
+        pthread_create(&readers[i].thread, NULL, reader_main, &readers[i]), 0);
+  }
+
+  unsigned seed = 12345;
+  uint32_t gen = 2;
+  time_t start = time(NULL);
+  int swaps = 0;
+  for (int w = 0; w < N_WRITES && time(NULL) - start < TIME_LIMIT_S; w++) {
+    if (w % SWAP_EVERY == SWAP_EVERY - 1) {
+      full_config(&config, b, gen++);
+      ASSERT_EQ(reg_replace_all(reg, &config), 0);
+      free(config.devices);
+      swaps++;
+    } else {
+      int i = rand_r(&seed) % N_DEVICES;
+      if (rand_r(&seed) % 8 == 0) {
+        int rc = reg_remove_device(reg, names[i]);
+        ASSERT(rc == 0 || rc == -ENOENT);
+      } else {
+        built_t one;
+        build(&one, names[i], gen++);
+        ASSERT_EQ(reg_update_device(reg, &one.device), 0);
+      }
+    }
+    /* The writer is a control loop: it passes quiescent points too. */
+    reg_quiescent();
+  }
+  atomic_store(&writer_done, true);
+  for (int i = 0; i < N_READERS; i++)
+    ASSERT_EQ(pthread_join(readers[i].thread, NULL), 0);
+  ASSERT(swaps > 0);
+  ASSERT(atomic_load(&checked) > 0);
+  printf("# %d swaps, %ju lookups checked\n", swaps,
+         (uintmax_t)atomic_load(&checked));
+
+  /* The last full table plus whatever single updates followed. */
+  size_t present = 0;
+  for (int i = 0; i < N_DEVICES; i++) {
+    const reg_device_t *d = reg_lookup(reg, names[i], strlen(names[i]));
+    if (d != NULL) {
+      verify(d, names[i]);
+      present++;
+    }
+  }
+  ASSERT_EQ(reg_count(reg), present);
+  reg_free(reg);
+  reg_thread_unregister();
+}
+
+int main(void) {
+  RUN_TEST(test_readers_during_updates_and_swaps);
+  return 0;
+}
