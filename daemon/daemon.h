@@ -3,6 +3,7 @@
 #ifndef DDPORT_DAEMON_H
 #define DDPORT_DAEMON_H
 
+#include "dns/dns.h"
 #include "registry/registry.h"
 
 #include <uv.h>
@@ -23,7 +24,7 @@ typedef struct reloader reloader_t;
  * quiet. running is the configuration the workers were started with; it
  * must outlive the reloader. */
 reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
-                           reg_t *reg);
+                           reg_t *reg, dns_notifier_t *notifier);
 
 /* Reads the configuration and registry files again. When they load
  * cleanly, swaps the new devices into reg at once (a lookup sees the old

@@ -23,6 +23,7 @@ struct reloader {
   const reg_config_t *running; /* what the workers were started with */
   reg_config_t *current;       /* the last configuration reloaded, or NULL */
   reg_t *reg;
+  dns_notifier_t *notifier; /* told when a reload changes the serial */
   char *path;
   uv_timer_t timer; /* the debounce */
   watch_t **watches;
@@ -211,6 +212,9 @@ int reloader_reload(reloader_t *r, const char *cause) {
 
   size_t before = reg_count(r->reg);
   reg_replace_all(r->reg, next);
+  /* The serial rose with the registry: tell the secondaries. */
+  for (size_t i = 0; i < r->running->dns.n_zones; i++)
+    dns_notify_zone(r->notifier, i);
   size_t n_devices = next->n_devices;
   /* The registry holds its own copies; the accounts stay here for the
    * update API. */
@@ -238,11 +242,12 @@ static void on_timer_closed(uv_handle_t *handle) {
 }
 
 reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
-                           reg_t *reg) {
+                           reg_t *reg, dns_notifier_t *notifier) {
   reloader_t *r = xcalloc(1, sizeof *r);
   r->loop = loop;
   r->running = running;
   r->reg = reg;
+  r->notifier = notifier;
   r->path = xstrdup(running->path);
   r->watch_enabled = running->reload.watch;
   r->delay_ms = running->reload.delay_ms;

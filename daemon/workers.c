@@ -181,13 +181,13 @@ int daemon_serve(const reg_config_t *config, reg_t *reg) {
   ctl.n_workers = started;
 
   if (rc == 0) {
-    ctl.reloader = reloader_start(loop, config, reg);
+    ctl.notifier = dns_notifier_start(loop, config, reg);
+    ctl.reloader = reloader_start(loop, config, reg, ctl.notifier);
     core_log(CORE_LOG_INFO,
              "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
              "devices, %u workers",
              DDPORT_VERSION, config->n_listeners, config->dns.n_listen,
              reg_count(reg), n);
-    ctl.notifier = dns_notifier_start(loop, config);
   } else {
     stop_workers(&ctl);
   }

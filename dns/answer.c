@@ -30,6 +30,7 @@ typedef struct reply {
   unsigned rcode; /* 12-bit: the upper bits travel in the OPT record */
   bool aa;
   uint16_t an, ns, ar;
+  const reg_t *reg; /* for the zone serial */
 } reply_t;
 
 /* The options in an OPT record's data; false when they do not tile it
@@ -135,8 +136,13 @@ static void answer_addrs(reply_t *r, const core_ip_t *ips, size_t n, int family,
   }
 }
 
+uint32_t dns_zone_serial(const reg_zone_t *zone, const reg_t *reg) {
+  /* Serial arithmetic (RFC 1982) wraps, so the sum may too. */
+  return zone->serial + (uint32_t)(reg ? reg_version(reg) : 0);
+}
+
 void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
-                   dns_soa_t *soa) {
+                   uint32_t serial, dns_soa_t *soa) {
   if (zone->n_nameservers == 0 ||
       dns_name_from_text(zone->nameservers[0], strlen(zone->nameservers[0]),
                          &soa->mname) != 0) {
@@ -160,7 +166,7 @@ void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
   if (err != 0 && dns_name_prepend(apex, "hostmaster", 10, &soa->rname) != 0)
     soa->rname = *apex;
 
-  soa->serial = zone->serial;
+  soa->serial = serial;
   soa->refresh = zone->soa_refresh;
   soa->retry = zone->soa_retry;
   soa->expire = zone->soa_expire;
@@ -170,7 +176,7 @@ void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
 static void answer_soa(reply_t *r, const reg_zone_t *zone,
                        const dns_name_t *apex) {
   dns_soa_t soa;
-  dns_soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, dns_zone_serial(zone, r->reg), &soa);
   dns_write_rr_soa(&r->w, qname(r), zone->ttl, &soa);
   r->an++;
 }
@@ -180,7 +186,7 @@ static void answer_soa(reply_t *r, const reg_zone_t *zone,
 static void authority_soa(reply_t *r, const reg_zone_t *zone,
                           const dns_name_t *apex) {
   dns_soa_t soa;
-  dns_soa_build(zone, apex, &soa);
+  dns_soa_build(zone, apex, dns_zone_serial(zone, r->reg), &soa);
   uint32_t ttl = zone->soa_minimum < zone->ttl ? zone->soa_minimum : zone->ttl;
   dns_write_rr_soa(&r->w, apex, ttl, &soa);
   r->ns++;
@@ -462,7 +468,7 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap, const dns_answer_opts_t *opts) {
   query_t q;
-  reply_t r = {.q = &q, .opts = opts};
+  reply_t r = {.q = &q, .opts = opts, .reg = reg};
 
   if (len < DNS_HEADER_SIZE || !out)
     return 0;

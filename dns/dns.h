@@ -39,10 +39,12 @@ typedef struct dns_notifier dns_notifier_t;
 
 /* Sends NOTIFY for every zone to its notify targets from control_loop (one
  * place, not every worker), retrying each with backoff until it answers,
- * and logs the outcome. config is borrowed and must outlive the notifier.
- * Returns NULL when no zone has notify targets. */
+ * and logs the outcome. config and reg are borrowed and must outlive the
+ * notifier; the serial sent follows reg's changes. Returns NULL when no
+ * zone has notify targets. */
 dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
-                                   const reg_config_t *config);
+                                   const reg_config_t *config,
+                                   const reg_t *reg);
 
 /* Tells the secondaries of config->dns.zones[zone_index] that its serial
  * changed: a fresh NOTIFY to each target, retried until acknowledged. For

@@ -311,9 +311,14 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
                         const uint8_t *query, size_t len, uint8_t *out,
                         size_t cap, const dns_answer_opts_t *opts);
 
-/* The SOA record of zone, whose apex is apex. */
+/* The SOA record of zone, whose apex is apex, with serial. */
 void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
-                   dns_soa_t *soa);
+                   uint32_t serial, dns_soa_t *soa);
+
+/* The serial zone has now: its serial at load plus the registry's changes
+ * since (a reload, and later every device update, raises it), so
+ * secondaries see every change. */
+uint32_t dns_zone_serial(const reg_zone_t *zone, const reg_t *reg);
 
 /* The zone holding name (the one with the most labels among those it lies
  * in) and its apex, or NULL. */
@@ -409,10 +414,12 @@ size_t dns_xfr_next(dns_xfr_t *xfr, uint8_t *out, size_t cap);
 void dns_xfr_free(dns_xfr_t *xfr);
 
 /* A transfer of zone (apex, soa) answering query/question; up_to_date (an
- * IXFR from our own serial) sends just the SOA. */
-dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
-                       const dns_name_t *apex, const dns_soa_t *soa,
-                       const dns_header_t *query,
+ * IXFR from our own serial) sends just the SOA. The zone's device names are
+ * copied from reg's live table now, so later registry changes do not touch
+ * a transfer under way. */
+dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_t *reg,
+                       const reg_zone_t *zone, const dns_name_t *apex,
+                       const dns_soa_t *soa, const dns_header_t *query,
                        const dns_question_t *question, bool up_to_date);
 
 /* The transfer's TSIG state, for the caller to fill before the first

@@ -27,7 +27,8 @@ typedef struct job {
 
 struct dns_notifier {
   const reg_config_t *config;
-  uv_udp_t udp[2]; /* IPv4, IPv6; data: the notifier once initialised */
+  const reg_t *reg; /* for the zone serial */
+  uv_udp_t udp[2];  /* IPv4, IPv6; data: the notifier once initialised */
   size_t n_open;
   bool stopping;
   size_t n_jobs;
@@ -66,7 +67,7 @@ static size_t build(const job_t *job, uint8_t *out, size_t cap) {
                              (uint64_t)time(NULL));
   if (dns_name_from_text(zone->name, strlen(zone->name), &q.name) != 0)
     return 0;
-  dns_soa_build(zone, &q.name, &soa);
+  dns_soa_build(zone, &q.name, job->serial, &soa);
   dns_header_t h = {.id = job->id,
                     .flags = DNS_FLAG_OPCODE(DNS_OPCODE_NOTIFY) | DNS_FLAG_AA,
                     .qdcount = 1,
@@ -213,7 +214,8 @@ static int udp_open(uv_loop_t *loop, dns_notifier_t *n, int family) {
 }
 
 dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
-                                   const reg_config_t *config) {
+                                   const reg_config_t *config,
+                                   const reg_t *reg) {
   size_t n_jobs = 0;
   bool family[2] = {false, false};
   for (size_t i = 0; i < config->dns.n_zones; i++)
@@ -225,6 +227,7 @@ dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
     return NULL;
 
   dns_notifier_t *n = xcalloc(1, sizeof *n + n_jobs * sizeof(job_t));
+  n->reg = reg;
   n->config = config;
   n->n_jobs = n_jobs;
   for (int f = 0; f < 2; f++) {
@@ -264,7 +267,7 @@ void dns_notify_zone(dns_notifier_t *n, size_t zone_index) {
       id = (uint16_t)(job->id * 31421u + 6927u + i);
     job->id = id;
     job->attempts = 0;
-    job->serial = job_zone(job)->serial;
+    job->serial = dns_zone_serial(job_zone(job), n->reg);
     job->waiting = true;
     send_notify(job);
   }

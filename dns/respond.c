@@ -116,13 +116,13 @@ static size_t respond_transfer(const dns_request_t *req,
     return reply_short(v, DNS_RCODE_NOTIMP, tsig, out, cap);
 
   dns_soa_t soa;
-  dns_soa_build(zone, &apex, &soa);
+  dns_soa_build(zone, &apex, dns_zone_serial(zone, req->reg), &soa);
   uint32_t client = 0;
   bool up_to_date = v->question.qtype == DNS_TYPE_IXFR &&
                     ixfr_client_serial(req, v, &client) &&
                     (int32_t)(client - soa.serial) >= 0;
-  dns_xfr_t *x = dns_xfr_new(req->config, zone, &apex, &soa, &v->header,
-                             &v->question, up_to_date);
+  dns_xfr_t *x = dns_xfr_new(req->config, req->reg, zone, &apex, &soa,
+                             &v->header, &v->question, up_to_date);
   *dns_xfr_tsig(x) = *tsig;
   core_log(CORE_LOG_INFO, "dns: %s of %s serial %u to %s%s%s%s", kind,
            zone->name, soa.serial, peer_text(req, peer, sizeof peer),

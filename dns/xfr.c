@@ -15,7 +15,7 @@ typedef enum stage {
   STAGE_SOA_FIRST,
   STAGE_NS,
   STAGE_GLUE,    /* i: glue entry, k: its address */
-  STAGE_DEVICES, /* i: config device, k: the zone's proxy address */
+  STAGE_DEVICES, /* i: device name, k: the zone's proxy address */
   STAGE_SOA_LAST,
   STAGE_DONE,
 } stage_t;
@@ -34,6 +34,11 @@ struct dns_xfr {
   bool up_to_date; /* IXFR from our serial: one SOA is the whole answer */
   size_t n_messages, n_records;
   dns_tsig_ctx_t tsig;
+  /* The zone's device names, copied from the live registry when the
+   * transfer starts: the transfer streams over many callbacks, and the
+   * registry may change (reload, update) meanwhile. */
+  char **names;
+  size_t n_names, cap_names;
 };
 
 /* The configured zone that holds name (text, normalised): the one with
@@ -72,6 +77,18 @@ static bool device_in_zone(const dns_xfr_t *x, const reg_device_t *d) {
   return zone_of(x->config, base) == x->zone && !glue_named(x->zone, d->name);
 }
 
+static int collect_name(const reg_device_t *d, void *arg) {
+  dns_xfr_t *x = arg;
+  if (!device_in_zone(x, d))
+    return 0;
+  if (x->n_names == x->cap_names) {
+    x->cap_names = x->cap_names ? x->cap_names * 2 : 64;
+    x->names = xrealloc(x->names, x->cap_names * sizeof *x->names);
+  }
+  x->names[x->n_names++] = xstrdup(d->name);
+  return 0;
+}
+
 static bool addr_usable(const core_ip_t *ip) {
   return ip->family == AF_INET || ip->family == AF_INET6;
 }
@@ -101,11 +118,10 @@ static void settle(dns_xfr_t *x) {
       }
       break;
     case STAGE_DEVICES:
-      for (; x->i < x->config->n_devices; x->i++, x->k = 0, x->owner_ok = 0) {
-        const reg_device_t *d = &x->config->devices[x->i];
+      for (; x->i < x->n_names; x->i++, x->k = 0, x->owner_ok = 0) {
+        const char *name = x->names[x->i];
         if (x->k == 0 && !x->owner_ok) {
-          if (!device_in_zone(x, d) ||
-              dns_name_from_text(d->name, strlen(d->name), &x->owner) != 0)
+          if (dns_name_from_text(name, strlen(name), &x->owner) != 0)
             continue;
           x->owner_ok = true;
         }
@@ -172,9 +188,9 @@ static void write_current(dns_xfr_t *x, dns_writer_t *w) {
   }
 }
 
-dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
-                       const dns_name_t *apex, const dns_soa_t *soa,
-                       const dns_header_t *query,
+dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_t *reg,
+                       const reg_zone_t *zone, const dns_name_t *apex,
+                       const dns_soa_t *soa, const dns_header_t *query,
                        const dns_question_t *question, bool up_to_date) {
   dns_xfr_t *x = xcalloc(1, sizeof *x);
   x->config = config;
@@ -185,6 +201,8 @@ dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_zone_t *zone,
   x->question = *question;
   x->up_to_date = up_to_date;
   x->stage = STAGE_SOA_FIRST;
+  if (!up_to_date)
+    reg_foreach(reg, collect_name, x);
   return x;
 }
 
@@ -239,5 +257,10 @@ size_t dns_xfr_next(dns_xfr_t *x, uint8_t *out, size_t cap) {
 }
 
 void dns_xfr_free(dns_xfr_t *xfr) {
+  if (xfr == NULL)
+    return;
+  for (size_t i = 0; i < xfr->n_names; i++)
+    free(xfr->names[i]);
+  free(xfr->names);
   free(xfr);
 }
