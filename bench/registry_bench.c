@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/* registry_bench.c -- the RCU table at scale: build time, memory per
+ * device, lookups per second per core, and the longest lookup seen while
+ * a whole table of the same size is swapped in */
+#include "registry/registry.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Usage: registry_bench [DEVICES [READERS]]; prints one table row per
+ * measure. A benchmark, not a test: nothing is asserted. */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, resident = 0;
+  if (f != NULL) {
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+      resident = 0;
+    fclose(f);
+  }
+  return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+typedef struct devices {
+  reg_config_t config;
+  char **names;
+  core_ip_t addr;
+  reg_port_t ports[2];
+} devices_t;
+
+static void devices_make(devices_t *d, size_t n, unsigned gen) {
+  memset(d, 0, sizeof *d);
+  core_ip_parse("192.0.2.7", &d->addr);
+  d->ports[0] = (reg_port_t){"http", (uint16_t)(10080 + gen)};
+  d->ports[1] = (reg_port_t){"https", 10443};
+  d->names = xcalloc(n, sizeof *d->names);
+  d->config.devices = xcalloc(n, sizeof *d->config.devices);
+  d->config.n_devices = n;
+  for (size_t i = 0; i < n; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "dev%zu.customers.example.net", i);
+    d->names[i] = xstrdup(name);
+    reg_device_t *dev = &d->config.devices[i];
+    dev->name = d->names[i];
+    dev->addrs = &d->addr;
+    dev->n_addrs = 1;
+    dev->ports = d->ports;
+    dev->n_ports = 2;
+    dev->enabled = true;
+  }
+}
+
+static void devices_free(devices_t *d) {
+  for (size_t i = 0; i < d->config.n_devices; i++)
+    free(d->names[i]);
+  free(d->names);
+  free(d->config.devices);
+}
+
+typedef struct reader {
+  pthread_t thread;
+  const reg_t *reg;
+  char **names;
+  size_t n;
+  unsigned seed;
+  atomic_bool *stop;
+  uint64_t lookups, found, max_ns;
+} reader_t;
+
+static void *reader_main(void *arg) {
+  reader_t *r = arg;
+  reg_thread_register();
+  while (!atomic_load_explicit(r->stop, memory_order_relaxed)) {
+    for (int i = 0; i < 1024; i++) {
+      const char *name = r->names[(size_t)rand_r(&r->seed) % r->n];
+      uint64_t t0 = now_ns();
+      const reg_device_t *d = reg_lookup(r->reg, name, strlen(name));
+      uint64_t dt = now_ns() - t0;
+      r->found += d != NULL;
+      if (dt > r->max_ns)
+        r->max_ns = dt;
+    }
+    r->lookups += 1024;
+    reg_quiescent();
+  }
+  reg_thread_unregister();
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
+  int n_readers = argc > 2 ? atoi(argv[2]) : 2;
+  if (n == 0 || n_readers < 1 || n_readers > 64) {
+    fprintf(stderr, "usage: registry_bench [DEVICES [READERS]]\n");
+    return 2;
+  }
+  reg_thread_register();
+
+  devices_t a;
+  devices_make(&a, n, 0);
+  size_t rss0 = rss_bytes();
+  double t0 = now_s();
+  reg_t *reg = reg_new(&a.config);
+  double build_s = now_s() - t0;
+  size_t rss1 = rss_bytes();
+
+  /* One core, random names, all present. */
+  unsigned seed = 1;
+  size_t found = 0, lookups = 5000000;
+  t0 = now_s();
+  for (size_t i = 0; i < lookups; i++) {
+    const char *name = a.names[(size_t)rand_r(&seed) % n];
+    found += reg_lookup(reg, name, strlen(name)) != NULL;
+    if ((i & 1023) == 0)
+      reg_quiescent();
+  }
+  double lookup_s = now_s() - t0;
+  /* The same loop without the lookup, to subtract rand_r and strlen. */
+  seed = 1;
+  size_t sink = 0;
+  t0 = now_s();
+  for (size_t i = 0; i < lookups; i++)
+    sink += strlen(a.names[(size_t)rand_r(&seed) % n]);
+  double base_s = now_s() - t0;
+
+  /* Readers look up while a whole new table of n devices is swapped in. */
+  devices_t b;
+  devices_make(&b, n, 1);
+  atomic_bool stop = false;
+  reader_t *readers = xcalloc((size_t)n_readers, sizeof *readers);
+  for (int i = 0; i < n_readers; i++) {
+    readers[i] = (reader_t){.reg = reg,
+                            .names = a.names,
+                            .n = n,
+                            .seed = (unsigned)i + 7,
+                            .stop = &stop};
+    pthread_create(&readers[i].thread, NULL, reader_main, &readers[i]);
+  }
+  usleep(200000);
+  t0 = now_s();
+  reg_replace_all(reg, &b.config);
+  double swap_s = now_s() - t0;
+  reg_quiescent();
+  usleep(500000); /* the old table is freed meanwhile, by call_rcu */
+  atomic_store(&stop, true);
+  uint64_t max_ns = 0, total = 0;
+  for (int i = 0; i < n_readers; i++) {
+    reg_thread_offline();
+    pthread_join(readers[i].thread, NULL);
+    reg_thread_online();
+    total += readers[i].lookups;
+    if (readers[i].max_ns > max_ns)
+      max_ns = readers[i].max_ns;
+  }
+
+  printf("| measure | value |\n|---|---|\n");
+  printf("| devices | %zu |\n", n);
+  printf("| table build (reg_new, in memory) | %.2f s |\n", build_s);
+  printf("| table memory per device (RSS growth) | %.0f bytes |\n",
+         (double)(rss1 - rss0) / (double)n);
+  printf("| lookups per second, one core (hits) | %.2f M |\n",
+         (double)lookups / (lookup_s - base_s) / 1e6);
+  printf("| full swap of %zu devices (build + publish) | %.2f s |\n", n,
+         swap_s);
+  printf("| longest single lookup during the swap (%d readers, %ju "
+         "lookups) | %.1f us |\n",
+         n_readers, (uintmax_t)total, (double)max_ns / 1e3);
+  fprintf(stderr, "(%zu found, %zu)\n", found, sink);
+
+  free(readers);
+  reg_free(reg);
+  devices_free(&a);
+  devices_free(&b);
+  reg_thread_unregister();
+  return 0;
+}
