@@ -51,6 +51,9 @@ int core_access_log_open(const char *target);
  * closed. Returns 0, or a negative errno (the old file stays in use). */
 int core_access_log_reopen(void);
 
+/* False when access_log is off: callers skip formatting a line. */
+bool core_access_log_enabled(void);
+
 /* Writes one access line "TIME access MESSAGE" with one write(2). */
 void core_access_log(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));

@@ -98,6 +98,10 @@ void core_access_log_close(void) {
   access_mode = ACCESS_STDERR;
 }
 
+bool core_access_log_enabled(void) {
+  return access_mode != ACCESS_OFF;
+}
+
 void core_access_log(const char *fmt, ...) {
   if (access_mode == ACCESS_OFF)
     return;

@@ -72,6 +72,8 @@ static px_side_t *peer_of(px_side_t *side) {
 }
 
 static void log_access(px_conn_t *conn) {
+  if (!core_access_log_enabled())
+    return;
   char target[INET6_ADDRSTRLEN + 8] = "-";
   if (conn->routed && conn->target.ss_family != 0)
     core_sockaddr_format((const struct sockaddr *)&conn->target, target,

@@ -95,7 +95,21 @@ def test_unwritable_path(env):
           "message names the file and the reason: %r" % proc.stderr[-300:])
 
 
+def test_off(env):
+    port = ddtest.free_port(udp_too=False)
+    config = ddtest.write_file(env.dir, "off.yaml", CONFIG.format(
+        port=port, log="off", backend=env.backend.port))
+    d = ddtest.Ddport(config, env.dir, tcp_ports=[port], name="off").start()
+    try:
+        check_eq(request(env, port, "demo.ddport.test").status, 200, "a routed request")
+        check_eq(request(env, port, "nobody.ddport.test").status, 404, "an unknown name")
+    finally:
+        check_eq(d.stop(), 0, "ddport exit status after SIGTERM")
+    check("access" not in d.stderr_text(), "access lines written with access_log: off")
+
+
 CASES = [
+    ("access_log: off writes no access lines", test_off),
     ("access lines go to the file and follow a SIGUSR1 reopen", test_file_and_rotation),
     ("an access log that cannot be opened stops serve with a clear error",
      test_unwritable_path),
