@@ -32,8 +32,14 @@ static int open_reuseport_socket(const struct sockaddr *addr, int type) {
   return fd;
 }
 
+static void pause_listener(px_listener_t *listener);
+
 static void on_connection(uv_stream_t *stream, int status) {
   px_listener_t *listener = stream->data;
+  if (status == UV_EMFILE || status == UV_ENFILE) {
+    pause_listener(listener);
+    return;
+  }
   if (status < 0) {
     core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
              uv_strerror(status));
@@ -43,6 +49,26 @@ static void on_connection(uv_stream_t *stream, int status) {
   if (rc != 0)
     core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
              uv_strerror(rc));
+}
+
+/* Opens the listener's own SO_REUSEPORT socket and starts accepting.
+ * Returns 0 or a negative errno / UV_E*. */
+static int listen_on(px_listener_t *l) {
+  const reg_listener_t *lc = l->config;
+  int fd =
+      open_reuseport_socket((const struct sockaddr *)&lc->addr, SOCK_STREAM);
+  if (fd < 0)
+    return fd;
+  uv_tcp_init(l->server->loop, &l->tcp);
+  l->tcp.data = l;
+  l->tcp_open = true;
+  l->server->open_handles++;
+  int rc = uv_tcp_open(&l->tcp, fd);
+  if (rc != 0)
+    close(fd);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+  return rc;
 }
 
 static void maybe_free(px_server_t *server) {
@@ -63,6 +89,65 @@ static void on_server_handle_closed(uv_handle_t *handle) {
     server = ((px_listener_t *)handle->data)->server;
   server->open_handles--;
   maybe_free(server);
+}
+
+/* Out of descriptors: libuv's accept loop would retry at once, forever
+ * (its reserve descriptor can be taken by another worker thread), so this
+ * worker closes its own listening socket and reopens it after a backoff;
+ * the other workers' sockets in the SO_REUSEPORT group keep accepting, and
+ * established connections are untouched. */
+#define BACKOFF_FIRST_MS 50
+#define BACKOFF_MAX_MS 1000
+
+static void on_retry(uv_timer_t *timer);
+
+static void on_paused_closed(uv_handle_t *handle) {
+  px_listener_t *l = handle->data;
+  px_server_t *server = l->server;
+  server->open_handles--;
+  if (server->stopping) {
+    maybe_free(server);
+    return;
+  }
+  uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+}
+
+static void pause_listener(px_listener_t *l) {
+  if (!l->tcp_open)
+    return;
+  l->tcp_open = false;
+  if (l->backoff_ms == 0)
+    l->backoff_ms = BACKOFF_FIRST_MS;
+  core_log(CORE_LOG_WARN,
+           "listener %s: out of file descriptors; not accepting for %llu ms",
+           l->config->name, (unsigned long long)l->backoff_ms);
+  uv_close((uv_handle_t *)&l->tcp, on_paused_closed);
+}
+
+static void on_retry(uv_timer_t *timer) {
+  px_listener_t *l = timer->data;
+  if (l->server->stopping)
+    return;
+  int rc = listen_on(l);
+  if (rc == 0) {
+    core_log(CORE_LOG_INFO, "listener %s: accepting again", l->config->name);
+    l->backoff_ms = 0;
+    return;
+  }
+  l->backoff_ms =
+      l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
+  if (l->tcp_open) {
+    /* Opened but could not listen: close it and try again later. */
+    pause_listener(l);
+    return;
+  }
+  uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+}
+
+static void on_retry_closed(uv_handle_t *handle) {
+  px_listener_t *l = handle->data;
+  l->server->open_handles--;
+  maybe_free(l->server);
 }
 
 static void on_drain_deadline(uv_timer_t *timer) {
@@ -102,27 +187,17 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
   for (size_t i = 0; i < config->n_listeners; i++) {
     const reg_listener_t *lc = &config->listeners[i];
     px_listener_t *l = &server->listeners[i];
-    char where[INET6_ADDRSTRLEN + 8];
-    core_sockaddr_format((const struct sockaddr *)&lc->addr, where,
-                         sizeof where);
     l->server = server;
     l->config = lc;
-    int fd =
-        open_reuseport_socket((const struct sockaddr *)&lc->addr, SOCK_STREAM);
-    if (fd < 0) {
-      rc = fd;
-      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
-               where, strerror(-fd));
-      break;
-    }
-    uv_tcp_init(loop, &l->tcp);
-    l->tcp.data = l;
+    uv_timer_init(loop, &l->retry);
+    l->retry.data = l;
     server->n_listeners++;
     server->open_handles++;
-    rc = uv_tcp_open(&l->tcp, fd);
-    if (rc == 0)
-      rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
+    rc = listen_on(l);
     if (rc != 0) {
+      char where[INET6_ADDRSTRLEN + 8];
+      core_sockaddr_format((const struct sockaddr *)&lc->addr, where,
+                           sizeof where);
       core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
                where, uv_strerror(rc));
       break;
@@ -140,8 +215,14 @@ void px_server_stop(px_server_t *server) {
   if (server->stopping)
     return;
   server->stopping = true;
-  for (size_t i = 0; i < server->n_listeners; i++)
-    uv_close((uv_handle_t *)&server->listeners[i].tcp, on_server_handle_closed);
+  for (size_t i = 0; i < server->n_listeners; i++) {
+    px_listener_t *l = &server->listeners[i];
+    if (l->tcp_open) {
+      l->tcp_open = false;
+      uv_close((uv_handle_t *)&l->tcp, on_server_handle_closed);
+    }
+    uv_close((uv_handle_t *)&l->retry, on_retry_closed);
+  }
   if (server->n_conns == 0) {
     uv_close((uv_handle_t *)&server->drain_timer, on_server_handle_closed);
     return;

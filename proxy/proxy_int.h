@@ -145,9 +145,12 @@ typedef struct px_conn px_conn_t;
 
 /* One listening socket of one worker. */
 typedef struct px_listener {
-  uv_tcp_t tcp; /* tcp.data points back here */
+  uv_tcp_t tcp;     /* tcp.data points back here */
+  uv_timer_t retry; /* reopens tcp after running out of descriptors */
   px_server_t *server;
   const reg_listener_t *config;
+  uint64_t backoff_ms;
+  bool tcp_open; /* tcp initialised, listening and not closing */
 } px_listener_t;
 
 #define PX_RELAY_BUF_SIZE (16 * 1024)

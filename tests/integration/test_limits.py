@@ -192,6 +192,12 @@ def test_fd_limit(env):
         for s in flood + held:
             s.close()
         check(wait_admitted(d.port), "no recovery after the flood closed")
+        # A worker that retries accept() at the limit spins and logs an
+        # error per try; a paused listener logs one line per pause.
+        log = d.stderr_text()
+        check_eq(log.count("accept: too many open files"), 0, "accept errors logged")
+        check(log.count("out of file descriptors") < 100,
+              "%d pauses logged: the listener spun" % log.count("out of file descriptors"))
     finally:
         stop(d)
 
