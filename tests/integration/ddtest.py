@@ -951,3 +951,20 @@ class RawDevice:
         self.stopping = True
         self.sock.close()
         self.thread.join(timeout=5)
+
+
+def send_and_read(port, payload, timeout=10, host=LOOPBACK4):
+    """Sends payload on a fresh connection and reads until EOF. Returns
+    (our address, reply, the error that ended the read or None)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        me = s.getsockname()
+        s.sendall(payload)
+        reply = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return me, reply, None
+                reply += chunk
+        except OSError as exc:
+            return me, reply, exc

@@ -4,7 +4,6 @@ passed on as a reset, and a target refused by the policy. Raw TCP devices
 record what reaches them. Loopback only; every wait bounded."""
 
 import os
-import socket
 import sys
 
 sys.dont_write_bytecode = True
@@ -75,17 +74,8 @@ def teardown(env):
 
 def exchange(port, payload, timeout=10):
     """Sends payload, reads to EOF; returns (reply, error or None)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        reply = b""
-        try:
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    return reply, None
-                reply += chunk
-        except OSError as exc:
-            return reply, exc
+    _, reply, err = ddtest.send_and_read(port, payload, timeout)
+    return reply, err
 
 
 def arrived(device, payload, before):

@@ -68,15 +68,8 @@ def exchange(env, port, payload):
     """Sends payload from a fresh connection; returns (our address, reply,
     what the device received)."""
     before = len(env.device.received)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        me = s.getsockname()
-        s.sendall(payload)
-        reply = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+    me, reply, err = ddtest.send_and_read(port, payload)
+    check(err is None, "reading the reply: %r" % (err,))
     return me, reply, env.device.wait_received(before)
 
 
