@@ -106,6 +106,46 @@ socklen_t core_ip_to_sockaddr(const core_ip_t *ip, uint16_t port,
 const char *core_sockaddr_format(const struct sockaddr *sa, char *buf,
                                  size_t size);
 
+/* ---- HTTP request heads (http_head.c) ------------------------------------ */
+
+#define CORE_HTTP_HEAD_WANTED_MAX 4
+
+typedef enum core_http_head_status {
+  CORE_HTTP_HEAD_COMPLETE,
+  CORE_HTTP_HEAD_NEED_MORE,
+  CORE_HTTP_HEAD_INVALID,
+} core_http_head_status_t;
+
+/* A request head; the views point into the caller's buffer. */
+typedef struct core_http_head {
+  size_t head_len;   /* through the blank line */
+  core_str_t target; /* the request target as sent */
+  /* Per wanted header: how often it came, and its last value (blanks
+   * around it trimmed). */
+  core_str_t values[CORE_HTTP_HEAD_WANTED_MAX];
+  unsigned counts[CORE_HTTP_HEAD_WANTED_MAX];
+  unsigned http_major, http_minor;
+  const char *method; /* "GET", "POST", ... */
+  bool keep_alive;
+  bool chunked;
+  uint64_t content_length; /* 0 when none was sent */
+  const char *why;         /* static, for INVALID */
+} core_http_head_t;
+
+/* Parses the request head at the start of buf with llhttp: only complete
+ * header lines count, and a head whose end llhttp and a plain CRLF CRLF
+ * (or LF LF) scan disagree on is INVALID. Collects the headers named in
+ * wanted (case-insensitive, at most CORE_HTTP_HEAD_WANTED_MAX). Returns
+ * NEED_MORE until the head is complete and nothing so far is invalid.
+ * Pure: no allocation. */
+/* Strips blanks (spaces and tabs) from both ends of s. */
+void core_str_trim(core_str_t *s);
+
+core_http_head_status_t core_http_head_parse(const char *buf, size_t len,
+                                             const char *const *wanted,
+                                             size_t n_wanted,
+                                             core_http_head_t *out);
+
 #define CORE_NAME_MAX 253 /* presentation form without trailing dot */
 
 /* Normalises a host name from the wire or a file: strips one trailing dot,

@@ -11,9 +11,12 @@
 /* Starts config->workers worker threads (0: one per CPU), each with its own
  * loop, proxy listeners and DNS sockets, then runs the control loop on the
  * calling thread until SIGTERM or SIGINT, drains and stops the workers.
- * Returns the process exit code: 0 after a clean stop, 1 when the workers
- * could not start (the reason is logged). */
-int daemon_serve(const reg_config_t *config, reg_t *reg);
+ * With updates (may be NULL), the dyndns2 endpoint runs on the control
+ * loop and applies them to reg. Returns the process exit code: 0 after a
+ * clean stop, 1 when the workers or the update endpoint could not start
+ * (the reason is logged). */
+int daemon_serve(const reg_config_t *config, reg_t *reg,
+                 reg_updates_t *updates);
 
 /* ---- reload (reload.c), on the control loop ------------------------------ */
 
@@ -24,10 +27,16 @@ typedef struct reloader reloader_t;
  * quiet. running is the configuration the workers were started with; it
  * must outlive the reloader. */
 reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
-                           reg_t *reg, dns_notifier_t *notifier);
+                           reg_t *reg, dns_notifier_t *notifier,
+                           reg_updates_t *updates);
+
+/* After a successful reload, the update endpoint loads its certificate
+ * again. */
+void reloader_set_update_server(reloader_t *r, reg_update_server_t *server);
 
 /* Reads the configuration and registry files again. When they load
- * cleanly, swaps the new devices into reg at once (a lookup sees the old
+ * cleanly, lays device updates over the new devices (reg_updates_merge),
+ * swaps them into reg at once (a lookup sees the old
  * registry or the new one), logs "needs a restart: KEY" for each setting
  * the running workers cannot change, and re-arms the watches; returns 0.
  * Otherwise logs every FILE:LINE:COLUMN problem, keeps the registry in

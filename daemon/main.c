@@ -58,9 +58,18 @@ static int cmd_serve(const char *path) {
     return 1;
   for (size_t i = 0; i < config->n_not_implemented; i++)
     core_log(CORE_LOG_WARN, "%s", config->not_implemented[i]);
+  /* Updates devices made before this start are laid over the YAML before
+   * the first lookup. */
+  reg_updates_t *updates;
+  if (reg_updates_open(config, &updates) != 0) {
+    reg_config_free(config);
+    return 1;
+  }
+  reg_updates_merge(updates, config);
   reg_t *reg = reg_new(config);
-  int rc = daemon_serve(config, reg);
+  int rc = daemon_serve(config, reg, updates);
   reg_free(reg);
+  reg_updates_free(updates);
   reg_config_free(config);
   return rc;
 }

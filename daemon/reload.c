@@ -24,6 +24,8 @@ struct reloader {
   reg_config_t *current;       /* the last configuration reloaded, or NULL */
   reg_t *reg;
   dns_notifier_t *notifier; /* told when a reload changes the serial */
+  reg_updates_t *updates;   /* laid over the YAML on every reload */
+  reg_update_server_t *update_server; /* reloads its certificate */
   char *path;
   uv_timer_t timer; /* the debounce */
   watch_t **watches;
@@ -211,7 +213,9 @@ int reloader_reload(reloader_t *r, const char *cause) {
              cause, keys[i]);
 
   size_t before = reg_count(r->reg);
+  reg_updates_merge(r->updates, next);
   reg_replace_all(r->reg, next);
+  reg_update_server_reload(r->update_server, next);
   /* The serial rose with the registry: tell the secondaries. */
   for (size_t i = 0; i < r->running->dns.n_zones; i++)
     dns_notify_zone(r->notifier, i);
@@ -233,6 +237,10 @@ int reloader_reload(reloader_t *r, const char *cause) {
   return 0;
 }
 
+void reloader_set_update_server(reloader_t *r, reg_update_server_t *server) {
+  r->update_server = server;
+}
+
 static void on_timer(uv_timer_t *timer) {
   reloader_reload(timer->data, "file change");
 }
@@ -242,12 +250,14 @@ static void on_timer_closed(uv_handle_t *handle) {
 }
 
 reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
-                           reg_t *reg, dns_notifier_t *notifier) {
+                           reg_t *reg, dns_notifier_t *notifier,
+                           reg_updates_t *updates) {
   reloader_t *r = xcalloc(1, sizeof *r);
   r->loop = loop;
   r->running = running;
   r->reg = reg;
   r->notifier = notifier;
+  r->updates = updates;
   r->path = xstrdup(running->path);
   r->watch_enabled = running->reload.watch;
   r->delay_ms = running->reload.delay_ms;

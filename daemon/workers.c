@@ -30,6 +30,9 @@ typedef struct control {
   unsigned n_workers;
   bool stopping;
   dns_notifier_t *notifier;
+  const reg_config_t *config;
+  reg_updates_t *updates;
+  reg_update_server_t *update_server;
 } control_t;
 
 static void stop_worker_servers(worker_t *w) {
@@ -91,6 +94,11 @@ static void stop_workers(control_t *ctl) {
   if (ctl->stopping)
     return;
   ctl->stopping = true;
+  /* Updates first: a request waiting for the journal is answered while
+   * the notifier can still tell the secondaries. */
+  reg_update_server_stop(ctl->update_server);
+  ctl->update_server = NULL;
+  reg_updates_stop(ctl->updates);
   dns_notifier_stop(ctl->notifier);
   ctl->notifier = NULL;
   /* A worker that failed to start has closed its async handle already. */
@@ -127,7 +135,39 @@ static void on_signal(uv_signal_t *handle, int signum) {
   }
 }
 
-int daemon_serve(const reg_config_t *config, reg_t *reg) {
+/* An update changed a device: the zone holding it has a new serial. */
+static void on_update_applied(const char *name, void *arg) {
+  control_t *ctl = arg;
+  size_t len = strlen(name);
+  for (size_t i = 0; i < ctl->config->dns.n_zones; i++) {
+    const char *zone = ctl->config->dns.zones[i].name;
+    if (core_name_in_zone(name, len, zone, strlen(zone)))
+      dns_notify_zone(ctl->notifier, i);
+  }
+}
+
+static const reg_config_t *current_config(void *arg) {
+  control_t *ctl = arg;
+  return ctl->reloader ? reloader_config(ctl->reloader) : ctl->config;
+}
+
+/* The journal's writer and the dyndns2 endpoint, on the control loop. */
+static int start_updates(control_t *ctl, uv_loop_t *loop, reg_t *reg) {
+  if (ctl->updates == NULL)
+    return 0;
+  int rc = reg_updates_start(ctl->updates, loop, reg, on_update_applied, ctl);
+  if (rc != 0 ||
+      ctl->config->update.n_listen + ctl->config->update.n_tls_listen == 0)
+    return rc;
+  rc = reg_update_server_start(loop, ctl->config, current_config, ctl,
+                               ctl->updates, reg, &ctl->update_server);
+  if (rc == 0)
+    reloader_set_update_server(ctl->reloader, ctl->update_server);
+  return rc;
+}
+
+int daemon_serve(const reg_config_t *config, reg_t *reg,
+                 reg_updates_t *updates) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
   int log_rc = core_access_log_open(config->proxy.access_log);
   if (log_rc < 0) {
@@ -137,7 +177,7 @@ int daemon_serve(const reg_config_t *config, reg_t *reg) {
   }
   /* The control loop reads (and later writes) the registry too. */
   reg_thread_register();
-  control_t ctl = {.n_workers = n};
+  control_t ctl = {.n_workers = n, .config = config, .updates = updates};
   ctl.workers = xcalloc(n, sizeof *ctl.workers);
   px_limits_t *limits = px_limits_new(config);
   /* A visitor closing mid-write must cost an EPIPE, not the process. */
@@ -182,7 +222,13 @@ int daemon_serve(const reg_config_t *config, reg_t *reg) {
 
   if (rc == 0) {
     ctl.notifier = dns_notifier_start(loop, config, reg);
-    ctl.reloader = reloader_start(loop, config, reg, ctl.notifier);
+    ctl.reloader = reloader_start(loop, config, reg, ctl.notifier, updates);
+    if (start_updates(&ctl, loop, reg) != 0) {
+      rc = 1;
+      stop_workers(&ctl);
+    }
+  }
+  if (rc == 0) {
     core_log(CORE_LOG_INFO,
              "ddport %s serving: %zu listeners, %zu DNS addresses, %zu "
              "devices, %u workers",

@@ -1127,6 +1127,22 @@ static size_t parse_ip_list(ctx_t *c, const slot_t *slot, const char *where,
   return count;
 }
 
+/* A 'listen:' list of addresses with ports. */
+static void parse_listen(ctx_t *c, const slot_t *slot,
+                         struct sockaddr_storage **out, size_t *n_out) {
+  const node_t *items;
+  size_t n;
+  if (!items_of(c, slot->value, slot->key, "a list of addresses", "'listen'",
+                &items, &n))
+    return;
+  free(*out);
+  *out = xcalloc(n ? n : 1, sizeof **out);
+  *n_out = 0;
+  for (size_t i = 0; i < n; i++)
+    if (get_hostport(c, &items[i], NULL, "'listen'", &(*out)[*n_out]))
+      (*n_out)++;
+}
+
 static bool valid_email(const char *s) {
   const char *at = strchr(s, '@');
   char name[CORE_NAME_MAX + 1];
@@ -1555,18 +1571,8 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
   slot_t s[D_COUNT];
   if (!walk_mapping(c, slot->value, slot->key, "'dns'", dns_keys, D_COUNT, s))
     return;
-  if (s[D_LISTEN].key != NULL) {
-    const node_t *items;
-    size_t n;
-    if (items_of(c, s[D_LISTEN].value, s[D_LISTEN].key, "a list of addresses",
-                 "'listen'", &items, &n)) {
-      cfg->dns.listen = xcalloc(n, sizeof *cfg->dns.listen);
-      for (size_t i = 0; i < n; i++)
-        if (get_hostport(c, &items[i], NULL, "'listen'",
-                         &cfg->dns.listen[cfg->dns.n_listen]))
-          cfg->dns.n_listen++;
-    }
-  }
+  if (s[D_LISTEN].key != NULL)
+    parse_listen(c, &s[D_LISTEN], &cfg->dns.listen, &cfg->dns.n_listen);
   /* Zones name keys, so keys come first. */
   if (s[D_TSIG_KEYS].key != NULL)
     parse_tsig_keys(c, &s[D_TSIG_KEYS]);
@@ -1596,6 +1602,158 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
   if (s[D_TCP_CONNECTIONS].key != NULL)
     get_u32(c, s[D_TCP_CONNECTIONS].value, s[D_TCP_CONNECTIONS].key,
             "'tcp_connections'", 1, &cfg->dns.tcp_connections);
+}
+
+/* ---- update -------------------------------------------------------------- */
+
+enum {
+  U_LISTEN,
+  U_TLS,
+  U_TIMEOUTS,
+  U_LIMITS,
+  U_CREDENTIAL_CACHE,
+  U_MAX_REQUEST,
+  U_COUNT
+};
+static const char *const update_keys[U_COUNT] = {
+    [U_LISTEN] = "listen",
+    [U_TLS] = "tls",
+    [U_TIMEOUTS] = "timeouts",
+    [U_LIMITS] = "limits",
+    [U_CREDENTIAL_CACHE] = "credential_cache",
+    [U_MAX_REQUEST] = "max_request",
+};
+
+enum { UT_CERT, UT_KEY, UT_LISTEN, UT_COUNT };
+static const char *const update_tls_keys[UT_COUNT] = {
+    [UT_CERT] = "cert", [UT_KEY] = "key", [UT_LISTEN] = "listen"};
+
+enum { UTO_REQUEST, UTO_IDLE, UTO_COUNT };
+static const char *const update_timeout_keys[UTO_COUNT] = {
+    [UTO_REQUEST] = "request", [UTO_IDLE] = "idle"};
+
+enum { ULIM_CONNECTIONS, ULIM_PER_MINUTE, ULIM_COUNT };
+static const char *const update_limit_keys[ULIM_COUNT] = {
+    [ULIM_CONNECTIONS] = "connections",
+    [ULIM_PER_MINUTE] = "updates_per_minute"};
+
+static char *resolve_path(const ctx_t *c, const char *text);
+
+static void parse_update_tls(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  const node_t *v = slot->value;
+  slot_t s[UT_COUNT];
+  if (is_null(v) || bool_value(v) == 0)
+    return;
+  if (v->kind != REG_YAML_MAPPING) {
+    expected(c, v, slot->key,
+             "'off' or a mapping such as {cert: FILE, key: FILE, listen: "
+             "[ADDR]}",
+             "'tls'");
+    return;
+  }
+  if (!walk_mapping(c, v, slot->key, "'tls'", update_tls_keys, UT_COUNT, s))
+    return;
+  char *path = NULL;
+  for (size_t i = UT_CERT; i <= UT_KEY; i++) {
+    char where[16];
+    snprintf(where, sizeof where, "'%s'", update_tls_keys[i]);
+    if (!present(&s[i])) {
+      error_at(c, s[i].key ? s[i].key : v,
+               "'tls' needs 'cert' and 'key' (PEM files), e.g. {cert: "
+               "update.crt, key: update.key, listen: [127.0.0.1:8444]}");
+      continue;
+    }
+    if (!get_string(c, s[i].value, s[i].key, "a file path", where, &path))
+      continue;
+    char **field = i == UT_CERT ? &cfg->update.tls_cert : &cfg->update.tls_key;
+    free(*field);
+    *field = resolve_path(c, path);
+  }
+  free(path);
+  if (present(&s[UT_LISTEN]))
+    parse_listen(c, &s[UT_LISTEN], &cfg->update.tls_listen,
+                 &cfg->update.n_tls_listen);
+  else if (s[UT_LISTEN].key == NULL)
+    error_at(c, v,
+             "'tls' needs a 'listen' address for HTTPS, e.g. listen: "
+             "[127.0.0.1:8444]");
+}
+
+static void parse_update(ctx_t *c, const slot_t *slot) {
+  reg_config_t *cfg = c->config;
+  slot_t s[U_COUNT];
+  if (!walk_mapping(c, slot->value, slot->key, "'update'", update_keys, U_COUNT,
+                    s))
+    return;
+  if (s[U_LISTEN].key != NULL)
+    parse_listen(c, &s[U_LISTEN], &cfg->update.listen, &cfg->update.n_listen);
+  if (s[U_TLS].key != NULL)
+    parse_update_tls(c, &s[U_TLS]);
+
+  slot_t t[UTO_COUNT];
+  uint64_t *timeouts[UTO_COUNT] = {
+      [UTO_REQUEST] = &cfg->update.request_timeout_ms,
+      [UTO_IDLE] = &cfg->update.idle_timeout_ms,
+  };
+  if (present(&s[U_TIMEOUTS]) &&
+      walk_mapping(c, s[U_TIMEOUTS].value, s[U_TIMEOUTS].key, "'timeouts'",
+                   update_timeout_keys, UTO_COUNT, t))
+    for (size_t i = 0; i < UTO_COUNT; i++) {
+      char where[16];
+      uint64_t ms;
+      if (t[i].key == NULL)
+        continue;
+      snprintf(where, sizeof where, "'%s'", update_timeout_keys[i]);
+      if (!get_duration(c, t[i].value, t[i].key, where, &ms))
+        continue;
+      if (ms == 0)
+        error_at(c, t[i].value, "%s must be longer than 0s", where);
+      else
+        *timeouts[i] = ms;
+    }
+
+  slot_t l[ULIM_COUNT];
+  if (present(&s[U_LIMITS]) &&
+      walk_mapping(c, s[U_LIMITS].value, s[U_LIMITS].key, "'limits'",
+                   update_limit_keys, ULIM_COUNT, l)) {
+    if (l[ULIM_CONNECTIONS].key != NULL)
+      get_u32(c, l[ULIM_CONNECTIONS].value, l[ULIM_CONNECTIONS].key,
+              "'connections'", 1, &cfg->update.max_connections);
+    if (l[ULIM_PER_MINUTE].key != NULL)
+      get_u32(c, l[ULIM_PER_MINUTE].value, l[ULIM_PER_MINUTE].key,
+              "'updates_per_minute'", 0, &cfg->update.updates_per_minute);
+  }
+
+  if (s[U_CREDENTIAL_CACHE].key != NULL) {
+    uint64_t ms;
+    if (get_duration(c, s[U_CREDENTIAL_CACHE].value, s[U_CREDENTIAL_CACHE].key,
+                     "'credential_cache'", &ms)) {
+      if (ms > 3600 * 1000)
+        error_at(c, s[U_CREDENTIAL_CACHE].value,
+                 "'credential_cache' is out of range; expected 0s..1h (5m "
+                 "suits routers that refresh every minute)");
+      else
+        cfg->update.credential_cache_ms = ms;
+    }
+  }
+
+  if (s[U_MAX_REQUEST].key != NULL) {
+    const node_t *v = s[U_MAX_REQUEST].value;
+    const char *what = "a size such as 8KiB";
+    const char *text =
+        text_of(c, v, s[U_MAX_REQUEST].key, what, "'max_request'");
+    uint64_t bytes;
+    if (text != NULL && core_size_parse(text, &bytes) != 0)
+      expected(c, v, NULL, what, "'max_request'");
+    else if (text != NULL && (bytes < 1024 || bytes > 64 * 1024))
+      error_at(c, v,
+               "max_request %s is out of range; expected 1KiB..64KiB (8KiB "
+               "suits every dyndns2 client)",
+               text);
+    else if (text != NULL)
+      cfg->update.max_request = (uint32_t)bytes;
+  }
 }
 
 /* ---- devices ------------------------------------------------------------- */
@@ -2383,7 +2541,7 @@ static void parse_top(ctx_t *c, node_t *root) {
   if (s[TOP_DNS].key != NULL)
     parse_dns(c, &s[TOP_DNS]);
   if (s[TOP_UPDATE].key != NULL)
-    parse_unbuilt(c, &s[TOP_UPDATE], "update");
+    parse_update(c, &s[TOP_UPDATE]);
   if (s[TOP_ADMIN].key != NULL)
     parse_unbuilt(c, &s[TOP_ADMIN], "admin");
   if (s[TOP_RELOAD].key != NULL)
@@ -2415,6 +2573,12 @@ static reg_config_t *config_new(const char *name) {
   cfg->proxy.max_hello = 16 * 1024;
   cfg->proxy.access_log = xstrdup("stderr");
   cfg->dns.tcp_idle_ms = 10000;
+  cfg->update.request_timeout_ms = 10000;
+  cfg->update.idle_timeout_ms = 30000;
+  cfg->update.credential_cache_ms = 5 * 60000;
+  cfg->update.max_connections = 1000;
+  cfg->update.updates_per_minute = 30;
+  cfg->update.max_request = 8192;
   cfg->dns.tcp_connections = 1000;
   cfg->reload.watch = true;
   cfg->reload.delay_ms = 500;
@@ -2540,6 +2704,10 @@ void reg_config_free(reg_config_t *config) {
   free(config->proxy.access_log);
   free(config->proxy.resolvers);
   free(config->dns.listen);
+  free(config->update.listen);
+  free(config->update.tls_listen);
+  free(config->update.tls_cert);
+  free(config->update.tls_key);
   for (size_t i = 0; i < config->dns.n_zones; i++)
     free_zone(&config->dns.zones[i]);
   free(config->dns.zones);

@@ -106,6 +106,11 @@ size_t reg_config_restart_keys(const reg_config_t *running,
   DIFFERS("dns.listen", same_addrs(a->dns.listen, a->dns.n_listen,
                                    b->dns.listen, b->dns.n_listen));
   DIFFERS("dns.zones", same_zones(a, b));
+  DIFFERS("update.listen",
+          same_addrs(a->update.listen, a->update.n_listen, b->update.listen,
+                     b->update.n_listen) &&
+              same_addrs(a->update.tls_listen, a->update.n_tls_listen,
+                         b->update.tls_listen, b->update.n_tls_listen));
 #undef DIFFERS
   return n;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
+#include <uv.h>
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -151,6 +152,22 @@ typedef struct reg_config {
     char *identity;
   } dns;
 
+  /* The dyndns2 endpoint devices call (update:). No listen address at
+   * all: no endpoint. */
+  struct {
+    struct sockaddr_storage *listen; /* plain HTTP */
+    size_t n_listen;
+    struct sockaddr_storage *tls_listen; /* HTTPS, with tls_cert/tls_key */
+    size_t n_tls_listen;
+    char *tls_cert, *tls_key;     /* PEM files, resolved; NULL: no HTTPS */
+    uint64_t request_timeout_ms;  /* a whole request must arrive within */
+    uint64_t idle_timeout_ms;     /* keep-alive between requests */
+    uint64_t credential_cache_ms; /* a verified secret is trusted for; 0 */
+    uint32_t max_connections;     /* open update connections */
+    uint32_t updates_per_minute;  /* per device name; 0: unlimited */
+    uint32_t max_request;         /* bytes of one request, head and body */
+  } update;
+
   reg_device_t *devices; /* from the file and every registry file */
   size_t n_devices;
 
@@ -195,7 +212,8 @@ void reg_config_free_devices(reg_config_t *config);
  * with, and stores in keys (up to max) the names of the settings that
  * differ and that running workers cannot change: "workers", "state_dir",
  * "listeners", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
- * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones".
+ * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones",
+ * "update.listen". Update timeouts, limits and the certificate apply at once.
  * Devices, accounts, registry files and reload settings apply at once and
  * are never named. Returns the number stored. Pure. */
 size_t reg_config_restart_keys(const reg_config_t *running,
@@ -286,6 +304,11 @@ void reg_free(reg_t *reg);
  * with its route. Never blocks and takes no lock. */
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len);
 
+/* The device called exactly name (normalised), disabled or not, without
+ * wildcard matching: what the update server and admins act on. Borrowed
+ * like reg_lookup's pointer. */
+const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len);
+
 /* Number of devices in the table, disabled ones included. */
 size_t reg_count(const reg_t *reg);
 
@@ -315,5 +338,68 @@ int reg_remove_device(reg_t *reg, const char *name);
  * change the registry. For AXFR and dumps. */
 typedef int reg_visit_fn(const reg_device_t *device, void *arg);
 int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg);
+
+/* ---- device updates: state, journal, the dyndns2 server ----------------- */
+
+/* The dynamic state devices report over dyndns2, kept durable in a journal
+ * in state_dir and laid over the YAML definitions (docs/updates.md). All
+ * calls on the control loop. */
+typedef struct reg_updates reg_updates_t;
+
+/* Opens the journal in config->state_dir and replays it, when the update
+ * endpoint is configured or a journal from an earlier run is there.
+ * Returns 0 and *out (NULL when neither), or a negative errno after
+ * logging why (state_dir unusable, locked by another process, not a
+ * ddport journal). */
+int reg_updates_open(const reg_config_t *config, reg_updates_t **out);
+
+/* Lays the updates in force over config's devices, in place: a device
+ * updated since its YAML definition last changed gets the update's
+ * addresses, ports and online state. An update over a definition the
+ * admin has changed since, or of a device no longer in the registry, is
+ * dropped: the YAML wins until the device updates again. Call before
+ * reg_new and reg_replace_all. Returns the number dropped. u may be NULL. */
+size_t reg_updates_merge(reg_updates_t *u, reg_config_t *config);
+
+/* Called on the control loop after an update is applied to the registry. */
+typedef void reg_update_applied_fn(const char *name, void *arg);
+
+/* Starts the journal's writer thread on loop; updates are applied to reg.
+ * Returns 0 or a negative errno (logged). */
+int reg_updates_start(reg_updates_t *u, uv_loop_t *loop, reg_t *reg,
+                      reg_update_applied_fn *applied, void *arg);
+
+/* Writes what is queued, runs every pending callback and stops the
+ * writer; run the loop afterwards to close its handle. u may be NULL. */
+void reg_updates_stop(reg_updates_t *u);
+
+/* Closes the journal and frees the state (after reg_updates_stop and the
+ * loop has run). u may be NULL. */
+void reg_updates_free(reg_updates_t *u);
+
+typedef struct reg_update_server reg_update_server_t;
+
+/* The configuration in force (accounts change on reload). */
+typedef const reg_config_t *reg_config_fn(void *arg);
+
+/* Opens the dyndns2 endpoint on running->update.listen (HTTP) and
+ * update.tls.listen (HTTPS) on loop, answering from reg and journaling
+ * through u. Accounts and update settings are read through current at
+ * each request; the target policy is running's, as the proxy's. Returns 0
+ * and *out, or a negative errno (logged: address in use, certificate
+ * unreadable). */
+int reg_update_server_start(uv_loop_t *loop, const reg_config_t *running,
+                            reg_config_fn *current, void *current_arg,
+                            reg_updates_t *u, reg_t *reg,
+                            reg_update_server_t **out);
+
+/* Loads the certificate and key of next again (SIGHUP). Keeps the old
+ * ones and returns a negative errno (logged) when they do not load. */
+int reg_update_server_reload(reg_update_server_t *s, const reg_config_t *next);
+
+/* Stops accepting and closes idle connections; requests waiting for the
+ * journal are answered when it calls back (reg_updates_stop). Frees
+ * itself once every handle is closed (run the loop afterwards). */
+void reg_update_server_stop(reg_update_server_t *s);
 
 #endif

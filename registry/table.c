@@ -396,3 +396,11 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
   }
   return NULL;
 }
+
+const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len) {
+  if (len == 0 || len > CORE_NAME_MAX)
+    return NULL;
+  const entry_t *e =
+      find_exact(rcu_dereference(((reg_t *)reg)->table), name, len);
+  return e ? &e->device : NULL;
+}

@@ -333,4 +333,60 @@ void reg_journal_set_next_seq(reg_journal_t *j, uint64_t seq);
 int reg_journal_write_durable(reg_journal_t *j, const uint8_t *data, size_t len,
                               uint64_t last_seq);
 
+/* ---- the request head (update_head.c) ------------------------------------ */
+
+typedef enum reg_update_head_status {
+  REG_UPDATE_HEAD_COMPLETE,
+  REG_UPDATE_HEAD_NEED_MORE,
+  REG_UPDATE_HEAD_INVALID, /* HTTP 400 */
+} reg_update_head_status_t;
+
+/* What the server needs from a request head; views into the caller's
+ * buffer. */
+typedef struct reg_update_head {
+  size_t head_len;                      /* through the blank line */
+  uint64_t body_len;                    /* Content-Length, or 0 */
+  core_str_t target;                    /* the request target as sent */
+  core_str_t authorization, user_agent; /* valid when n_* is 1 */
+  unsigned n_authorization, n_user_agent;
+  bool method_get, method_post;
+  bool keep_alive;
+  const char *why; /* static, for INVALID */
+} reg_update_head_t;
+
+/* Parses the request head at the start of buf (llhttp, whole header lines
+ * only). A chunked body, or Authorization or User-Agent given twice, is
+ * INVALID. Pure: no allocation. */
+reg_update_head_status_t reg_update_head_parse(const char *buf, size_t len,
+                                               reg_update_head_t *out);
+
+/* ---- the update state (updates.c), for the server ----------------------- */
+
+/* A fingerprint of a device's YAML definition: the admin tag of records. */
+uint64_t reg_device_fingerprint(const reg_device_t *device);
+
+/* True while updates can be submitted. */
+bool reg_updates_running(const reg_updates_t *u);
+
+/* Fills out with the state an update of device starts from: its newest
+ * submitted update, or its definition in the registry. Returns 0. */
+int reg_updates_base(reg_updates_t *u, const reg_device_t *device,
+                     reg_journal_record_t *out);
+
+/* Counts an update of name against per_minute (0: no limit); false once
+ * the device has used up this minute. */
+bool reg_updates_rate_ok(reg_updates_t *u, const char *name,
+                         uint32_t per_minute);
+
+/* Runs on the control loop once the record is durable and applied
+ * (status 0) or lost (negative errno: answer 911). */
+typedef void reg_update_done_fn(int status, void *arg);
+
+/* Journals rec (from reg_updates_base, changed), setting its seq and time;
+ * once durable it is applied to the registry and done runs. Returns 0, or
+ * a negative errno (done never runs): -EINVAL unencodable, -ECANCELED
+ * stopping. */
+int reg_updates_submit(reg_updates_t *u, reg_journal_record_t *rec,
+                       reg_update_done_fn *done, void *arg);
+
 #endif

@@ -354,13 +354,15 @@ class Ddport:
                                    % (self.proc.returncode, self.stderr_tail()))
             pending_tcp = [p for p in pending_tcp if not tcp_answers(p)]
             pending_udp = [p for p in pending_udp if not udp_dns_answers(p)]
-            if not pending_tcp and not pending_udp:
+            # Workers accept before the control loop has armed its file
+            # watches and the update endpoint; "serving" comes after both.
+            if not pending_tcp and not pending_udp and " serving: " in self.stderr_text():
                 return
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         raise RuntimeError("ddport not ready after %ss (TCP ports not accepting: %s, UDP DNS ports "
-                           "not answering: %s); stderr: %s"
+                           "not answering: %s, or no 'serving' line); stderr: %s"
                            % (timeout, pending_tcp, pending_udp, self.stderr_tail()))
 
     def running(self):

@@ -471,10 +471,7 @@ static void test_not_implemented(void) {
   for (size_t i = 0; i < c->n_not_implemented; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s\n",
              c->not_implemented[i]);
-  ASSERT_STR_EQ(joined,
-
-                "t.yaml:12:1: update is not implemented yet; ignored\n"
-                "t.yaml:13:1: admin is not implemented yet; ignored\n");
+  ASSERT_STR_EQ(joined, "t.yaml:13:1: admin is not implemented yet; ignored\n");
   ASSERT_EQ(c->proxy.drain_timeout_ms, 60000);
   ASSERT_EQ(c->proxy.max_connections, 5);
   ASSERT_EQ(c->dns.rrl_responses_per_second, 20);
@@ -485,6 +482,73 @@ static void test_not_implemented(void) {
   ASSERT_EQ(c->n_not_implemented, 0);
   ASSERT_STR_EQ(c->proxy.access_log, "/var/log/ddport/access.log");
   reg_config_free(c);
+}
+
+static void test_update_section(void) {
+  reg_config_t *c = load_ok("state_dir: /tmp/s\n");
+  /* Defaults: no endpoint; the limits a router's refresh fits in. */
+  ASSERT_EQ(c->update.n_listen, 0);
+  ASSERT_EQ(c->update.n_tls_listen, 0);
+  ASSERT_EQ(c->update.request_timeout_ms, 10000);
+  ASSERT_EQ(c->update.idle_timeout_ms, 30000);
+  ASSERT_EQ(c->update.credential_cache_ms, 300000);
+  ASSERT_EQ(c->update.max_connections, 1000);
+  ASSERT_EQ(c->update.updates_per_minute, 30);
+  ASSERT_EQ(c->update.max_request, 8192);
+  reg_config_free(c);
+
+  c = load_ok("update:\n"
+              "  listen: [127.0.0.1:8081, \"[::1]:8081\"]\n"
+              "  tls: {cert: u.crt, key: /k/u.key, listen: [127.0.0.1:8444]}\n"
+              "  timeouts: {request: 2s, idle: 1m}\n"
+              "  limits: {connections: 7, updates_per_minute: 0}\n"
+              "  credential_cache: 0s\n"
+              "  max_request: 2KiB\n");
+  ASSERT_EQ(c->update.n_listen, 2);
+  ASSERT_EQ(sockaddr_port(&c->update.listen[1]), 8081);
+  ASSERT_EQ(c->update.n_tls_listen, 1);
+  ASSERT_EQ(sockaddr_port(&c->update.tls_listen[0]), 8444);
+  /* Relative to the configuration file's directory, like registry files. */
+  ASSERT_STR_EQ(c->update.tls_cert, "u.crt");
+  ASSERT_STR_EQ(c->update.tls_key, "/k/u.key");
+  ASSERT_EQ(c->update.request_timeout_ms, 2000);
+  ASSERT_EQ(c->update.idle_timeout_ms, 60000);
+  ASSERT_EQ(c->update.max_connections, 7);
+  ASSERT_EQ(c->update.updates_per_minute, 0);
+  ASSERT_EQ(c->update.credential_cache_ms, 0);
+  ASSERT_EQ(c->update.max_request, 2048);
+  ASSERT_EQ(c->n_not_implemented, 0);
+  reg_config_free(c);
+
+  c = load_ok("update: {listen: [127.0.0.1:8081], tls: off}\n");
+  ASSERT_EQ(c->update.n_tls_listen, 0);
+  ASSERT(c->update.tls_cert == NULL);
+  reg_config_free(c);
+
+  expect_errors("update: {tls: {cert: a.crt}}\n",
+                "t.yaml:1:15: 'tls' needs 'cert' and 'key' (PEM files), e.g. "
+                "{cert: update.crt, key: update.key, listen: "
+                "[127.0.0.1:8444]}\n"
+                "t.yaml:1:15: 'tls' needs a 'listen' address for HTTPS, e.g. "
+                "listen: [127.0.0.1:8444]\n");
+  expect_errors(
+      "update: {tls: yes please}\n",
+      "t.yaml:1:15: expected 'off' or a mapping such as {cert: "
+      "FILE, key: FILE, listen: [ADDR]} for 'tls', got 'yes please'\n");
+  expect_errors("update: {listen: [127.0.0.1:0], timeouts: {request: 0s}}\n",
+                "t.yaml:1:19: port 0 in 'listen' is out of range; expected "
+                "1..65535\n"
+                "t.yaml:1:53: 'request' must be longer than 0s\n");
+  expect_errors("update: {max_request: 1MiB, credential_cache: 2h}\n",
+                "t.yaml:1:23: max_request 1MiB is out of range; expected "
+                "1KiB..64KiB (8KiB suits every dyndns2 client)\n"
+                "t.yaml:1:47: 'credential_cache' is out of range; expected "
+                "0s..1h (5m suits routers that refresh every minute)\n");
+  expect_errors("update: {limits: {connections: 0, per_minute: 3}}\n",
+                "t.yaml:1:32: value 0 for 'connections' is out of range; "
+                "expected 1..4294967295\n"
+                "t.yaml:1:35: unknown key 'per_minute' in 'limits'; expected "
+                "one of: connections, updates_per_minute\n");
 }
 
 static void test_unknown_key(void) {
@@ -1377,6 +1441,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_booleans);
   RUN_TEST(test_no_devices_no_zones);
   RUN_TEST(test_not_implemented);
+  RUN_TEST(test_update_section);
   RUN_TEST(test_unknown_key);
   RUN_TEST(test_wrong_type);
   RUN_TEST(test_transfers);
