@@ -24,7 +24,10 @@
 #define FAIL_WINDOW_MS (10 * 60 * 1000)
 #define FAIL_MAX_DELAY_MS 16000
 #define FAIL_SLOTS 4096
-#define CACHE_SLOTS 1024
+/* Direct-mapped: a verified secret evicts the one in its slot. 64Ki slots
+ * (3.5 MiB) keep collisions rare for tens of thousands of routers
+ * refreshing within credential_cache; a miss costs one hash. */
+#define CACHE_SLOTS 65536
 #define ACCEPT_BATCH 64
 #define BACKOFF_MS 100
 
@@ -67,7 +70,7 @@ struct reg_update_server {
   size_t n_conns;
   char dummy_hash[128]; /* verified against for unknown accounts */
   uint8_t cache_key[32];
-  cache_entry_t cache[CACHE_SLOTS];
+  cache_entry_t *cache; /* CACHE_SLOTS */
   fail_entry_t fails[FAIL_SLOTS];
   unsigned open_handles;
   bool stopping;
@@ -129,6 +132,7 @@ static void server_release(reg_update_server_t *s) {
   if (--s->open_handles > 0)
     return;
   free(s->listeners);
+  free(s->cache);
   SSL_CTX_free(s->ssl_ctx);
   free(s);
 }
@@ -1005,6 +1009,7 @@ int reg_update_server_start(uv_loop_t *loop, const reg_config_t *running,
   s->updates = u;
   s->reg = reg;
   s->open_handles = 1; /* the server's own, dropped by stop */
+  s->cache = xcalloc(CACHE_SLOTS, sizeof *s->cache);
   int rc = 0;
   if (RAND_bytes(s->cache_key, sizeof s->cache_key) != 1)
     rc = -EIO;

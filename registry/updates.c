@@ -230,6 +230,8 @@ void reg_updates_free(reg_updates_t *u) {
   free(u);
 }
 
+static void maybe_compact(reg_updates_t *u);
+
 /* ---- laying updates over YAML definitions -------------------------------- */
 
 /* Replaces d's addresses, ports and online state with rec's. */
@@ -308,6 +310,7 @@ size_t reg_updates_merge(reg_updates_t *u, reg_config_t *config) {
   if (applied + dropped > 0)
     core_log(CORE_LOG_INFO, "updates: %zu device updates in force, %zu dropped",
              applied, dropped);
+  maybe_compact(u);
   return dropped;
 }
 

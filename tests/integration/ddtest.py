@@ -332,10 +332,11 @@ class Ddport:
         self.proc = None
         self.preexec = None  # e.g. to lower RLIMIT_NOFILE in the child
         self.extra_args = []  # e.g. ["-v"] for debug lines in the log
+        self.wrapper = []  # a command that ends by exec'ing ddport (same PID)
 
     def start(self, ready_timeout=15):
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([DDPORT, "serve", "-c", self.config_path]
+            self.proc = subprocess.Popen(self.wrapper + [DDPORT, "serve", "-c", self.config_path]
                                          + self.extra_args,
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          cwd=os.path.dirname(self.config_path),

@@ -36,7 +36,7 @@ update:
   listen: [127.0.0.1:{update_port}]
   tls: {{cert: update.crt, key: update.key, listen: [127.0.0.1:{update_tls_port}]}}
   timeouts: {{request: 1500ms, idle: 3s}}
-  limits: {{connections: 8, updates_per_minute: 5}}
+  limits: {{connections: 8, updates_per_minute: {per_minute}}}
   max_request: 2KiB
 reload: {{watch: false}}
 accounts:
@@ -85,7 +85,8 @@ def setup():
     env.other = ddtest.Backend()
     env.ports = dict(proxy_port=ddtest.free_port(), tls_port=ddtest.free_port(),
                      dns_port=ddtest.free_port(), update_port=ddtest.free_port(),
-                     update_tls_port=ddtest.free_port(), dead_port=ddtest.free_port())
+                     update_tls_port=ddtest.free_port(), dead_port=ddtest.free_port(),
+                     per_minute=5)
     env.hashes = dict(alice_hash=hash_secret(ALICE), bob_hash=hash_secret(BOB))
     make_cert(env.dir, "update", "update.ddport.test")
     env.proc = None
@@ -352,6 +353,9 @@ def test_admin_edit_wins(env):
     os.kill(env.proc.proc.pid, signal.SIGHUP)
     wait_for("the admin's port in force",
              lambda: env.other.token.encode() in via_proxy(env, "admin.ddport.test").body)
+    # So that an admin reverting the edit does not revive the old update.
+    wait_for("the journal compacted after the drop",
+             lambda: "journal compacted" in env.proc.stderr_text())
     # Restart: the journal's record is older than the admin's edit.
     env.proc.stop()
     env.proc = ddtest.Ddport(os.path.join(env.dir, "ddport.yaml"), env.dir,
@@ -483,6 +487,49 @@ def test_https_and_certificate_reload(env):
           "reload logged")
 
 
+def test_journal_failure_is_911(env):
+    """When the journal cannot be written (its file system is full), the
+    update is answered 911 and not applied; the last good one stays."""
+    if env.proc:
+        env.proc.stop()
+        env.proc = None
+    state = os.path.join(env.dir, "state")
+    os.makedirs(state, exist_ok=True)
+    for name in os.listdir(state):
+        os.unlink(os.path.join(state, name))
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        raise ddtest.Skip("cannot make a mount namespace for a small tmpfs: %s"
+                          % probe.stderr.decode().strip())
+    env.ports["per_minute"] = 0
+    config = write_config(env)
+    env.ports["per_minute"] = 5
+    proc = ddtest.Ddport(config, env.dir,
+                         tcp_ports=[env.ports["proxy_port"], env.ports["update_port"]],
+                         udp_ports=[env.ports["dns_port"]])
+    # A file system of one page, private to ddport's mount namespace.
+    proc.wrapper = ["unshare", "-m", "sh", "-c",
+                    'mount -t tmpfs -o size=4k tmpfs "$0" && exec "$@"', state]
+    env.proc = proc.start()
+    last_good = None
+    codes = []
+    for i in range(400):
+        body = update(env, "hostname=cam.ddport.test&myip=127.0.0.1&port=%d" % (30000 + i))[1]
+        codes.append(body.split()[0])
+        if body.startswith("good"):
+            last_good = 30000 + i
+        elif body == "911\n":
+            break
+    check_eq(codes[-1], "911", "the last answer (after %d good)" % codes.count("good"))
+    check(last_good is not None, "some updates fit before the disk filled")
+    check("the journal could not be written" in env.proc.stderr_text(), "logged")
+    check_eq(update(env, "hostname=cam.ddport.test&myip=127.0.0.1&port=%d" % last_good)[1],
+             "nochg 127.0.0.1\n", "the last good update is in force")
+    check(env.proc.running(), "still running")
+    check_eq(env.proc.stop(), 0, "exit status")
+    env.proc = None
+
+
 def test_check_reports_bad_tls_files(env):
     """A certificate that does not load stops start-up with the reason."""
     if env.proc:
@@ -523,6 +570,7 @@ CASES = [(f.__name__, f) for f in [
     test_slow_request_timeout,
     test_connection_limit,
     test_https_and_certificate_reload,
+    test_journal_failure_is_911,
     test_check_reports_bad_tls_files,
     test_state_dir_locked,
 ]]
