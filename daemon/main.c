@@ -67,6 +67,9 @@ static int cmd_serve(const char *path) {
   }
   reg_updates_merge(updates, config);
   reg_t *reg = reg_new(config);
+  /* The table holds its own copies: at a carrier's scale, a second set
+   * would double the registry's memory. */
+  reg_config_free_devices(config);
   int rc = daemon_serve(config, reg, updates);
   reg_free(reg);
   reg_updates_free(updates);

@@ -132,25 +132,54 @@ static void watches_close(reloader_t *r) {
   r->n_watches = 0;
 }
 
+static bool same_watch(const watch_t *a, const watch_t *b) {
+  if (strcmp(a->dir, b->dir) != 0 || a->any_yaml != b->any_yaml ||
+      a->n_names != b->n_names)
+    return false;
+  for (size_t i = 0; i < a->n_names; i++)
+    if (strcmp(a->names[i], b->names[i]) != 0)
+      return false;
+  return true;
+}
+
 /* Watches the configuration file and every registry file and directory
- * of config, replacing the watches of the configuration before. */
+ * of config. When that is the set watched already, the watches stay as
+ * they are: closing and reopening them would miss a change made in
+ * between, such as an edit right after the reload it follows. */
 static void watches_open(reloader_t *r, const reg_config_t *config) {
-  watches_close(r);
-  if (!r->watch_enabled)
-    return;
-  watch_path(r, r->path);
-  for (size_t i = 0; i < config->n_registry; i++) {
-    const reg_source_t *src = &config->registry[i];
-    watch_path(r, src->path);
-    if (src->directory) {
-      size_t len = strlen(src->path);
-      while (len > 1 && src->path[len - 1] == '/')
-        len--;
-      watch_for(r, src->path, len)->any_yaml = true;
+  watch_t **old = r->watches;
+  size_t n_old = r->n_watches;
+  r->watches = NULL;
+  r->n_watches = 0;
+  if (r->watch_enabled) {
+    watch_path(r, r->path);
+    for (size_t i = 0; i < config->n_registry; i++) {
+      const reg_source_t *src = &config->registry[i];
+      watch_path(r, src->path);
+      if (src->directory) {
+        size_t len = strlen(src->path);
+        while (len > 1 && src->path[len - 1] == '/')
+          len--;
+        watch_for(r, src->path, len)->any_yaml = true;
+      }
     }
   }
-  for (size_t i = 0; i < r->n_watches; i++) {
-    watch_t *w = r->watches[i];
+  bool unchanged = n_old == r->n_watches;
+  for (size_t i = 0; unchanged && i < n_old; i++)
+    unchanged = same_watch(old[i], r->watches[i]);
+  if (unchanged) {
+    for (size_t i = 0; i < r->n_watches; i++)
+      watch_free(r->watches[i]);
+    free(r->watches);
+    r->watches = old;
+    r->n_watches = n_old;
+    return;
+  }
+  /* New watches first, then the old ones go: no moment unwatched. */
+  watch_t **fresh = r->watches;
+  size_t n_fresh = r->n_watches;
+  for (size_t i = 0; i < n_fresh; i++) {
+    watch_t *w = fresh[i];
     r->open_handles++;
     int rc = uv_fs_event_init(r->loop, &w->handle);
     if (rc == 0) {
@@ -162,6 +191,12 @@ static void watches_open(reloader_t *r, const reg_config_t *config) {
                "reload: cannot watch %s (%s); changes there need SIGHUP",
                w->dir, uv_strerror(rc));
   }
+  r->watches = old;
+  r->n_watches = n_old;
+  watches_close(r);
+  free(old);
+  r->watches = fresh;
+  r->n_watches = n_fresh;
 }
 
 /* ---- reloading ----------------------------------------------------------- */
