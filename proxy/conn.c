@@ -63,7 +63,8 @@ struct px_conn {
   size_t n_addrs;
   reg_proxy_protocol_t proxy_protocol;
   bool routed;
-  bool splice; /* relaying: move to splice(2) once the head is written */
+  bool splice; /* relaying: may still move to splice(2) */
+  bool bulk;   /* a read filled a relay buffer */
   uint16_t port;
   size_t next_addr; /* next of addrs to try */
   struct sockaddr_storage target;
@@ -314,7 +315,7 @@ static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
 /* ---- relaying ----------------------------------------------------------- */
 
 static void start_reading(px_side_t *side);
-static bool start_splicing(px_conn_t *conn);
+static bool maybe_splice(px_conn_t *conn);
 
 /* Both directions finished cleanly: nothing left to carry. */
 static void maybe_finish(px_conn_t *conn) {
@@ -354,7 +355,7 @@ static void on_relay_written(uv_write_t *req, int status) {
    * write's completion may give their buffer back. */
   if (side == &conn->client)
     release_peek(conn);
-  if (side == &conn->client && conn->splice && start_splicing(conn))
+  if (maybe_splice(conn))
     return;
   /* The peer drained our bytes: the one backpressure rule lifts. */
   if (side->eof)
@@ -406,8 +407,13 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
 
   uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
   int n = uv_try_write((uv_stream_t *)&peer->tcp, &out, 1);
+  /* A read that fills the buffer is a bulk transfer: from here on it is
+   * worth the cost of moving the connection to splice(2). */
+  if (nread == PX_RELAY_BUF_SIZE)
+    conn->bulk = true;
   if (n == nread) {
     release_buf(side);
+    maybe_splice(conn);
     return;
   }
   if (n < 0 && n != UV_EAGAIN) {
@@ -569,12 +575,17 @@ static int take_over(px_side_t *side) {
   return 0;
 }
 
-/* Once the head is written, moves the rest of the relay to splice(2).
- * Returns false (nothing changed) when the sockets cannot be taken over:
- * the connection then copies, like it would with proxy.splice off. */
-static bool start_splicing(px_conn_t *conn) {
-  assert(conn->state == PX_STATE_RELAYING && !conn->client.writing &&
-         !conn->device.writing);
+/* Moves the rest of the relay to splice(2) once the connection carries a
+ * bulk transfer and no bytes wait in libuv's write queues, while neither
+ * side has ended (their shutdown requests share memory with the poll
+ * handles). Short exchanges keep copying: taking two sockets over costs
+ * about a dozen system calls. Returns true when conn spliced (or closed
+ * trying); false leaves it copying, for good if the takeover failed. */
+static bool maybe_splice(px_conn_t *conn) {
+  if (!conn->splice || !conn->bulk || conn->state != PX_STATE_RELAYING ||
+      conn->client.writing || conn->device.writing || conn->client.eof ||
+      conn->device.eof)
+    return false;
   conn->splice = false;
   int rc = take_over(&conn->client);
   if (rc == 0) {
@@ -588,7 +599,6 @@ static bool start_splicing(px_conn_t *conn) {
   if (rc != 0) {
     core_log(CORE_LOG_DEBUG, "cannot splice for %s, copying: %s", conn->visitor,
              uv_strerror(rc));
-    start_reading(&conn->device);
     return false;
   }
   splice_watch(&conn->client);
@@ -656,9 +666,7 @@ static void start_relay(px_conn_t *conn) {
     conn_close(conn, "routed");
     return;
   }
-  /* A spliced relay starts both directions once the head is written. */
-  if (!conn->splice)
-    start_reading(&conn->device);
+  start_reading(&conn->device);
 }
 
 /* ---- connecting --------------------------------------------------------- */
