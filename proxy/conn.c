@@ -4,8 +4,10 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* After an error page, how long to swallow the rest of the request so the
  * visitor reads the page instead of a reset. */
@@ -23,11 +25,24 @@ typedef enum px_state {
 typedef struct px_side {
   uv_tcp_t tcp; /* tcp.data points to the px_side */
   px_conn_t *conn;
-  char *buf;            /* read buffer for bytes travelling to the peer side */
-  uv_write_t write_req; /* writes of this side's bytes to the peer */
-  uv_shutdown_t shutdown_req;
+  char *buf; /* read buffer for bytes travelling to the peer side */
+  /* A spliced side never writes through libuv again, so what it needs
+   * shares the requests' memory and idle connections stay as small as
+   * copied ones. */
+  union {
+    struct {
+      uv_write_t write_req; /* writes of this side's bytes to the peer */
+      uv_shutdown_t shutdown_req;
+    };
+    struct {
+      uv_poll_t poll; /* watches the socket taken over from tcp */
+      px_pipe_t pipe; /* this side's bytes waiting for the peer */
+      int events;     /* what poll watches */
+    };
+  };
   uint64_t bytes; /* read from this side */
-  bool open;      /* tcp initialised and not yet closed */
+  bool open;      /* tcp (or, spliced, poll and its socket) not yet closed */
+  bool spliced;   /* the socket belongs to poll; tcp is closed */
   bool eof;       /* this side sent FIN */
   bool writing;   /* our bytes are queued on the peer: reading paused */
   bool shut;      /* FIN passed on to the peer */
@@ -48,6 +63,8 @@ struct px_conn {
   size_t n_addrs;
   reg_proxy_protocol_t proxy_protocol;
   bool routed;
+  bool splice; /* relaying: may still move to splice(2) */
+  bool bulk;   /* a read filled a relay buffer */
   uint16_t port;
   size_t next_addr; /* next of addrs to try */
   struct sockaddr_storage target;
@@ -148,6 +165,10 @@ static bool release_handle(px_conn_t *conn) {
     px_limits_release(server->limits, &conn->admission);
   release_buf(&conn->client);
   release_buf(&conn->device);
+  if (conn->client.spliced)
+    px_pipe_release(server, &conn->client.pipe);
+  if (conn->device.spliced)
+    px_pipe_release(server, &conn->device.pipe);
   release_peek(conn);
   free(conn);
   px_server_conn_gone(server);
@@ -164,11 +185,41 @@ static void on_handle_closed(uv_handle_t *handle) {
   release_handle(conn_of_handle(handle));
 }
 
+static int side_fd(px_side_t *side) {
+  uv_os_fd_t fd = -1;
+  uv_fileno(side->spliced ? (uv_handle_t *)&side->poll
+                          : (uv_handle_t *)&side->tcp,
+            &fd);
+  return fd;
+}
+
 static void close_side(px_side_t *side) {
   if (!side->open)
     return;
   side->open = false;
-  uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
+  if (!side->spliced) {
+    uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
+    return;
+  }
+  /* The poll handle stops watching at once, so its socket may go now. */
+  int fd = side_fd(side);
+  uv_close((uv_handle_t *)&side->poll, on_handle_closed);
+  close(fd);
+}
+
+/* Closes side with a reset rather than a FIN: the visitor or device must
+ * not take a broken relay for a clean end of data. */
+static void reset_side(px_side_t *side) {
+  if (!side->open)
+    return;
+  if (!side->spliced) {
+    if (uv_tcp_close_reset(&side->tcp, on_handle_closed) == 0)
+      side->open = false;
+    return;
+  }
+  struct linger linger = {.l_onoff = 1, .l_linger = 0};
+  setsockopt(side_fd(side), SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
+  close_side(side);
 }
 
 static void conn_close(px_conn_t *conn, const char *result) {
@@ -264,6 +315,7 @@ static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
 /* ---- relaying ----------------------------------------------------------- */
 
 static void start_reading(px_side_t *side);
+static bool maybe_splice(px_conn_t *conn);
 
 /* Both directions finished cleanly: nothing left to carry. */
 static void maybe_finish(px_conn_t *conn) {
@@ -303,6 +355,8 @@ static void on_relay_written(uv_write_t *req, int status) {
    * write's completion may give their buffer back. */
   if (side == &conn->client)
     release_peek(conn);
+  if (maybe_splice(conn))
+    return;
   /* The peer drained our bytes: the one backpressure rule lifts. */
   if (side->eof)
     pass_eof(side);
@@ -340,10 +394,7 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
     return;
   }
   if (nread == UV_ECONNRESET) {
-    /* Pass the reset on: the other end must not take it for a clean end
-     * of data (a truncated download would look complete). */
-    if (peer->open && uv_tcp_close_reset(&peer->tcp, on_handle_closed) == 0)
-      peer->open = false;
+    reset_side(peer);
     conn_close(conn, "reset");
     return;
   }
@@ -356,8 +407,13 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
 
   uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
   int n = uv_try_write((uv_stream_t *)&peer->tcp, &out, 1);
+  /* A read that fills the buffer is a bulk transfer: from here on it is
+   * worth the cost of moving the connection to splice(2). */
+  if (nread == PX_RELAY_BUF_SIZE)
+    conn->bulk = true;
   if (n == nread) {
     release_buf(side);
+    maybe_splice(conn);
     return;
   }
   if (n < 0 && n != UV_EAGAIN) {
@@ -380,6 +436,174 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
 static void start_reading(px_side_t *side) {
   if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) != 0)
     conn_close(side->conn, "routed");
+}
+
+/* ---- splicing ----------------------------------------------------------- */
+
+/* Reads per wakeup before other connections get their turn (libuv reads a
+ * stream up to 32 times). */
+#define SPLICE_ROUNDS 16
+
+/* Passes side's FIN on once its bytes have all reached the peer. Returns
+ * false when that closed conn. */
+static bool splice_pass_eof(px_side_t *side) {
+  if (!side->eof || side->shut || side->pipe.len > 0)
+    return true;
+  side->shut = true;
+  if (shutdown(side_fd(peer_of(side)), SHUT_WR) != 0) {
+    conn_close(side->conn, "routed");
+    return false;
+  }
+  maybe_finish(side->conn);
+  return side->conn->state != PX_STATE_CLOSING;
+}
+
+/* Writes side's waiting bytes to its peer, as far as the peer takes them.
+ * Returns false when conn closed. */
+static bool splice_flush(px_side_t *side) {
+  px_conn_t *conn = side->conn;
+  if (side->pipe.len > 0) {
+    ssize_t n = px_splice_out(conn->listener->server, &side->pipe,
+                              side_fd(peer_of(side)));
+    if (n < 0 && n != -EAGAIN) {
+      conn_close(conn, "routed");
+      return false;
+    }
+  }
+  return splice_pass_eof(side);
+}
+
+/* Moves what side has to say to its peer until it has no more for now or
+ * the peer is full. Returns false when conn closed. */
+static bool splice_from(px_side_t *side) {
+  px_conn_t *conn = side->conn;
+  for (int round = 0; round < SPLICE_ROUNDS; round++) {
+    ssize_t n =
+        px_splice_in(conn->listener->server, &side->pipe, side_fd(side));
+    if (n == -EAGAIN)
+      break;
+    if (n == 0) {
+      side->eof = true;
+      break;
+    }
+    if (n == -ECONNRESET) {
+      reset_side(peer_of(side));
+      conn_close(conn, "reset");
+      return false;
+    }
+    if (n < 0) {
+      conn_close(conn, n == -EMFILE || n == -ENFILE || n == -ENOMEM
+                           ? "out of memory"
+                           : "routed");
+      return false;
+    }
+    side->bytes += (uint64_t)n;
+    conn->active_ms = core_now_ms();
+    if (!splice_flush(side))
+      return false;
+    /* Backpressure: bytes still in the pipe wait for the peer; a short
+     * read means the socket is drained. */
+    if (side->pipe.len > 0 || n < PX_SPLICE_CHUNK)
+      break;
+  }
+  return splice_pass_eof(side);
+}
+
+static void on_splice_event(uv_poll_t *poll, int status, int events);
+
+/* The one backpressure rule, for pipes: read a side only while its pipe is
+ * empty; watch a side for room while the peer's pipe holds bytes for it. */
+static void splice_watch(px_side_t *side) {
+  int events = 0;
+  if (!side->eof && side->pipe.len == 0)
+    events |= UV_READABLE;
+  if (peer_of(side)->pipe.len > 0)
+    events |= UV_WRITABLE;
+  if (events == side->events)
+    return;
+  side->events = events;
+  uv_poll_start(&side->poll, events, on_splice_event);
+}
+
+static void on_splice_event(uv_poll_t *poll, int status, int events) {
+  px_side_t *side = poll->data;
+  px_conn_t *conn = side->conn;
+  if (status < 0) {
+    /* libuv stopped the handle on a socket error: find out which. */
+    side->events = 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(side_fd(side), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == ECONNRESET) {
+      reset_side(peer_of(side));
+      conn_close(conn, "reset");
+      return;
+    }
+    if (err != 0) {
+      conn_close(conn, "routed");
+      return;
+    }
+    events = UV_READABLE | UV_WRITABLE;
+  }
+  if ((events & UV_WRITABLE) && !splice_flush(peer_of(side)))
+    return;
+  if ((events & UV_READABLE) && side->pipe.len == 0 && !side->eof &&
+      !splice_from(side))
+    return;
+  splice_watch(&conn->client);
+  splice_watch(&conn->device);
+}
+
+/* Takes side's socket over from libuv's stream into a poll handle of its
+ * own, on a duplicate descriptor: libuv must not watch one socket through
+ * both. Returns 0 or a negative errno (side untouched). */
+static int take_over(px_side_t *side) {
+  int fd = fcntl(side_fd(side), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int rc = uv_poll_init(side->conn->listener->server->loop, &side->poll, fd);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  side->poll.data = side;
+  side->pipe = (px_pipe_t){.rd = -1, .wr = -1};
+  side->events = 0;
+  side->conn->open_handles++;
+  uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
+  side->spliced = true;
+  return 0;
+}
+
+/* Moves the rest of the relay to splice(2) once the connection carries a
+ * bulk transfer and no bytes wait in libuv's write queues, while neither
+ * side has ended (their shutdown requests share memory with the poll
+ * handles). Short exchanges keep copying: taking two sockets over costs
+ * about a dozen system calls. Returns true when conn spliced (or closed
+ * trying); false leaves it copying, for good if the takeover failed. */
+static bool maybe_splice(px_conn_t *conn) {
+  if (!conn->splice || !conn->bulk || conn->state != PX_STATE_RELAYING ||
+      conn->client.writing || conn->device.writing || conn->client.eof ||
+      conn->device.eof)
+    return false;
+  conn->splice = false;
+  int rc = take_over(&conn->client);
+  if (rc == 0) {
+    rc = take_over(&conn->device);
+    if (rc != 0) {
+      /* The client is spliced already; there is no going back. */
+      conn_close(conn, "out of memory");
+      return true;
+    }
+  }
+  if (rc != 0) {
+    core_log(CORE_LOG_DEBUG, "cannot splice for %s, copying: %s", conn->visitor,
+             uv_strerror(rc));
+    return false;
+  }
+  splice_watch(&conn->client);
+  splice_watch(&conn->device);
+  return true;
 }
 
 static void on_idle_timer(uv_timer_t *timer) {
@@ -412,6 +636,7 @@ static int build_proxy_header(px_conn_t *conn) {
 static void start_relay(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_RELAYING;
+  conn->splice = conn->listener->server->splice;
   conn->active_ms = core_now_ms();
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);

@@ -78,6 +78,7 @@ static void maybe_free(px_server_t *server) {
       free(server->spare_bufs[i]);
     for (size_t i = 0; i < server->n_spare_peeks; i++)
       free(server->spare_peeks[i]);
+    px_pipes_free(server);
     free(server->listeners);
     free(server);
   }
@@ -175,6 +176,7 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->config = config;
   server->reg = reg;
   server->limits = limits;
+  server->splice = px_splice_enabled(config);
   int rc = px_resolver_new(loop, config, &server->resolver);
   if (rc != 0) {
     free(server);

@@ -7,6 +7,7 @@
 #include "proxy/proxy.h"
 
 #include <stddef.h>
+#include <sys/types.h>
 
 typedef enum px_peek_result {
   PX_PEEK_COMPLETE,
@@ -153,7 +154,16 @@ typedef struct px_listener {
   bool tcp_open; /* tcp initialised, listening and not closing */
 } px_listener_t;
 
+/* Bytes of one direction of a spliced relay, waiting between reading one
+ * socket and writing the other. */
+typedef struct px_pipe {
+  int rd, wr; /* -1: no pipe held */
+  size_t len; /* bytes in the pipe */
+} px_pipe_t;
+
 #define PX_RELAY_BUF_SIZE (16 * 1024)
+#define PX_SPLICE_CHUNK (64 * 1024) /* a default pipe's capacity */
+#define PX_SPARE_PIPES 64           /* per worker: 128 descriptors at most */
 #define PX_SPARE_BUFS 256 /* per worker: 4 MiB at most kept for reuse */
 #define PX_PEEK_FIRST_SIZE 4096
 #define PX_SPARE_PEEKS 1024 /* per worker: 4 MiB at most */
@@ -178,7 +188,36 @@ struct px_server {
   size_t n_spare_bufs;
   char *spare_peeks[PX_SPARE_PEEKS];
   size_t n_spare_peeks;
+  bool splice; /* relays splice(2) through pipes rather than copy */
+  /* Empty pipes for spliced relays, held like the buffers above: only while
+   * bytes wait in them. */
+  px_pipe_t spare_pipes[PX_SPARE_PIPES];
+  size_t n_spare_pipes;
 };
+
+/* Whether relays on this system should splice(2) under config's
+ * proxy.splice ("auto" resolved; always false where splice(2) is missing). */
+bool px_splice_enabled(const reg_config_t *config);
+
+/* Moves up to PX_SPLICE_CHUNK bytes from socket fd into pipe, taking a pipe
+ * from server's spares (or a new one) when pipe holds none. Returns the
+ * bytes moved, 0 at the end of the stream, or a negative errno: -EAGAIN
+ * when nothing can be read now, the socket's error (such as -ECONNRESET),
+ * or -EMFILE / -ENFILE when no pipe could be made. An empty pipe is given
+ * back before it returns. */
+ssize_t px_splice_in(px_server_t *server, px_pipe_t *pipe, int fd);
+
+/* Writes what pipe holds to socket fd. Returns the bytes written or a
+ * negative errno (-EAGAIN: fd takes nothing now); pipe goes back to the
+ * spares once it is empty. */
+ssize_t px_splice_out(px_server_t *server, px_pipe_t *pipe, int fd);
+
+/* Gives pipe back to server's spares if it is empty, else closes it (its
+ * bytes are dropped). No-op when pipe holds no pipe. */
+void px_pipe_release(px_server_t *server, px_pipe_t *pipe);
+
+/* Closes server's spare pipes. */
+void px_pipes_free(px_server_t *server);
 
 /* Takes over the next pending connection of listener: peeks, routes,
  * connects, relays, logs one access line and frees itself when both sides

@@ -893,12 +893,14 @@ enum {
   P_ALLOW_TARGETS,
   P_ACCESS_LOG,
   P_RESOLVERS,
+  P_SPLICE,
   P_COUNT
 };
 static const char *const proxy_keys[P_COUNT] = {
     [P_TIMEOUTS] = "timeouts",     [P_LIMITS] = "limits",
     [P_MAX_HELLO] = "max_hello",   [P_ALLOW_TARGETS] = "allow_targets",
     [P_ACCESS_LOG] = "access_log", [P_RESOLVERS] = "resolvers",
+    [P_SPLICE] = "splice",
 };
 
 enum { T_PEEK, T_CONNECT, T_IDLE, T_DRAIN, T_COUNT };
@@ -1055,6 +1057,17 @@ static void parse_proxy(ctx_t *c, const slot_t *slot) {
       get_string(c, v, s[P_ACCESS_LOG].key, "'stderr', 'off' or a file path",
                  "'access_log'", &cfg->proxy.access_log);
     }
+  }
+
+  if (s[P_SPLICE].key != NULL) {
+    const node_t *v = s[P_SPLICE].value;
+    int b = v->kind == REG_YAML_SCALAR ? bool_value(v) : -1;
+    if (b >= 0)
+      cfg->proxy.splice = b ? REG_SPLICE_ON : REG_SPLICE_OFF;
+    else if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "auto") == 0)
+      cfg->proxy.splice = REG_SPLICE_AUTO;
+    else
+      expected(c, v, s[P_SPLICE].key, "'auto', 'on' or 'off'", "'splice'");
   }
 }
 

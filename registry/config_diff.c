@@ -103,6 +103,7 @@ size_t reg_config_restart_keys(const reg_config_t *running,
   DIFFERS("proxy.allow_targets", same_allow_targets(a, b));
   DIFFERS("proxy.access_log",
           same_str(a->proxy.access_log, b->proxy.access_log));
+  DIFFERS("proxy.splice", a->proxy.splice == b->proxy.splice);
   DIFFERS("dns.listen", same_addrs(a->dns.listen, a->dns.n_listen,
                                    b->dns.listen, b->dns.n_listen));
   DIFFERS("dns.zones", same_zones(a, b));

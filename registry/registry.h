@@ -114,6 +114,13 @@ typedef struct reg_source {
   bool directory;
 } reg_source_t;
 
+/* proxy.splice: how a relay moves bytes once the connection is routed. */
+typedef enum reg_splice {
+  REG_SPLICE_AUTO, /* splice(2) where it measures faster than copying */
+  REG_SPLICE_ON,   /* splice(2) through pipes (Linux only) */
+  REG_SPLICE_OFF,  /* read into a small buffer and write it out */
+} reg_splice_t;
+
 typedef struct reg_config {
   char *path;
   unsigned workers; /* 0: one per CPU */
@@ -131,6 +138,7 @@ typedef struct reg_config {
     size_t n_allow_targets;
     char *access_log; /* "stderr", "off" or a path */
     char *resolvers;  /* "ip:port,..." for c-ares, or NULL: the system's */
+    reg_splice_t splice;
   } proxy;
 
   struct {

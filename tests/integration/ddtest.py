@@ -320,6 +320,25 @@ def udp_dns_answers(port, host=LOOPBACK4, timeout=0.3):
         s.close()
 
 
+def force_splice(config_path):
+    """With DDTEST_SPLICE=on|off|auto in the environment, sets proxy.splice
+    in the configuration file, so one suite checks both ways of relaying."""
+    mode = os.environ.get("DDTEST_SPLICE")
+    if not mode:
+        return
+    with open(config_path, encoding="utf-8") as f:
+        text = f.read()
+    if re.search(r"^  splice:", text, re.M):
+        return
+    line = "  splice: %s\n" % mode
+    text, n = re.subn(r"^proxy:[ \t]*\n", lambda m: m.group(0) + line, text,
+                      count=1, flags=re.M)
+    if n == 0:
+        text += "\nproxy:\n" + line
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 class Ddport:
     """A `ddport serve -c CONFIG` process with its stderr in a file."""
 
@@ -335,6 +354,7 @@ class Ddport:
         self.wrapper = []  # a command that ends by exec'ing ddport (same PID)
 
     def start(self, ready_timeout=15):
+        force_splice(self.config_path)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.wrapper + [DDPORT, "serve", "-c", self.config_path]
                                          + self.extra_args,
@@ -904,11 +924,15 @@ class RawDevice:
                 continue
             except OSError:
                 return
-            with conn:
-                if self.greeting:
-                    threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
-                self.received.append(self._record(conn))
-                self._answer(conn)
+            self._handle(conn)
+
+    def _handle(self, conn):
+        """One connection, in the accepting thread (subclasses may differ)."""
+        with conn:
+            if self.greeting:
+                threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+            self.received.append(self._record(conn))
+            self._answer(conn)
 
     def _greet(self, conn):
         try:

@@ -481,7 +481,25 @@ static void test_not_implemented(void) {
   c = load_ok("proxy: {access_log: /var/log/ddport/access.log}\n");
   ASSERT_EQ(c->n_not_implemented, 0);
   ASSERT_STR_EQ(c->proxy.access_log, "/var/log/ddport/access.log");
+  ASSERT_EQ(c->proxy.splice, REG_SPLICE_AUTO);
   reg_config_free(c);
+
+  static const struct {
+    const char *text;
+    reg_splice_t splice;
+  } splices[] = {
+      {"proxy: {splice: auto}\n", REG_SPLICE_AUTO},
+      {"proxy: {splice: on}\n", REG_SPLICE_ON},
+      {"proxy: {splice: off}\n", REG_SPLICE_OFF},
+  };
+  for (size_t i = 0; i < sizeof splices / sizeof *splices; i++) {
+    c = load_ok(splices[i].text);
+    ASSERT_EQ(c->proxy.splice, splices[i].splice);
+    reg_config_free(c);
+  }
+  expect_errors("proxy: {splice: sometimes}\n",
+                "t.yaml:1:17: expected 'auto', 'on' or 'off' for 'splice', "
+                "got 'sometimes'\n");
 }
 
 static void test_update_section(void) {
@@ -558,7 +576,7 @@ static void test_unknown_key(void) {
   expect_errors("proxy: {colour: blue}\n",
                 "t.yaml:1:9: unknown key 'colour' in 'proxy'; expected one "
                 "of: timeouts, limits, max_hello, allow_targets, "
-                "access_log, resolvers\n");
+                "access_log, resolvers, splice\n");
   expect_errors(BASE
                 "devices:\n"
                 "  a.ddport.test: {adress: 192.0.2.7, ports: {http: 80}}\n",
@@ -1000,7 +1018,7 @@ static void test_many_errors(void) {
                 "length must be 0 to 128\n"
                 "t.yaml:9:37: unknown key 'colour' in 'proxy'; expected one "
                 "of: timeouts, limits, max_hello, allow_targets, "
-                "access_log, resolvers\n"
+                "access_log, resolvers, splice\n"
                 "t.yaml:10:12: cannot read registry 'x.yaml': No such file "
                 "or directory\n");
 }

@@ -1,0 +1,436 @@
+#!/usr/bin/python3
+"""The relay after routing, run once per way of relaying (argument: the
+proxy.splice value, on or off): 10 MiB both ways at once, half-close either
+way, resets either way, the idle timeout, a slow reader, the access log's
+byte counts and a drain on SIGTERM. A scripted raw device plays the other
+end. Loopback only; every wait bounded."""
+
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ddtest  # noqa: E402
+from ddtest import check, check_eq  # noqa: E402
+
+SPLICE = sys.argv[1] if len(sys.argv) > 1 else "auto"
+
+CONFIG = """\
+workers: 2
+listeners:
+  - {{name: http, protocol: http, address: 127.0.0.1:{port}}}
+proxy:
+  timeouts: {{peek: 3s, connect: 3s, idle: {idle}, drain: {drain}}}
+  allow_targets: [127.0.0.1/32]
+  access_log: {log}
+  splice: {splice}
+devices:
+  dev.ddport.test: {{address: 127.0.0.1, ports: {{http: {device}}}}}
+"""
+
+MIB = 1024 * 1024
+
+
+def pattern(n, seed=0):
+    """n deterministic bytes that catch reordering and loss."""
+    block = bytes((i * 7 + seed) & 0xFF for i in range(65521))  # prime length
+    out = block * (n // len(block) + 1)
+    return out[:n]
+
+
+def head(path):
+    return b"GET %s HTTP/1.1\r\nHost: dev.ddport.test\r\n\r\n" % path.encode()
+
+
+class Device(ddtest.RawDevice):
+    """A raw device that reads each request head and acts on its path:
+    /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, each
+    connection in a thread of its own. What it saw goes to self.events (a
+    list of (path, detail))."""
+
+    def __init__(self):
+        self.events = []
+        super().__init__()
+
+    def wait_event(self, path, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p, detail in self.events:
+                if p == path:
+                    return detail
+            time.sleep(0.05)
+        return None
+
+    def _handle(self, conn):
+        threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def _serve_one(self, conn):
+        with conn:
+            conn.settimeout(20)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+            except OSError:
+                return
+            line, rest = data.split(b"\r\n", 1)[0], data.split(b"\r\n\r\n", 1)[1]
+            path = line.split()[1].decode()
+            parts = path.split("/")
+            try:
+                getattr(self, "_" + parts[1].replace("-", "_"))(conn, parts, rest)
+            except OSError as exc:
+                self.events.append((path, exc))
+
+    def _echo(self, conn, parts, rest):
+        """Echoes every byte after the head until EOF, then closes."""
+        got = len(rest)
+        if rest:
+            conn.sendall(rest)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += len(chunk)
+            conn.sendall(chunk)
+        conn.shutdown(socket.SHUT_WR)
+        self.events.append(("/" + "/".join(parts[1:]), got))
+
+    def _down(self, conn, parts, rest):
+        conn.sendall(pattern(int(parts[2]), 3))
+        self.events.append(("/" + "/".join(parts[1:]), "sent"))
+
+    def _reset(self, conn, parts, rest):
+        conn.sendall(b"partial" * 1000)
+        time.sleep(0.3)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def _await_reset(self, conn, parts, rest):
+        conn.sendall(b"ready")
+        try:
+            while conn.recv(65536):
+                pass
+            self.events.append(("/await-reset", "eof"))
+        except ConnectionResetError:
+            self.events.append(("/await-reset", "reset"))
+
+    def _half(self, conn, parts, rest):
+        """Says its piece and half-closes, then counts what still comes."""
+        conn.sendall(b"bye")
+        conn.shutdown(socket.SHUT_WR)
+        got = len(rest)
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += len(chunk)
+        self.events.append(("/half/" + parts[2], got))
+
+    def _hold(self, conn, parts, rest):
+        try:
+            eof = conn.recv(1) == b""
+        except ConnectionResetError:
+            eof = False
+        self.events.append(("/hold", "eof" if eof else "reset"))
+
+
+class Env:
+    pass
+
+
+def start(env, name, idle="1m", drain="5s"):
+    port = ddtest.free_port(udp_too=False)
+    log = os.path.join(env.dir, name + ".access.log")
+    config = ddtest.write_file(env.dir, name + ".yaml", CONFIG.format(
+        port=port, idle=idle, drain=drain, log=log, splice=SPLICE,
+        device=env.device.port))
+    d = ddtest.Ddport(config, env.dir, tcp_ports=[port], name=name).start()
+    d.port = port
+    d.log = log
+    return d
+
+
+def setup():
+    ddtest.require_binary()
+    env = Env()
+    env.tmp = ddtest.tempdir()
+    env.dir = env.tmp.name
+    env.device = Device()
+    try:
+        env.ddport = start(env, "main")
+    except Exception:
+        teardown(env)
+        raise
+    return env
+
+
+def teardown(env):
+    try:
+        if env.ddport.running():
+            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+    finally:
+        env.device.stop()
+        env.tmp.cleanup()
+
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+
+
+def read_to_eof(s, limit=64 * MIB):
+    data = bytearray()
+    while len(data) < limit:
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def access_line(d, before, tries=100):
+    """The first access line for the device after the first before lines,
+    once it is written (readiness probes log lines with name=-)."""
+    for _ in range(tries):
+        try:
+            with open(d.log, encoding="utf-8") as f:
+                lines = [line for line in f if "access " in line]
+        except FileNotFoundError:
+            lines = []
+        for line in lines[before:]:
+            if "name=dev.ddport.test" in line:
+                return line
+        time.sleep(0.05)
+    return None
+
+
+def n_lines(d):
+    try:
+        with open(d.log, encoding="utf-8") as f:
+            return sum(1 for line in f if "access " in line)
+    except FileNotFoundError:
+        return 0
+
+
+def test_both_ways_at_once(env):
+    size = 10 * MIB
+    up = pattern(size, 1)
+    req = head("/echo/%d" % size)
+    s = connect(env.ddport.port)
+    sent_error = []
+
+    def send():
+        try:
+            s.sendall(req + up)
+            s.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            sent_error.append(exc)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    s.settimeout(20)
+    back = read_to_eof(s)
+    t.join(20)
+    s.close()
+    check(not sent_error, "sending failed: %r" % sent_error)
+    check_eq(len(back), size, "bytes echoed back")
+    check(back == up, "the echo differs from what was sent")
+    check_eq(env.device.wait_event("/echo/%d" % size), size, "bytes at the device")
+
+
+def test_download_and_access_log(env):
+    before = n_lines(env.ddport)
+    size = 10 * MIB
+    req = head("/down/%d" % size)
+    s = connect(env.ddport.port)
+    s.sendall(req)
+    s.settimeout(20)
+    body = read_to_eof(s)
+    s.close()
+    check_eq(len(body), size, "bytes downloaded")
+    check(body == pattern(size, 3), "the download differs from what the device sent")
+    line = access_line(env.ddport, before)
+    check(line is not None, "no access line")
+    check("result=routed" in line, "result: %s" % line.strip())
+    check("bytes_in=%d " % len(req) in line, "bytes_in: %s" % line.strip())
+    check("bytes_out=%d " % size in line, "bytes_out: %s" % line.strip())
+
+
+def test_client_half_close(env):
+    # The visitor sends and half-closes; the device still answers in full.
+    size = 3 * MIB
+    up = pattern(size, 5)
+    s = connect(env.ddport.port)
+    s.sendall(head("/echo/half-%d" % size) + up)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(20)
+    back = read_to_eof(s)
+    s.close()
+    check(back == up, "echo after the visitor's FIN: %d bytes" % len(back))
+
+
+def test_device_half_close(env):
+    # The device half-closes first; the visitor's later bytes still reach it.
+    size = 2 * MIB
+    s = connect(env.ddport.port)
+    s.sendall(head("/half/%d" % size))
+    s.settimeout(10)
+    got = b""
+    while len(got) < 3:
+        chunk = s.recv(16)
+        if not chunk:
+            break
+        got += chunk
+    check_eq(got, b"bye", "the device's words")
+    check_eq(s.recv(16), b"", "the device's FIN reaches the visitor")
+    s.sendall(pattern(size))
+    s.shutdown(socket.SHUT_WR)
+    check_eq(env.device.wait_event("/half/%d" % size), size,
+             "bytes at the device after its own FIN")
+    check_eq(s.recv(16), b"", "the device's close ends the connection")
+    s.close()
+
+
+def test_device_reset(env):
+    before = n_lines(env.ddport)
+    s = connect(env.ddport.port)
+    s.sendall(head("/reset"))
+    s.settimeout(10)
+    data, err = b"", None
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        err = exc
+    s.close()
+    check_eq(data, b"partial" * 1000, "bytes before the reset")
+    check(isinstance(err, ConnectionResetError),
+          "expected a reset after the bytes, got %r" % (err,))
+    line = access_line(env.ddport, before)
+    check(line is not None and "result=reset" in line, "access line: %r" % line)
+
+
+def test_visitor_reset(env):
+    s = connect(env.ddport.port)
+    s.sendall(head("/await-reset"))
+    s.settimeout(10)
+    check_eq(s.recv(5), b"ready", "the device answered")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    check_eq(env.device.wait_event("/await-reset"), "reset",
+             "what the device saw of the visitor's reset")
+
+
+def test_idle_timeout(env):
+    d = start(env, "idle", idle="1s")
+    try:
+        before = n_lines(d)
+        s = connect(d.port)
+        s.sendall(head("/hold"))
+        s.settimeout(10)
+        t0 = time.monotonic()
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        waited = time.monotonic() - t0
+        s.close()
+        check(closed, "the idle connection was not closed")
+        check(0.5 <= waited < 8, "closed after %.1fs, idle is 1s" % waited)
+        line = access_line(d, before)
+        check(line is not None and "result=idle timeout" in line, "access line: %r" % line)
+    finally:
+        check_eq(d.stop(), 0, "exit status")
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_reader(env):
+    # The visitor reads nothing for a while: the proxy must stop reading the
+    # device rather than hold the whole download in memory.
+    size = 32 * MIB
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", env.ddport.port))
+    rss_before = rss_kib(env.ddport.proc.pid)
+    s.sendall(head("/down/%d" % size))
+    time.sleep(1.5)
+    grown = rss_kib(env.ddport.proc.pid) - rss_before
+    check(grown < 4096, "ddport grew by %d KiB while the visitor did not read" % grown)
+    check(env.device.wait_event("/down/%d" % size, timeout=0.1) is None,
+          "the device got rid of all 32 MiB while the visitor read nothing")
+    body = bytearray()
+    while len(body) < size:
+        chunk = s.recv(256 * 1024)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    check_eq(len(body), size, "bytes read slowly")
+    check(bytes(body) == pattern(size, 3), "the slow download differs")
+
+
+def test_drain_on_sigterm(env):
+    # A transfer in flight when SIGTERM comes finishes within the drain time.
+    d = start(env, "drain", drain="10s")
+    size = 8 * MIB
+    s = connect(d.port)
+    s.settimeout(20)
+    s.sendall(head("/down/%d" % size))
+    first = s.recv(65536)
+    d.proc.send_signal(15)
+    time.sleep(0.3)
+    body = first + read_to_eof(s)
+    s.close()
+    check_eq(len(body), size, "bytes of the download in flight")
+    check(body == pattern(size, 3), "the drained download differs")
+    # A second SIGTERM would end the drain: wait for ddport to exit alone.
+    try:
+        rc = d.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        rc = d.stop()
+    check_eq(rc, 0, "exit status after draining")
+
+
+def test_spliced_or_not(env):
+    text = env.ddport.stderr_text()
+    check(re.search(r"error|warn", text, re.I) is None,
+          "warnings in the log: %s" % env.ddport.stderr_tail())
+
+
+CASES = [
+    ("10 MiB up and 10 MiB down at once, byte for byte", test_both_ways_at_once),
+    ("10 MiB download intact; the access log counts its bytes",
+     test_download_and_access_log),
+    ("the visitor's half-close: the device still answers in full", test_client_half_close),
+    ("the device's half-close: the visitor's later bytes still arrive",
+     test_device_half_close),
+    ("a device's reset reaches the visitor as a reset", test_device_reset),
+    ("a visitor's reset reaches the device as a reset", test_visitor_reset),
+    ("a relay with no bytes for timeouts.idle is closed", test_idle_timeout),
+    ("a slow reader holds the device back, not ddport's memory", test_slow_reader),
+    ("SIGTERM lets a transfer in flight finish", test_drain_on_sigterm),
+    ("no warnings logged", test_spliced_or_not),
+]
+
+if __name__ == "__main__":
+    ddtest.run_cases([("[splice %s] %s" % (SPLICE, name), fn) for name, fn in CASES],
+                     setup=setup, teardown=teardown)
