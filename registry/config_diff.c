@@ -106,6 +106,7 @@ size_t reg_config_restart_keys(const reg_config_t *running,
   DIFFERS("dns.listen", same_addrs(a->dns.listen, a->dns.n_listen,
                                    b->dns.listen, b->dns.n_listen));
   DIFFERS("dns.zones", same_zones(a, b));
+  DIFFERS("dns.serial_batch", a->dns.serial_batch_ms == b->dns.serial_batch_ms);
 #undef DIFFERS
   return n;
 }

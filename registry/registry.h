@@ -140,6 +140,7 @@ typedef struct reg_config {
     reg_tsig_key_t *tsig_keys;
     size_t n_tsig_keys;
     uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
+    uint64_t serial_batch_ms; /* the serial rises at most this often */
     uint32_t tcp_connections; /* open DNS TCP connections, all workers */
     /* rate_limit: UDP responses per second per /24 or /56; 0: off. Every
      * rrl_slip-th response over the limit goes out truncated (0: none). */
@@ -195,7 +196,8 @@ void reg_config_free_devices(reg_config_t *config);
  * with, and stores in keys (up to max) the names of the settings that
  * differ and that running workers cannot change: "workers", "state_dir",
  * "listeners", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
- * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones".
+ * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones",
+ * "dns.serial_batch".
  * Devices, accounts, registry files and reload settings apply at once and
  * are never named. Returns the number stored. Pure. */
 size_t reg_config_restart_keys(const reg_config_t *running,
