@@ -272,6 +272,15 @@ static int append_batch(uint64_t number, const reg_change_t *changes, size_t n,
   return 0;
 }
 
+static int count_batch(uint64_t number, const reg_change_t *changes, size_t n,
+                       void *arg) {
+  (void)number;
+  (void)changes;
+  (void)n;
+  (*(size_t *)arg)++;
+  return 0;
+}
+
 static const char *batches(const reg_t *reg, uint64_t from, int *rc) {
   static text_t t;
   uint64_t to = 0;
@@ -336,11 +345,15 @@ static void test_published_batches(void) {
     ASSERT_EQ(reg_update_device(reg, &e), 0);
     ASSERT(reg_publish(reg));
   }
-  uint64_t last = reg_published(reg);
-  batches(reg, last - REG_HISTORY_BATCHES - 1, &rc);
-  ASSERT_EQ(rc, -ENOENT);
-  batches(reg, last - REG_HISTORY_BATCHES, &rc);
-  ASSERT_EQ(rc, 0);
+  uint64_t last = reg_published(reg), to = 0;
+  size_t n = 0;
+  ASSERT_EQ(reg_batches_since(reg, last - REG_HISTORY_BATCHES - 1, &to,
+                              count_batch, &n),
+            -ENOENT);
+  ASSERT_EQ(
+      reg_batches_since(reg, last - REG_HISTORY_BATCHES, &to, count_batch, &n),
+      0);
+  ASSERT_EQ(n, REG_HISTORY_BATCHES);
   reg_free(reg);
 }
 
