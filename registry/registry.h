@@ -364,7 +364,7 @@ bool reg_publish(reg_t *reg);
  * particular order, until visit returns non-zero; returns that value or 0.
  * On the control loop the walk sees one consistent table; from another
  * thread it may miss or repeat devices changed meanwhile. visit must not
- * change the registry. For AXFR and dumps. */
+ * change the registry. For dumps; AXFR reads the published state. */
 typedef int reg_visit_fn(const reg_device_t *device, void *arg);
 int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg);
 
