@@ -251,7 +251,8 @@ int reloader_reload(reloader_t *r, const char *cause) {
   reg_updates_merge(r->updates, next);
   reg_replace_all(r->reg, next);
   reg_update_server_reload(r->update_server, next);
-  /* The serial rose with the registry: tell the secondaries. */
+  /* Changed names reach the zones with the next serial step (dns.serial_batch):
+   * tell the secondaries. */
   for (size_t i = 0; i < r->running->dns.n_zones; i++)
     dns_notify_zone(r->notifier, i);
   size_t n_devices = next->n_devices;

@@ -136,9 +136,13 @@ static void answer_addrs(reply_t *r, const core_ip_t *ips, size_t n, int family,
   }
 }
 
-uint32_t dns_zone_serial(const reg_zone_t *zone, const reg_t *reg) {
+uint32_t dns_zone_serial_at(const reg_zone_t *zone, uint64_t published) {
   /* Serial arithmetic (RFC 1982) wraps, so the sum may too. */
-  return zone->serial + (uint32_t)(reg ? reg_version(reg) : 0);
+  return zone->serial + (uint32_t)published;
+}
+
+uint32_t dns_zone_serial(const reg_zone_t *zone, const reg_t *reg) {
+  return dns_zone_serial_at(zone, reg ? reg_published(reg) : 0);
 }
 
 void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,

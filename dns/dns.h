@@ -37,22 +37,27 @@ void dns_server_stop(dns_server_t *server);
 
 typedef struct dns_notifier dns_notifier_t;
 
-/* Sends NOTIFY for every zone to its notify targets from control_loop (one
- * place, not every worker), retrying each with backoff until it answers,
- * and logs the outcome. config and reg are borrowed and must outlive the
- * notifier; the serial sent follows reg's changes. Returns NULL when no
- * zone has notify targets. */
+/* Paces the zone serial and tells secondaries of it, from control_loop
+ * (one place, not every worker). Every dns.serial_batch it publishes reg's
+ * changes since the last time, if any, as the next state (reg_publish):
+ * the serial of every zone rises by one, and each zone's notify targets
+ * get a NOTIFY, retried with backoff until they answer; outcomes are
+ * logged. At start it NOTIFYs every zone. config and reg are borrowed and
+ * must outlive the notifier. Never NULL: the serial needs pacing whether
+ * or not there is anybody to notify. */
 dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
-                                   const reg_config_t *config,
-                                   const reg_t *reg);
+                                   const reg_config_t *config, reg_t *reg);
 
-/* Tells the secondaries of config->dns.zones[zone_index] that its serial
- * changed: a fresh NOTIFY to each target, retried until acknowledged. For
- * the update path; call on the control loop. NULL n is fine. */
+/* Says that the registry changed in config->dns.zones[zone_index]: call on
+ * the control loop after each change (a reload, a device update). Changes
+ * are batched: the first after a quiet serial_batch is published at once,
+ * those after it with the next batch, so the serial rises, and the
+ * secondaries are NOTIFYed, at most once per serial_batch. NULL n is
+ * fine. */
 void dns_notify_zone(dns_notifier_t *n, size_t zone_index);
 
-/* Stops retrying and closes the socket; frees itself once libuv is done
- * with the handles. NULL is fine. */
+/* Stops pacing and retrying and closes the socket; frees itself once
+ * libuv is done with the handles. NULL is fine. */
 void dns_notifier_stop(dns_notifier_t *n);
 
 #endif

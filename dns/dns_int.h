@@ -315,9 +315,14 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
 void dns_soa_build(const reg_zone_t *zone, const dns_name_t *apex,
                    uint32_t serial, dns_soa_t *soa);
 
-/* The serial zone has now: its serial at load plus the registry's changes
- * since (a reload, and later every device update, raises it), so
- * secondaries see every change. */
+/* The serial of zone in the registry's published state number published:
+ * the zone's serial at load (the Unix time then) plus the number. The
+ * notifier publishes at most once a second and never sooner than the
+ * serial's own second has passed, so a serial names one version of the
+ * zone, across restarts too (as long as the clock does not step back). */
+uint32_t dns_zone_serial_at(const reg_zone_t *zone, uint64_t published);
+
+/* The serial zone has now: dns_zone_serial_at reg's published state. */
 uint32_t dns_zone_serial(const reg_zone_t *zone, const reg_t *reg);
 
 /* The zone holding name (the one with the most labels among those it lies
@@ -413,14 +418,31 @@ size_t dns_xfr_next(dns_xfr_t *xfr, uint8_t *out, size_t cap);
 /* Frees xfr; NULL is fine. */
 void dns_xfr_free(dns_xfr_t *xfr);
 
-/* A transfer of zone (apex, soa) answering query/question; up_to_date (an
- * IXFR from our own serial) sends just the SOA. The zone's device names are
- * copied from reg's live table now, so later registry changes do not touch
- * a transfer under way. */
+/* What a transfer sends. */
+typedef enum dns_xfr_form {
+  DNS_XFR_WHOLE,       /* the zone: AXFR, or an IXFR the history cannot serve */
+  DNS_XFR_INCREMENTAL, /* IXFR: the batches since the client's serial */
+  DNS_XFR_UP_TO_DATE,  /* IXFR from our serial (or later): the SOA alone */
+} dns_xfr_form_t;
+
+/* A transfer of zone (at apex) answering query/question, as of reg's
+ * published state. ixfr_serial NULL: AXFR. Otherwise an IXFR from the
+ * client's serial: the batches since, when the history reaches back to it
+ * (RFC 1995 4); the whole zone when not. Everything is copied now, so
+ * later registry changes do not touch a transfer under way. NULL when the
+ * registry was published over faster than it could be read. */
 dns_xfr_t *dns_xfr_new(const reg_config_t *config, const reg_t *reg,
                        const reg_zone_t *zone, const dns_name_t *apex,
-                       const dns_soa_t *soa, const dns_header_t *query,
-                       const dns_question_t *question, bool up_to_date);
+                       const dns_header_t *query,
+                       const dns_question_t *question,
+                       const uint32_t *ixfr_serial);
+
+/* The serial the transfer ends at. */
+uint32_t dns_xfr_serial(const dns_xfr_t *xfr);
+
+/* What the transfer sends; for DNS_XFR_INCREMENTAL, *from_serial (if
+ * set) is the client's serial. */
+dns_xfr_form_t dns_xfr_form(const dns_xfr_t *xfr, uint32_t *from_serial);
 
 /* The transfer's TSIG state, for the caller to fill before the first
  * message. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* notify.c -- NOTIFY (RFC 1996) to secondaries, from the control loop */
+/* notify.c -- the zone serial, paced, and NOTIFY (RFC 1996) to secondaries,
+ * from the control loop */
 #include "dns/dns.h"
 #include "dns/dns_int.h"
 
@@ -26,9 +27,14 @@ typedef struct job {
 } job_t;
 
 struct dns_notifier {
+  uv_loop_t *loop;
   const reg_config_t *config;
-  const reg_t *reg; /* for the zone serial */
-  uv_udp_t udp[2];  /* IPv4, IPv6; data: the notifier once initialised */
+  reg_t *reg;      /* published here; the zone serial follows it */
+  uv_timer_t pace; /* every serial_batch: publish what changed */
+  uint64_t start_ms;
+  uint64_t published_ms; /* the last publish, if any */
+  bool published;
+  uv_udp_t udp[2]; /* IPv4, IPv6; data: the notifier once initialised */
   size_t n_open;
   bool stopping;
   size_t n_jobs;
@@ -188,12 +194,19 @@ static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
   }
 }
 
-static void on_closed(uv_handle_t *handle) {
-  dns_notifier_t *n = handle->data;
-  if (handle->type == UV_TIMER)
-    n = ((job_t *)handle->data)->notifier;
+static void notifier_release(dns_notifier_t *n) {
   if (--n->n_open == 0)
     free(n);
+}
+
+/* The sockets and the pace timer carry the notifier, job timers their
+ * job. */
+static void on_closed(uv_handle_t *handle) {
+  notifier_release(handle->data);
+}
+
+static void on_job_closed(uv_handle_t *handle) {
+  notifier_release(((job_t *)handle->data)->notifier);
 }
 
 static int udp_open(uv_loop_t *loop, dns_notifier_t *n, int family) {
@@ -213,9 +226,45 @@ static int udp_open(uv_loop_t *loop, dns_notifier_t *n, int family) {
   return err;
 }
 
+/* ---- pacing the serial ----------------------------------------------------
+ */
+
+/* May the registry's next state be published now? Not within serial_batch
+ * of the last publish; and not before the serial it gives, load time plus
+ * the state's number, names a second that has passed: the serial after a
+ * restart is the Unix time then, so no serial is ever used twice (for two
+ * versions of a zone an IXFR would confuse). Whole seconds since start
+ * bound those since the load from below. */
+static bool may_publish(const dns_notifier_t *n) {
+  uint64_t now = uv_now(n->loop);
+  if (n->published && now - n->published_ms < n->config->dns.serial_batch_ms)
+    return false;
+  uint64_t next = reg_published(n->reg) + 1;
+  return now - n->start_ms >= (next + 1) * 1000;
+}
+
+static void notify_zone_now(dns_notifier_t *n, size_t zone_index);
+
+static void publish_if_due(dns_notifier_t *n) {
+  if (n->stopping || !may_publish(n) || !reg_publish(n->reg))
+    return;
+  n->published = true;
+  n->published_ms = uv_now(n->loop);
+  /* The next look a whole batch from now: changes that land meanwhile
+   * wait for it. */
+  uv_timer_again(&n->pace);
+  core_log(CORE_LOG_DEBUG, "dns: registry state %ju published",
+           (uintmax_t)reg_published(n->reg));
+  for (size_t i = 0; i < n->config->dns.n_zones; i++)
+    notify_zone_now(n, i);
+}
+
+static void on_pace(uv_timer_t *timer) {
+  publish_if_due(timer->data);
+}
+
 dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
-                                   const reg_config_t *config,
-                                   const reg_t *reg) {
+                                   const reg_config_t *config, reg_t *reg) {
   size_t n_jobs = 0;
   bool family[2] = {false, false};
   for (size_t i = 0; i < config->dns.n_zones; i++)
@@ -223,13 +272,18 @@ dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
       n_jobs++;
       family[config->dns.zones[i].notify[k].addr.ss_family == AF_INET6] = true;
     }
-  if (n_jobs == 0)
-    return NULL;
 
   dns_notifier_t *n = xcalloc(1, sizeof *n + n_jobs * sizeof(job_t));
+  n->loop = control_loop;
   n->reg = reg;
   n->config = config;
   n->n_jobs = n_jobs;
+  n->start_ms = uv_now(control_loop);
+  uv_timer_init(control_loop, &n->pace);
+  n->pace.data = n;
+  n->n_open++;
+  uv_timer_start(&n->pace, on_pace, config->dns.serial_batch_ms,
+                 config->dns.serial_batch_ms);
   for (int f = 0; f < 2; f++) {
     if (!family[f])
       continue;
@@ -250,14 +304,18 @@ dns_notifier_t *dns_notifier_start(uv_loop_t *control_loop,
       n->n_open++;
     }
   for (size_t i = 0; i < config->dns.n_zones; i++)
-    if (config->dns.zones[i].n_notify > 0)
-      dns_notify_zone(n, i);
+    notify_zone_now(n, i);
   return n;
 }
 
 void dns_notify_zone(dns_notifier_t *n, size_t zone_index) {
   if (!n || n->stopping || zone_index >= n->config->dns.n_zones)
     return;
+  publish_if_due(n);
+}
+
+/* A fresh NOTIFY with the serial in force to each of the zone's targets. */
+static void notify_zone_now(dns_notifier_t *n, size_t zone_index) {
   for (size_t i = 0; i < n->n_jobs; i++) {
     job_t *job = &n->jobs[i];
     if (job->zone_index != zone_index)
@@ -277,8 +335,9 @@ void dns_notifier_stop(dns_notifier_t *n) {
   if (!n || n->stopping)
     return;
   n->stopping = true;
+  uv_close((uv_handle_t *)&n->pace, on_closed);
   for (size_t i = 0; i < n->n_jobs; i++)
-    uv_close((uv_handle_t *)&n->jobs[i].timer, on_closed);
+    uv_close((uv_handle_t *)&n->jobs[i].timer, on_job_closed);
   for (int f = 0; f < 2; f++)
     if (n->udp[f].data == n)
       uv_close((uv_handle_t *)&n->udp[f], on_closed);

@@ -4,6 +4,7 @@
 #include "dns/dns.h"
 #include "dns/dns_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* What respond needs of a request before choosing who answers it. */
@@ -115,19 +116,37 @@ static size_t respond_transfer(const dns_request_t *req,
   if (!req->tcp)
     return reply_short(v, DNS_RCODE_NOTIMP, tsig, out, cap);
 
-  dns_soa_t soa;
-  dns_soa_build(zone, &apex, dns_zone_serial(zone, req->reg), &soa);
   uint32_t client = 0;
-  bool up_to_date = v->question.qtype == DNS_TYPE_IXFR &&
-                    ixfr_client_serial(req, v, &client) &&
-                    (int32_t)(client - soa.serial) >= 0;
-  dns_xfr_t *x = dns_xfr_new(req->config, req->reg, zone, &apex, &soa,
-                             &v->header, &v->question, up_to_date);
+  bool ixfr =
+      v->question.qtype == DNS_TYPE_IXFR && ixfr_client_serial(req, v, &client);
+  dns_xfr_t *x = dns_xfr_new(req->config, req->reg, zone, &apex, &v->header,
+                             &v->question, ixfr ? &client : NULL);
+  if (x == NULL) {
+    core_log(CORE_LOG_WARN,
+             "dns: %s of %s to %s: the registry changed too fast to read; "
+             "SERVFAIL",
+             kind, zone->name, peer_text(req, peer, sizeof peer));
+    return reply_short(v, DNS_RCODE_SERVFAIL, tsig, out, cap);
+  }
   *dns_xfr_tsig(x) = *tsig;
+  char form[64] = "";
+  uint32_t from = 0;
+  switch (dns_xfr_form(x, &from)) {
+  case DNS_XFR_WHOLE:
+    if (ixfr)
+      snprintf(form, sizeof form, ": whole zone (serial %u not in the history)",
+               client);
+    break;
+  case DNS_XFR_INCREMENTAL:
+    snprintf(form, sizeof form, ": incremental from serial %u", from);
+    break;
+  case DNS_XFR_UP_TO_DATE:
+    snprintf(form, sizeof form, ": up to date");
+    break;
+  }
   core_log(CORE_LOG_INFO, "dns: %s of %s serial %u to %s%s%s%s", kind,
-           zone->name, soa.serial, peer_text(req, peer, sizeof peer),
-           tsig->key ? " key " : "", tsig->key ? tsig->key->name : "",
-           up_to_date ? ": up to date" : "");
+           zone->name, dns_xfr_serial(x), peer_text(req, peer, sizeof peer),
+           tsig->key ? " key " : "", tsig->key ? tsig->key->name : "", form);
   size_t n = dns_xfr_next(x, out, cap);
   if (n == 0) {
     dns_xfr_free(x);

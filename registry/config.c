@@ -1082,13 +1082,19 @@ enum {
   D_TCP_CONNECTIONS,
   D_VERSION,
   D_IDENTITY,
+  D_SERIAL_BATCH,
   D_COUNT
 };
 static const char *const dns_keys[D_COUNT] = {
-    [D_LISTEN] = "listen",       [D_ZONES] = "zones",
-    [D_TSIG_KEYS] = "tsig_keys", [D_RATE_LIMIT] = "rate_limit",
-    [D_TCP_IDLE] = "tcp_idle",   [D_TCP_CONNECTIONS] = "tcp_connections",
-    [D_VERSION] = "version",     [D_IDENTITY] = "identity",
+    [D_LISTEN] = "listen",
+    [D_ZONES] = "zones",
+    [D_TSIG_KEYS] = "tsig_keys",
+    [D_RATE_LIMIT] = "rate_limit",
+    [D_TCP_IDLE] = "tcp_idle",
+    [D_TCP_CONNECTIONS] = "tcp_connections",
+    [D_VERSION] = "version",
+    [D_IDENTITY] = "identity",
+    [D_SERIAL_BATCH] = "serial_batch",
 };
 
 enum {
@@ -1601,6 +1607,18 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
         error_at(c, s[D_TCP_IDLE].value, "'tcp_idle' must be longer than 0s");
       else
         cfg->dns.tcp_idle_ms = ms;
+    }
+  }
+  if (s[D_SERIAL_BATCH].key != NULL) {
+    uint64_t ms;
+    if (get_duration(c, s[D_SERIAL_BATCH].value, s[D_SERIAL_BATCH].key,
+                     "'serial_batch'", &ms)) {
+      if (ms < 1000)
+        error_at(c, s[D_SERIAL_BATCH].value,
+                 "'serial_batch' must be at least 1s (a serial counts "
+                 "seconds)");
+      else
+        cfg->dns.serial_batch_ms = ms;
     }
   }
   if (s[D_VERSION].key != NULL)
@@ -2592,6 +2610,7 @@ static reg_config_t *config_new(const char *name) {
   cfg->update.max_connections = 1000;
   cfg->update.updates_per_minute = 30;
   cfg->update.max_request = 8192;
+  cfg->dns.serial_batch_ms = 1000;
   cfg->dns.tcp_connections = 1000;
   cfg->reload.watch = true;
   cfg->reload.delay_ms = 500;

@@ -112,6 +112,7 @@ size_t reg_config_restart_keys(const reg_config_t *running,
                      b->update.n_listen) &&
               same_addrs(a->update.tls_listen, a->update.n_tls_listen,
                          b->update.tls_listen, b->update.n_tls_listen));
+  DIFFERS("dns.serial_batch", a->dns.serial_batch_ms == b->dns.serial_batch_ms);
 #undef DIFFERS
   return n;
 }

@@ -149,6 +149,7 @@ typedef struct reg_config {
     reg_tsig_key_t *tsig_keys;
     size_t n_tsig_keys;
     uint64_t tcp_idle_ms;     /* a DNS TCP connection without a query */
+    uint64_t serial_batch_ms; /* the serial rises at most this often */
     uint32_t tcp_connections; /* open DNS TCP connections, all workers */
     /* rate_limit: UDP responses per second per /24 or /56; 0: off. Every
      * rrl_slip-th response over the limit goes out truncated (0: none). */
@@ -221,7 +222,8 @@ void reg_config_free_devices(reg_config_t *config);
  * differ and that running workers cannot change: "workers", "state_dir",
  * "listeners", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
  * "proxy.allow_targets", "proxy.access_log", "dns.listen", "dns.zones",
- * "update.listen". Update timeouts, limits and the certificate apply at once.
+ * "update.listen", "dns.serial_batch". Update timeouts, limits and the
+ * certificate apply at once.
  * Devices, accounts, registry files and reload settings apply at once and
  * are never named. Returns the number stored. Pure. */
 size_t reg_config_restart_keys(const reg_config_t *running,
@@ -320,9 +322,55 @@ const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len);
 /* Number of devices in the table, disabled ones included. */
 size_t reg_count(const reg_t *reg);
 
-/* A counter that rises with every change (replace, update, remove); the
- * DNS zone serial can follow it. Readable from any thread. */
+/* A counter that rises with every change (replace, update, remove).
+ * Readable from any thread. */
 uint64_t reg_version(const reg_t *reg);
+
+/* ---- published batches: one version of the table over time -------------- */
+
+/* Lookups see every change at once. Readers that need one version of the
+ * whole table, and a number for it (a zone transfer and its SOA serial),
+ * read the published state instead: state 0 is what reg_new built, and
+ * each reg_publish closes the changes made since into a batch and
+ * publishes the state after it. What the last REG_HISTORY_BATCHES batches
+ * did is kept, as long as they changed at most REG_HISTORY_CHANGES names in
+ * all; a batch changing more is not kept, and the history starts after
+ * it. A change is a name becoming visible (added, or enabled) or hidden
+ * (removed, or disabled); a batch may have none (an address changed). */
+#define REG_HISTORY_BATCHES 1000
+#define REG_HISTORY_CHANGES 100000
+
+/* The number of the published state: 0 until the first reg_publish. Any
+ * thread. */
+uint64_t reg_published(const reg_t *reg);
+
+typedef int reg_name_visit_fn(const char *name, void *arg);
+
+/* Calls visit with the name of every device visible (present and enabled)
+ * in the published state, in no particular order, until visit returns
+ * non-zero, and stores the state's number in *number. Changes the writer
+ * makes meanwhile never show. Returns visit's value, 0, or -EAGAIN when
+ * states were published faster than the table could be walked. The names
+ * are borrowed like reg_lookup's result; for a registered reader. */
+int reg_foreach_published(const reg_t *reg, uint64_t *number,
+                          reg_name_visit_fn *visit, void *arg);
+
+/* One name that became visible or hidden in a batch. */
+typedef struct reg_change {
+  const char *name;
+  bool visible; /* after the batch */
+} reg_change_t;
+
+/* Calls visit(number, changes, n, arg) for each batch leading from state
+ * from to the published state, oldest first, and stores the published
+ * state's number in *to; a batch leads to state number, and lists each
+ * name once, sorted. Returns 0, visit's non-zero value, or -ENOENT when
+ * the history does not reach back to from or from lies ahead. Borrowed
+ * like reg_lookup's result; for a registered reader. */
+typedef int reg_batch_visit_fn(uint64_t number, const reg_change_t *changes,
+                               size_t n, void *arg);
+int reg_batches_since(const reg_t *reg, uint64_t from, uint64_t *to,
+                      reg_batch_visit_fn *visit, void *arg);
 
 /* ---- writing: the control loop only ------------------------------------- */
 
@@ -339,11 +387,15 @@ int reg_update_device(reg_t *reg, const reg_device_t *device);
 /* Removes the device called name (normalised). Returns 0 or -ENOENT. */
 int reg_remove_device(reg_t *reg, const char *name);
 
+/* Publishes the next batch when the table changed since the last one
+ * (whether or not a name's visibility did). Returns true when it did. */
+bool reg_publish(reg_t *reg);
+
 /* Calls visit for every device in the table (disabled ones too), in no
  * particular order, until visit returns non-zero; returns that value or 0.
  * On the control loop the walk sees one consistent table; from another
  * thread it may miss or repeat devices changed meanwhile. visit must not
- * change the registry. For AXFR and dumps. */
+ * change the registry. For dumps; AXFR reads the published state. */
 typedef int reg_visit_fn(const reg_device_t *device, void *arg);
 int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg);
 

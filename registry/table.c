@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* table.c -- the name -> device table: RCU reads, one writer */
-#include "registry/registry.h"
+#include "registry/registry_int.h"
 
 /* The inline fast paths of liburcu (LGPL-2.1) are fine in MIT code. */
 #define _LGPL_SOURCE
@@ -25,10 +25,7 @@
 
 typedef struct entry {
   struct cds_lfht_node node;
-  union {
-    struct rcu_head rcu;         /* while retired */
-    struct entry *unlinked_next; /* while its table is destroyed */
-  };
+  struct rcu_head rcu; /* while retired */
   reg_device_t device; /* its arrays and strings follow the entry */
   size_t name_len;
 } entry_t;
@@ -42,6 +39,8 @@ typedef struct table {
 struct reg {
   table_t *table; /* rcu_dereference / rcu_assign_pointer */
   atomic_uint_fast64_t version;
+  hist_t *hist;               /* the published state */
+  uint64_t published_version; /* writer: version at the last publish */
 };
 
 typedef struct name_key {
@@ -106,7 +105,7 @@ static void writer_leave(bool went_online) {
 
 /* ---- entries ------------------------------------------------------------- */
 
-static uint64_t hash_name(const char *name, size_t len) {
+uint64_t reg_name_hash(const char *name, size_t len) {
   uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a murmur3 finaliser:
                                          rculfhash orders by reversed bits,
                                          so every bit must be mixed */
@@ -182,6 +181,15 @@ static entry_t *entry_new(const reg_device_t *d) {
   return e;
 }
 
+static const entry_t *find_exact(const table_t *t, const char *name,
+                                 size_t len) {
+  name_key_t key = {name, len};
+  struct cds_lfht_iter iter;
+  cds_lfht_lookup(t->ht, reg_name_hash(name, len), match_name, &key, &iter);
+  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
+  return node ? caa_container_of(node, entry_t, node) : NULL;
+}
+
 static void entry_free_rcu(struct rcu_head *head) {
   free(caa_container_of(head, entry_t, rcu));
 }
@@ -211,7 +219,7 @@ static void table_fill(table_t *t, const reg_config_t *config) {
     entry_t *e = entry_new(&config->devices[i]);
     name_key_t key = {e->device.name, e->name_len};
     struct cds_lfht_node *got = cds_lfht_add_unique(
-        t->ht, hash_name(key.name, key.len), match_name, &key, &e->node);
+        t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
     if (got != &e->node)
       free(e);
     else
@@ -219,27 +227,38 @@ static void table_fill(table_t *t, const reg_config_t *config) {
   }
 }
 
-/* Empties and destroys a table no reader can reach any more. Caller is a
- * registered, online thread. */
-static void table_destroy(table_t *t) {
+void reg_lfht_destroy(struct cds_lfht *ht,
+                      void (*free_node)(struct cds_lfht_node *node)) {
   struct cds_lfht_iter iter;
-  entry_t *e, *unlinked = NULL;
-  cds_lfht_for_each_entry(t->ht, &iter, e, node) {
-    cds_lfht_del(t->ht, &e->node);
+  struct cds_lfht_node *node, **unlinked = NULL;
+  size_t n = 0, cap = 0;
+  cds_lfht_for_each(ht, &iter, node) {
+    cds_lfht_del(ht, node);
     /* Freed after the walk: the iterator may still look at this node. */
-    e->unlinked_next = unlinked;
-    unlinked = e;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 64;
+      unlinked = xrealloc(unlinked, cap * sizeof *unlinked);
+    }
+    unlinked[n++] = node;
   }
   /* Destroying waits for a resize in progress, and a resize waits for a
    * grace period: offline, or this thread would wait for itself. */
   rcu_thread_offline();
-  cds_lfht_destroy(t->ht, NULL);
+  cds_lfht_destroy(ht, NULL);
   rcu_thread_online();
-  while (unlinked != NULL) {
-    entry_t *next = unlinked->unlinked_next;
-    free(unlinked);
-    unlinked = next;
-  }
+  for (size_t i = 0; i < n; i++)
+    free_node(unlinked[i]);
+  free(unlinked);
+}
+
+static void entry_free(struct cds_lfht_node *node) {
+  free(caa_container_of(node, entry_t, node));
+}
+
+/* Empties and destroys a table no reader can reach any more. Caller is a
+ * registered, online thread. */
+static void table_destroy(table_t *t) {
+  reg_lfht_destroy(t->ht, entry_free);
   free(t);
 }
 
@@ -262,6 +281,7 @@ reg_t *reg_new(const reg_config_t *config) {
   table_t *t = table_new(config->n_devices);
   table_fill(t, config);
   rcu_assign_pointer(reg->table, t);
+  reg->hist = hist_new();
   writer_leave(went_online);
   return reg;
 }
@@ -279,8 +299,31 @@ void reg_free(reg_t *reg) {
     rcu_thread_online();
   bool went_online = writer_enter();
   table_destroy(reg->table);
+  hist_free(reg->hist);
   writer_leave(went_online);
   free(reg);
+}
+
+static bool entry_visible(const entry_t *e) {
+  return e != NULL && e->device.enabled;
+}
+
+/* Marks the names whose visibility differs between the table in force and
+ * next, before next replaces it. (A reader walks one table or the other,
+ * so other differences need no mark.) */
+static void mark_flips(reg_t *reg, const table_t *next) {
+  const table_t *old = reg->table;
+  struct cds_lfht_iter iter;
+  entry_t *e;
+  cds_lfht_for_each_entry(old->ht, &iter, e, node) {
+    if (e->device.enabled !=
+        entry_visible(find_exact(next, e->device.name, e->name_len)))
+      hist_mark(reg->hist, e->device.name, e->name_len, e->device.enabled);
+  }
+  cds_lfht_for_each_entry(next->ht, &iter, e, node) {
+    if (e->device.enabled && !find_exact(old, e->device.name, e->name_len))
+      hist_mark(reg->hist, e->device.name, e->name_len, false);
+  }
 }
 
 int reg_replace_all(reg_t *reg, const reg_config_t *config) {
@@ -288,6 +331,7 @@ int reg_replace_all(reg_t *reg, const reg_config_t *config) {
   table_t *t = table_new(config->n_devices);
   table_fill(t, config);
   table_t *old = reg->table;
+  mark_flips(reg, t);
   rcu_assign_pointer(reg->table, t);
   atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
   call_rcu(&old->rcu, table_destroy_rcu);
@@ -307,8 +351,10 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   name_key_t key = {e->device.name, e->name_len};
   bool went_online = writer_enter();
   table_t *t = reg->table;
+  hist_mark(reg->hist, key.name, key.len,
+            entry_visible(find_exact(t, key.name, key.len)));
   struct cds_lfht_node *old = cds_lfht_add_replace(
-      t->ht, hash_name(key.name, key.len), match_name, &key, &e->node);
+      t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
   if (old != NULL)
     call_rcu(&caa_container_of(old, entry_t, node)->rcu, entry_free_rcu);
   else
@@ -326,8 +372,12 @@ int reg_remove_device(reg_t *reg, const char *name) {
   table_t *t = reg->table;
   struct cds_lfht_iter iter;
   int rc = -ENOENT;
-  cds_lfht_lookup(t->ht, hash_name(key.name, key.len), match_name, &key, &iter);
+  cds_lfht_lookup(t->ht, reg_name_hash(key.name, key.len), match_name, &key,
+                  &iter);
   struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
+  if (node != NULL)
+    hist_mark(reg->hist, key.name, key.len,
+              entry_visible(caa_container_of(node, entry_t, node)));
   if (node != NULL && cds_lfht_del(t->ht, node) == 0) {
     call_rcu(&caa_container_of(node, entry_t, node)->rcu, entry_free_rcu);
     atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
@@ -361,16 +411,100 @@ uint64_t reg_version(const reg_t *reg) {
   return atomic_load_explicit(&((reg_t *)reg)->version, memory_order_acquire);
 }
 
-/* ---- lookups ------------------------------------------------------------- */
+/* ---- the published state ------------------------------------------------- */
 
-static const entry_t *find_exact(const table_t *t, const char *name,
-                                 size_t len) {
-  name_key_t key = {name, len};
-  struct cds_lfht_iter iter;
-  cds_lfht_lookup(t->ht, hash_name(name, len), match_name, &key, &iter);
-  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
-  return node ? caa_container_of(node, entry_t, node) : NULL;
+static bool visible_now(const char *name, size_t len, void *arg) {
+  const reg_t *reg = arg;
+  return entry_visible(find_exact(reg->table, name, len));
 }
+
+bool reg_publish(reg_t *reg) {
+  uint64_t version = atomic_load_explicit(&reg->version, memory_order_relaxed);
+  if (version == reg->published_version)
+    return false;
+  bool went_online = writer_enter();
+  hist_publish(reg->hist, visible_now, reg);
+  writer_leave(went_online);
+  reg->published_version = version;
+  return true;
+}
+
+uint64_t reg_published(const reg_t *reg) {
+  return hist_number(reg->hist);
+}
+
+/* Most walks of the table one reg_foreach_published tries: each is
+ * undone by a publish during it, and publishes are paced (DNS: at most
+ * one a second), so a second walk almost always succeeds. */
+#define PUBLISHED_WALKS 4
+
+typedef struct name_list {
+  const entry_t **entries;
+  size_t n, cap;
+} name_list_t;
+
+/* The names visible in the published state s, given the live table t: the
+ * names it holds, except those changed since s (they are marked, with
+ * their visibility in s, before the writer changes them), plus the marked
+ * names visible in s. Marks made after the walk of t cover names whose
+ * entries changed after the walk: what it saw of them was still s. */
+static int visit_published(const hist_state_t *s, const name_list_t *live,
+                           reg_name_visit_fn *visit, void *arg) {
+  uint64_t before = hist_state_marks(s);
+  int rc = hist_state_foreach_visible(s, before, visit, arg);
+  for (size_t i = 0; rc == 0 && i < live->n; i++) {
+    const entry_t *e = live->entries[i];
+    bool visible;
+    if (!hist_state_marked(s, e->device.name, e->name_len, before, &visible))
+      rc = visit(e->device.name, arg);
+  }
+  return rc;
+}
+
+int reg_foreach_published(const reg_t *reg, uint64_t *number,
+                          reg_name_visit_fn *visit, void *arg) {
+  name_list_t live = {0};
+  int rc = -EAGAIN;
+  bool went_online = writer_enter();
+  for (int walk = 0; walk < PUBLISHED_WALKS && rc == -EAGAIN; walk++) {
+    const hist_state_t *s = hist_state(reg->hist);
+    const table_t *t = rcu_dereference(((reg_t *)reg)->table);
+    struct cds_lfht_iter iter;
+    entry_t *e;
+    live.n = 0;
+    cds_lfht_for_each_entry(t->ht, &iter, e, node) {
+      if (!e->device.enabled)
+        continue;
+      if (live.n == live.cap) {
+        live.cap = live.cap ? live.cap * 2 : 256;
+        live.entries = xrealloc(live.entries, live.cap * sizeof *live.entries);
+      }
+      live.entries[live.n++] = e;
+    }
+    /* Whatever of t the walk saw, the marks made before it are seen
+     * next; a publish since means changes after it are not marked in s. */
+    cmm_smp_rmb();
+    if (hist_state(reg->hist) != s)
+      continue;
+    *number = hist_state_number(s);
+    rc = visit_published(s, &live, visit, arg);
+  }
+  free(live.entries);
+  writer_leave(went_online);
+  return rc;
+}
+
+int reg_batches_since(const reg_t *reg, uint64_t from, uint64_t *to,
+                      reg_batch_visit_fn *visit, void *arg) {
+  bool went_online = writer_enter();
+  const hist_state_t *s = hist_state(reg->hist);
+  *to = hist_state_number(s);
+  int rc = hist_state_batches(s, from, visit, arg);
+  writer_leave(went_online);
+  return rc;
+}
+
+/* ---- lookups ------------------------------------------------------------- */
 
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
   if (len == 0 || len > CORE_NAME_MAX)

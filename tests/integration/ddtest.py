@@ -395,6 +395,17 @@ class Ddport:
             return None
         return stop_process(self.proc, sig, timeout)
 
+    def reload(self, timeout=10):
+        """SIGHUP, then waits (bounded) until the log says the reload was applied."""
+        before = self.stderr_text().count(" devices in force ")
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stderr_text().count(" devices in force ") > before:
+                return
+            time.sleep(0.05)
+        raise Failure("reload not applied within %d s: %s" % (timeout, self.stderr_tail()))
+
     def stderr_text(self):
         try:
             with open(self.stderr_path, "rb") as f:

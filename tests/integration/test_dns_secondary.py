@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """A real secondary replicates ddport: Knot (knotd), started by this test on
 loopback with its own config, run and storage directories, transfers the
-zone with TSIG, serves the device names, and after ddport restarts with a
-new device it receives NOTIFY, transfers again (IXFR, answered in full)
-and serves the new name. A second Knot with a wrong TSIG secret is
+zone with TSIG (AXFR), serves the device names; after a reload adds a
+device it receives NOTIFY, transfers by IXFR (just the change) and serves
+the new name; after ddport restarts with another new device, it transfers
+again (IXFR from a serial of the old process: answered in full). A second Knot with a wrong TSIG secret is
 refused and never gets the zone. Loopback only; every process is stopped
 by its PID."""
 
@@ -199,6 +200,28 @@ def t_knot_serves_devices(env):
     check_eq(res.status, "NXDOMAIN", "Knot: unknown name")
 
 
+def t_reload_then_ixfr(env):
+    old = soa_serial(env.dns_port)
+    ddtest.write_file(env.dir, "ddport.yaml", ddport_config(
+        env, "  added.ddport.test: {address: 127.0.0.1, ports: {http: %d}}\n" % env.proxy_port))
+    env.ddport.reload()
+    # The SOA refresh is an hour away: only the NOTIFY can bring this.
+    res = poll(lambda: ddtest.dig(env.knot.port, "added.ddport.test", "A",
+                                  extra=["+norec"]).status == "NOERROR")
+    check(res, "Knot does not serve added.ddport.test 30 s after the reload; knotd log: %s"
+          % env.knot.log()[-600:])
+    new = soa_serial(env.dns_port)
+    check_eq(new, old + 1, "serial after the reload")
+    check_eq(soa_serial(env.knot.port), new, "Knot's serial")
+    log = env.ddport.stderr_text()
+    check("IXFR of ddport.test serial %d to 127.0.0.1" % new in log
+          and "key xfr: incremental from serial %d" % old in log,
+          "no incremental transfer logged: %s" % env.ddport.stderr_tail())
+    check("AXFR of ddport.test serial %d" % new not in log, "Knot fell back to AXFR")
+    check("IXFR, incoming" in env.knot.log() and "fallback to AXFR" not in env.knot.log(),
+          "Knot did not log an IXFR: %s" % env.knot.log()[-600:])
+
+
 def t_notify_after_restart(env):
     old = soa_serial(env.dns_port)
     # The serial is the load time in seconds: wait (bounded) for a new one.
@@ -241,6 +264,7 @@ def t_stop(env):
 CASES = [
     ("Knot secondary transfers the zone with TSIG", t_knot_transfers),
     ("Knot serves the device names", t_knot_serves_devices),
+    ("reload adds a device: NOTIFY, IXFR, Knot serves it", t_reload_then_ixfr),
     ("new device, restart: NOTIFY, transfer, Knot serves it", t_notify_after_restart),
     ("a wrong TSIG key is refused and gets no zone", t_wrong_key),
     ("everything stops cleanly", t_stop),

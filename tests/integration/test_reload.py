@@ -142,6 +142,10 @@ class Server:
     def __enter__(self):
         self.outcomes = 0
         self.proc.start()
+        # The ports answer once the workers listen; the file watches are
+        # set a moment later, before "serving" is logged. A file written
+        # in between would be missed.
+        self.wait_log(" serving: ", 1, "the start")
         return self
 
     def __exit__(self, *exc):

@@ -227,6 +227,7 @@ static void test_defaults(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "stderr");
   ASSERT_EQ(c->dns.n_listen, 0);
   ASSERT_EQ(c->dns.tcp_idle_ms, 10000);
+  ASSERT_EQ(c->dns.serial_batch_ms, 1000);
   ASSERT(c->dns.version == NULL && c->dns.identity == NULL);
   ASSERT_EQ(c->dns.rrl_responses_per_second, 0);
   ASSERT_EQ(c->dns.tcp_connections, 1000);
@@ -283,6 +284,7 @@ static void test_values(void) {
       "  tsig_keys: {}\n"
       "  rate_limit: off\n"
       "  tcp_idle: 2500ms\n"
+      "  serial_batch: 5s\n"
       "  version: on\n"
       "  identity: \"edge 7\"\n"
       "  tcp_connections: 7\n"
@@ -313,6 +315,7 @@ static void test_values(void) {
   ASSERT_STR_EQ(c->proxy.access_log, "off");
   ASSERT_EQ(c->dns.n_listen, 2);
   ASSERT_EQ(c->dns.tcp_idle_ms, 2500);
+  ASSERT_EQ(c->dns.serial_batch_ms, 5000);
   ASSERT_STR_EQ(c->dns.version, "ddport " DDPORT_VERSION);
   ASSERT_STR_EQ(c->dns.identity, "edge 7");
   ASSERT_EQ(c->dns.tcp_connections, 7);
@@ -615,6 +618,9 @@ static void test_wrong_type(void) {
                 "t.yaml:1:17: 'tcp_idle' must be longer than 0s\n"
                 "t.yaml:1:38: value 0 for 'tcp_connections' is out of range; "
                 "expected 1..4294967295\n");
+  expect_errors("dns: {serial_batch: 500ms}\n",
+                "t.yaml:1:21: 'serial_batch' must be at least 1s (a serial "
+                "counts seconds)\n");
 }
 
 static void test_transfers(void) {
@@ -1432,6 +1438,7 @@ static void test_restart_keys(void) {
               "proxy: {timeouts: {idle: 1m}, allow_targets: [127.0.0.0/8]}\n"
               "dns:\n"
               "  listen: [127.0.0.1:5353]\n"
+              "  serial_batch: 3s\n"
               "  zones: [{name: ddport.test, proxy: [127.0.0.1]}]\n");
   size_t n = reg_config_restart_keys(a, b, keys, REG_RESTART_KEYS_MAX);
   char joined[512] = "";
@@ -1439,7 +1446,7 @@ static void test_restart_keys(void) {
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
              i ? " " : "", keys[i]);
   ASSERT_STR_EQ(joined, "workers listeners proxy.timeouts proxy.allow_targets "
-                        "dns.zones");
+                        "dns.zones dns.serial_batch");
   ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
   reg_config_free(b);
   reg_config_free(a);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* test_registry_stress.c -- readers look up while the writer updates and
  * swaps whole tables; every entry read must be whole and stay whole until
- * the reader's quiescent point */
+ * the reader's quiescent point; a walk of the published state sees
+ * exactly that state whatever the writer does meanwhile */
 #include "registry/registry.h"
 #include "tests/test.h"
 
@@ -211,7 +212,126 @@ static void test_readers_during_updates_and_swaps(void) {
   reg_thread_unregister();
 }
 
+/* ---- walks of the published state ---------------------------------------- */
+
+enum {
+  PUBLISH_EVERY = 16, /* writes per published state */
+  MAX_STATES = 4000,
+  BITMAP_BYTES = N_DEVICES / 8,
+};
+
+/* expected[n]: the names visible in published state n, set before it is
+ * published. */
+static uint8_t expected[MAX_STATES][BITMAP_BYTES];
+static atomic_uint_fast64_t walks;
+
+typedef struct walk {
+  uint8_t seen[BITMAP_BYTES];
+} walk_t;
+
+static int walk_name(const char *name, void *arg) {
+  walk_t *w = arg;
+  int i;
+  if (strncmp(name, "*.", 2) == 0)
+    name += 2;
+  if (sscanf(name, "d%d.stress.test", &i) != 1 || i < 0 || i >= N_DEVICES)
+    TEST_FAIL_("walk: a name never written: %s", name);
+  if (w->seen[i / 8] & (1u << (i % 8)))
+    TEST_FAIL_("walk: %s twice", name);
+  w->seen[i / 8] |= (uint8_t)(1u << (i % 8));
+  return 0;
+}
+
+static void *walker_main(void *arg) {
+  const reg_t *reg = arg;
+  reg_thread_register();
+  uint64_t n = 0;
+  while (!atomic_load(&writer_done) && n < MAX_READS) {
+    walk_t w = {{0}};
+    uint64_t number = 0;
+    int rc = reg_foreach_published(reg, &number, walk_name, &w);
+    if (rc == 0) {
+      ASSERT(number < MAX_STATES);
+      if (memcmp(w.seen, expected[number], BITMAP_BYTES) != 0)
+        TEST_FAIL_("walk of state %ju differs from it", (uintmax_t)number);
+      n++;
+    } else {
+      ASSERT_EQ(rc, -EAGAIN);
+    }
+    reg_quiescent();
+  }
+  atomic_fetch_add(&walks, n);
+  reg_thread_unregister();
+  return NULL;
+}
+
+static void test_published_walks_during_updates(void) {
+  for (int i = 0; i < N_DEVICES; i++)
+    snprintf(names[i], sizeof names[i],
+             i % 16 == 0 ? "*.d%d.stress.test" : "d%d.stress.test", i);
+  static built_t b[N_DEVICES];
+  bool live[N_DEVICES];
+  reg_config_t config = {0};
+  full_config(&config, b, 1);
+  reg_thread_register();
+  reg_t *reg = reg_new(&config);
+  free(config.devices);
+  for (int i = 0; i < N_DEVICES; i++) {
+    live[i] = true;
+    expected[0][i / 8] |= (uint8_t)(1u << (i % 8));
+  }
+  atomic_store(&writer_done, false);
+
+  pthread_t walkers[N_READERS];
+  for (int i = 0; i < N_READERS; i++)
+    ASSERT_EQ(pthread_create(&walkers[i], NULL, walker_main, reg), 0);
+
+  unsigned seed = 4242;
+  uint32_t gen = 2;
+  time_t start = time(NULL);
+  uint64_t number = 0;
+  for (int w = 0; number + 1 < MAX_STATES && time(NULL) - start < TIME_LIMIT_S;
+       w++) {
+    if (w % SWAP_EVERY == SWAP_EVERY - 1) {
+      full_config(&config, b, gen++);
+      ASSERT_EQ(reg_replace_all(reg, &config), 0);
+      free(config.devices);
+      for (int i = 0; i < N_DEVICES; i++)
+        live[i] = true;
+    } else {
+      int i = rand_r(&seed) % N_DEVICES;
+      if (rand_r(&seed) % 8 == 0) {
+        reg_remove_device(reg, names[i]);
+        live[i] = false;
+      } else {
+        built_t one;
+        build(&one, names[i], gen++);
+        one.device.enabled = rand_r(&seed) % 4 != 0;
+        ASSERT_EQ(reg_update_device(reg, &one.device), 0);
+        live[i] = one.device.enabled;
+      }
+    }
+    if (w % PUBLISH_EVERY == PUBLISH_EVERY - 1) {
+      for (int i = 0; i < N_DEVICES; i++)
+        if (live[i])
+          expected[number + 1][i / 8] |= (uint8_t)(1u << (i % 8));
+      ASSERT(reg_publish(reg));
+      ASSERT_EQ(reg_published(reg), ++number);
+    }
+    reg_quiescent();
+  }
+  atomic_store(&writer_done, true);
+  for (int i = 0; i < N_READERS; i++)
+    ASSERT_EQ(pthread_join(walkers[i], NULL), 0);
+  ASSERT(atomic_load(&walks) > 0);
+  printf("# %ju states published, %ju walks checked\n", (uintmax_t)number,
+         (uintmax_t)atomic_load(&walks));
+  reg_free(reg);
+  reg_thread_unregister();
+}
+
 int main(void) {
   RUN_TEST(test_readers_during_updates_and_swaps);
+  RUN_TEST(test_published_walks_during_updates);
   return 0;
 }

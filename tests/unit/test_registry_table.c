@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* test_registry_table.c -- lookups, wildcards and the target policy */
+/* test_registry_table.c -- lookups, wildcards, published batches and the
+ * target policy */
 #include "registry/registry.h"
 #include "tests/test.h"
 
@@ -223,6 +224,166 @@ static bool allowed(const reg_config_t *config, const char *ip_text,
   return ok;
 }
 
+/* ---- published batches ----------------------------------------------------
+ */
+
+typedef struct text {
+  char buf[512];
+} text_t;
+
+static int append_name(const char *name, void *arg) {
+  text_t *t = arg;
+  size_t len = strlen(t->buf);
+  snprintf(t->buf + len, sizeof t->buf - len, "%s%s", len ? " " : "", name);
+  return 0;
+}
+
+static int by_text(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The names visible in reg's published state, sorted, space-separated. */
+static const char *published_names(const reg_t *reg, uint64_t *number) {
+  static text_t t;
+  text_t raw = {""};
+  char *words[32];
+  size_t n = 0;
+  ASSERT_EQ(reg_foreach_published(reg, number, append_name, &raw), 0);
+  for (char *w = strtok(raw.buf, " "); w && n < 32; w = strtok(NULL, " "))
+    words[n++] = w;
+  qsort(words, n, sizeof *words, by_text);
+  t.buf[0] = '\0';
+  for (size_t i = 0; i < n; i++)
+    append_name(words[i], &t);
+  return t.buf;
+}
+
+/* Each batch as "N: +name -name ..." lines. */
+static int append_batch(uint64_t number, const reg_change_t *changes, size_t n,
+                        void *arg) {
+  text_t *t = arg;
+  size_t len = strlen(t->buf);
+  len += (size_t)snprintf(t->buf + len, sizeof t->buf - len,
+                          "%ju:", (uintmax_t)number);
+  for (size_t i = 0; i < n; i++)
+    len += (size_t)snprintf(t->buf + len, sizeof t->buf - len, " %c%s",
+                            changes[i].visible ? '+' : '-', changes[i].name);
+  snprintf(t->buf + len, sizeof t->buf - len, "\n");
+  return 0;
+}
+
+static int count_batch(uint64_t number, const reg_change_t *changes, size_t n,
+                       void *arg) {
+  (void)number;
+  (void)changes;
+  (void)n;
+  (*(size_t *)arg)++;
+  return 0;
+}
+
+static const char *batches(const reg_t *reg, uint64_t from, int *rc) {
+  static text_t t;
+  uint64_t to = 0;
+  t.buf[0] = '\0';
+  *rc = reg_batches_since(reg, from, &to, append_batch, &t);
+  ASSERT_EQ(to, reg_published(reg));
+  return t.buf;
+}
+
+static void test_published_batches(void) {
+  reg_device_t devices[] = {device("a.test", true), device("b.test", false)};
+  reg_config_t config = {.devices = devices, .n_devices = 2};
+  reg_t *reg = reg_new(&config);
+  uint64_t number = 99;
+  int rc;
+  ASSERT_EQ(reg_published(reg), 0);
+  ASSERT_STR_EQ(published_names(reg, &number), "a.test");
+  ASSERT_EQ(number, 0);
+  ASSERT(!reg_publish(reg)); /* nothing changed */
+
+  /* Lookups see changes at once; the published state does not. */
+  reg_device_t c = device("c.test", true), a_off = device("a.test", false);
+  ASSERT_EQ(reg_update_device(reg, &c), 0);
+  ASSERT_EQ(reg_update_device(reg, &a_off), 0);
+  ASSERT_FINDS(reg, "c.test", "c.test");
+  ASSERT_STR_EQ(published_names(reg, &number), "a.test");
+  ASSERT(reg_publish(reg));
+  ASSERT_STR_EQ(published_names(reg, &number), "c.test");
+  ASSERT_EQ(number, 1);
+  ASSERT_STR_EQ(batches(reg, 0, &rc), "1: -a.test +c.test\n");
+  ASSERT_EQ(rc, 0);
+
+  /* A change that leaves every name's visibility alone is still a batch,
+   * an empty one; so is a name hidden and shown again. */
+  c.n_ports = 0;
+  ASSERT_EQ(reg_update_device(reg, &c), 0);
+  ASSERT(reg_publish(reg));
+  ASSERT_EQ(reg_remove_device(reg, "c.test"), 0);
+  ASSERT_EQ(reg_update_device(reg, &c), 0);
+  ASSERT(reg_publish(reg));
+  ASSERT_STR_EQ(batches(reg, 1, &rc), "2:\n3:\n");
+  ASSERT_STR_EQ(batches(reg, 3, &rc), "");
+  ASSERT_EQ(rc, 0);
+  batches(reg, 4, &rc);
+  ASSERT_EQ(rc, -ENOENT);
+
+  /* A reload: names compared between the tables. */
+  reg_device_t next[] = {device("a.test", true), device("d.test", true),
+                         device("b.test", false)};
+  reg_config_t config2 = {.devices = next, .n_devices = 3};
+  ASSERT_EQ(reg_replace_all(reg, &config2), 0);
+  ASSERT_STR_EQ(published_names(reg, &number), "c.test");
+  ASSERT(reg_publish(reg));
+  ASSERT_STR_EQ(published_names(reg, &number), "a.test d.test");
+  ASSERT_STR_EQ(batches(reg, 3, &rc), "4: +a.test -c.test +d.test\n");
+  ASSERT_STR_EQ(batches(reg, 0, &rc),
+                "1: -a.test +c.test\n2:\n3:\n4: +a.test -c.test +d.test\n");
+
+  /* The history keeps the last REG_HISTORY_BATCHES batches. */
+  for (int i = 0; i < REG_HISTORY_BATCHES; i++) {
+    reg_device_t e = device("e.test", i % 2 == 0);
+    ASSERT_EQ(reg_update_device(reg, &e), 0);
+    ASSERT(reg_publish(reg));
+  }
+  uint64_t last = reg_published(reg), to = 0;
+  size_t n = 0;
+  ASSERT_EQ(reg_batches_since(reg, last - REG_HISTORY_BATCHES - 1, &to,
+                              count_batch, &n),
+            -ENOENT);
+  ASSERT_EQ(
+      reg_batches_since(reg, last - REG_HISTORY_BATCHES, &to, count_batch, &n),
+      0);
+  ASSERT_EQ(n, REG_HISTORY_BATCHES);
+  reg_free(reg);
+}
+
+/* A batch changing more names than the history may hold is not kept. */
+static void test_published_too_big(void) {
+  reg_config_t empty = {0};
+  reg_t *reg = reg_new(&empty);
+  size_t n = REG_HISTORY_CHANGES + 1;
+  reg_config_t big = {.devices = xcalloc(n, sizeof(reg_device_t)),
+                      .n_devices = n};
+  char(*names)[24] = xcalloc(n, sizeof *names);
+  for (size_t i = 0; i < n; i++) {
+    snprintf(names[i], sizeof names[i], "n%zu.test", i);
+    big.devices[i] = device(names[i], true);
+  }
+  reg_device_t one = device("one.test", true);
+  ASSERT_EQ(reg_update_device(reg, &one), 0);
+  ASSERT(reg_publish(reg));
+  ASSERT_EQ(reg_replace_all(reg, &big), 0);
+  ASSERT(reg_publish(reg));
+  int rc;
+  batches(reg, 1, &rc);
+  ASSERT_EQ(rc, -ENOENT);
+  ASSERT_STR_EQ(batches(reg, 2, &rc), "");
+  ASSERT_EQ(rc, 0);
+  free(names);
+  free(big.devices);
+  reg_free(reg);
+}
+
 static void test_policy_defaults(void) {
   reg_config_t config = {0};
   ASSERT(allowed(&config, "203.0.113.7", 80));
@@ -283,6 +444,8 @@ int main(void) {
   RUN_TEST(test_copies);
   RUN_TEST(test_updates);
   RUN_TEST(test_grow_and_shrink);
+  RUN_TEST(test_published_batches);
+  RUN_TEST(test_published_too_big);
   RUN_TEST(test_policy_defaults);
   RUN_TEST(test_policy_allow_list);
   RUN_TEST(test_policy_own_listener);
