@@ -49,9 +49,10 @@ struct reg_journal_writer {
   pthread_mutex_t mu;
   pthread_cond_t wake;
   /* Guarded by mu: */
-  batch_t queue;      /* what the loop thread queued since the last take */
-  uint64_t next_seq;  /* numbers records as they are queued */
-  completions_t done; /* finished, waiting for the loop thread */
+  batch_t queue; /* what the loop thread queued since the last take */
+  reg_journal_sync_stats_t stats; /* of the writes so far */
+  uint64_t next_seq;              /* numbers records as they are queued */
+  completions_t done;             /* finished, waiting for the loop thread */
   bool stopping;
 };
 
@@ -88,7 +89,14 @@ static void on_async(uv_async_t *async) {
 /* Writes one batch and runs its compactions; called on the writer thread
  * (or, for a writer never started, in reg_journal_writer_stop). */
 static void write_batch(reg_journal_writer_t *w, batch_t *b) {
-  int status = reg_journal_write_durable(w->j, b->bytes, b->len, b->last_seq);
+  uint64_t t0 = uv_hrtime();
+  int status = 0;
+  if (b->waiting.n > 0)
+    status = reg_journal_write_durable(w->j, b->bytes, b->len, b->last_seq);
+  uint64_t us = (uv_hrtime() - t0) / 1000;
+  unsigned bucket = 0;
+  while (bucket + 1 < REG_JOURNAL_SYNC_BUCKETS && (1ULL << bucket) <= us)
+    bucket++;
   for (size_t i = 0; i < b->waiting.n; i++)
     b->waiting.items[i].status = status;
   for (size_t i = 0; i < b->compactions.n; i++) {
@@ -97,6 +105,11 @@ static void write_batch(reg_journal_writer_t *w, batch_t *b) {
         reg_journal_compact(w->j, c->covered_seq, c->next, c->next_arg);
   }
   pthread_mutex_lock(&w->mu);
+  if (b->waiting.n > 0) {
+    w->stats.syncs++;
+    w->stats.records += b->waiting.n;
+    w->stats.buckets[bucket]++;
+  }
   for (size_t i = 0; i < b->waiting.n; i++)
     completions_push(&w->done, b->waiting.items[i]);
   for (size_t i = 0; i < b->compactions.n; i++)
@@ -218,6 +231,26 @@ int reg_journal_writer_compact(reg_journal_writer_t *w, uint64_t covered_seq,
   }
   pthread_mutex_unlock(&w->mu);
   return rc;
+}
+
+void reg_journal_writer_stats(reg_journal_writer_t *w,
+                              reg_journal_sync_stats_t *out) {
+  pthread_mutex_lock(&w->mu);
+  *out = w->stats;
+  pthread_mutex_unlock(&w->mu);
+}
+
+double reg_journal_sync_percentile(const reg_journal_sync_stats_t *st,
+                                   double p) {
+  uint64_t rank = (uint64_t)(p * (double)st->syncs + 0.5), seen = 0;
+  if (rank == 0)
+    rank = 1;
+  for (unsigned i = 0; i < REG_JOURNAL_SYNC_BUCKETS; i++) {
+    seen += st->buckets[i];
+    if (seen >= rank)
+      return (double)(1ULL << i) / 1000.0;
+  }
+  return 0;
 }
 
 static void on_close(uv_handle_t *handle) {

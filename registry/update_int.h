@@ -320,6 +320,22 @@ int reg_journal_writer_compact(reg_journal_writer_t *w, uint64_t covered_seq,
  * is the caller's again. */
 void reg_journal_writer_stop(reg_journal_writer_t *w);
 
+/* Write-and-sync durations of the batches written so far, in buckets of
+ * powers of two microseconds (bucket i: under 2^i us). */
+#define REG_JOURNAL_SYNC_BUCKETS 32
+typedef struct reg_journal_sync_stats {
+  uint64_t syncs, records;
+  uint64_t buckets[REG_JOURNAL_SYNC_BUCKETS];
+} reg_journal_sync_stats_t;
+
+void reg_journal_writer_stats(reg_journal_writer_t *w,
+                              reg_journal_sync_stats_t *out);
+
+/* The upper bound, in milliseconds, of the bucket holding the p-quantile
+ * (0 < p <= 1) of the syncs in st; 0 when there were none. */
+double reg_journal_sync_percentile(const reg_journal_sync_stats_t *st,
+                                   double p);
+
 /* ---- for journal_writer.c only ------------------------------------------- */
 
 /* The sequence number the next record gets. A writer numbers records

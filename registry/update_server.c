@@ -66,7 +66,8 @@ struct reg_update_server {
   listener_t *listeners;
   size_t n_listeners;
   SSL_CTX *ssl_ctx;
-  conn_t *conns; /* every open connection, for stop */
+  conn_t *conns;                 /* every open connection, for stop */
+  struct verify_work *verifying; /* crypt(3) checks on the thread pool */
   size_t n_conns;
   char dummy_hash[128]; /* verified against for unknown accounts */
   uint8_t cache_key[32];
@@ -584,9 +585,16 @@ static void decide_all(conn_t *c) {
 
 /* ---- authentication ------------------------------------------------------ */
 
+/* One crypt(3) check on the thread pool. Requests with the same account
+ * and secret that arrive while it runs wait for it instead of hashing
+ * again: a thousand routers of one account refreshing together cost one
+ * hash, not a thousand. */
 typedef struct verify_work {
   uv_work_t work;
-  conn_t *c;
+  struct verify_work *next; /* in the server's list of checks running */
+  reg_update_server_t *s;
+  conn_t **waiters;
+  size_t n_waiters, cap_waiters;
   char hash[256];
   char secret[REG_DYNDNS_SECRET_MAX + 1];
   bool known; /* the account exists */
@@ -612,23 +620,42 @@ static void auth_result(conn_t *c, bool ok) {
   decide_all(c);
 }
 
+static void verify_add_waiter(verify_work_t *v, conn_t *c) {
+  if (v->n_waiters == v->cap_waiters) {
+    v->cap_waiters = v->cap_waiters ? v->cap_waiters * 2 : 4;
+    v->waiters = xrealloc(v->waiters, v->cap_waiters * sizeof *v->waiters);
+  }
+  v->waiters[v->n_waiters++] = c;
+  c->state = ST_VERIFYING;
+  c->refs++;
+  conn_update_poll(c);
+}
+
 static void verify_done(uv_work_t *w, int status) {
   verify_work_t *v = w->data;
-  conn_t *c = v->c;
+  reg_update_server_t *s = v->s;
+  verify_work_t **p = &s->verifying;
+  while (*p != v)
+    p = &(*p)->next;
+  *p = v->next;
   bool ok = status == 0 && v->ok;
-  if (ok && current_config(c->s)->update.credential_cache_ms > 0) {
-    cache_entry_t *e = cache_slot(c->s, v->digest);
+  if (ok && current_config(s)->update.credential_cache_ms > 0) {
+    cache_entry_t *e = cache_slot(s, v->digest);
     memcpy(e->digest, v->digest, 32);
     e->hash_tag = hash_tag(v->hash);
     e->expires_ms =
-        core_now_ms() + current_config(c->s)->update.credential_cache_ms;
+        core_now_ms() + current_config(s)->update.credential_cache_ms;
     e->used = true;
   }
   explicit_bzero(v->secret, sizeof v->secret);
+  for (size_t i = 0; i < v->n_waiters; i++) {
+    conn_t *c = v->waiters[i];
+    if (c->state != ST_CLOSED)
+      auth_result(c, ok);
+    conn_release(c);
+  }
+  free(v->waiters);
   free(v);
-  if (c->state != ST_CLOSED)
-    auth_result(c, ok);
-  conn_release(c);
 }
 
 static void authenticate(conn_t *c) {
@@ -642,26 +669,33 @@ static void authenticate(conn_t *c) {
     auth_result(c, true);
     return;
   }
+  for (verify_work_t *v = s->verifying; v; v = v->next)
+    if (v->known == (acc != NULL) && strcmp(v->hash, hash) == 0 &&
+        CRYPTO_memcmp(v->digest, digest, sizeof digest) == 0) {
+      reg_dyndns_clear(c->req);
+      verify_add_waiter(v, c);
+      return;
+    }
   /* crypt(3) takes tens of milliseconds by design: off the loop. Unknown
    * accounts cost the same, so timing does not tell which exist. */
   verify_work_t *v = xcalloc(1, sizeof *v);
   v->work.data = v;
-  v->c = c;
+  v->s = s;
   v->known = acc != NULL;
   snprintf(v->hash, sizeof v->hash, "%s", hash);
   memcpy(v->secret, c->req->secret, sizeof v->secret);
-  memcpy(v->digest, digest, sizeof digest);
   reg_dyndns_clear(c->req);
-  c->state = ST_VERIFYING;
-  c->refs++;
-  conn_update_poll(c);
+  memcpy(v->digest, digest, sizeof digest);
   int rc = uv_queue_work(s->loop, &v->work, verify_run, verify_done);
   if (rc != 0) {
-    c->refs--;
     explicit_bzero(v->secret, sizeof v->secret);
     free(v);
     send_status(c, 500);
+    return;
   }
+  v->next = s->verifying;
+  s->verifying = v;
+  verify_add_waiter(v, c);
 }
 
 static void start_auth(conn_t *c) {

@@ -426,6 +426,19 @@ void reg_updates_stop(reg_updates_t *u) {
   /* Writes what is queued and runs every callback: nothing acknowledged
    * is lost, nothing queued is left unanswered. */
   reg_journal_writer_stop(u->writer);
+  /* The writer is freed when the loop next runs: its figures are still
+   * there. */
+  reg_journal_sync_stats_t st;
+  reg_journal_writer_stats(u->writer, &st);
+  if (st.syncs > 0)
+    core_log(CORE_LOG_INFO,
+             "updates: %llu records in %llu syncs (%.1f per sync); sync "
+             "time p50 < %.3f ms, p90 < %.3f ms, p99 < %.3f ms",
+             (unsigned long long)st.records, (unsigned long long)st.syncs,
+             (double)st.records / (double)st.syncs,
+             reg_journal_sync_percentile(&st, 0.50),
+             reg_journal_sync_percentile(&st, 0.90),
+             reg_journal_sync_percentile(&st, 0.99));
   u->writer = NULL;
 }
 
