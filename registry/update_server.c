@@ -729,8 +729,8 @@ static void handle_request(conn_t *c, const reg_update_head_t *head) {
            c->req->auth == REG_DYNDNS_AUTH_BASIC ? c->req->user : "-");
   reg_dyndns_reply_t reply;
   if (reg_dyndns_early_reply(c->req, &reply, &c->lines[0])) {
-    core_log(CORE_LOG_INFO, "update: %s from %s: HTTP %u %s%s%s", c->account,
-             c->peer_text, reply.http_status,
+    core_log(CORE_LOG_INFO, "update: %s from %s: HTTP %u%s%s%s%s", c->account,
+             c->peer_text, reply.http_status, reply.n_lines ? " " : "",
              reply.n_lines ? reg_dyndns_code_name(c->lines[0].code) : "",
              c->req->why ? ": " : "", c->req->why ? c->req->why : "");
     reg_dyndns_clear(c->req);
