@@ -5,7 +5,8 @@ the port they have for its name; a removed one stops accepting while a
 transfer in flight on it finishes byte for byte; a moved one serves at its
 new address only; a changed fallback applies in place; and a reload whose
 new address is taken keeps the old listener set whole, logs why, and
-applies once the address is free."""
+applies once the address is free; and ten such reloads under a stream of
+requests lose none."""
 
 import os
 import socket
@@ -16,7 +17,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ddtest  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
-from test_reload import WAIT_S, Server, setup, teardown  # noqa: E402
+from test_reload import WAIT_S, RequestStream, Server, setup, teardown  # noqa: E402
 
 CONFIG = """\
 workers: 2
@@ -228,11 +229,47 @@ def t_address_in_use_keeps_old_set(env):
         s.routes_via(s.proxy_port, "nobody.ddport.test", env.other)
 
 
+def t_churn_under_traffic(env):
+    """Ten reloads, each changing the busy listener in place (its socket
+    handed to a successor) and adding or removing another, while requests
+    stream in back to back: not one fails."""
+    s = ListenerServer(env)
+    alt = ddtest.free_port()
+    devices = [device("demo.ddport.test", {"http": env.backend.port}),
+               device("other.ddport.test", {"http": env.other.port})]
+    s.configure([listener("http", s.proxy_port)], devices)
+    with s:
+        requests = RequestStream(s.proxy_port, "other.ddport.test", env.other.token)
+        requests.start()
+        try:
+            for i in range(10):
+                fallback = "demo.ddport.test" if i % 2 == 0 else "other.ddport.test"
+                listeners = [listener("http", s.proxy_port, fallback=fallback)]
+                if i % 2 == 0:
+                    listeners.append(listener("alt", alt))
+                s.configure(listeners, devices)
+                s.sighup()
+                for _ in range(500):
+                    if requests.ok > (i + 1) * 5:
+                        break
+                    time.sleep(0.01)
+        finally:
+            requests.stop_flag.set()
+            requests.join(timeout=60)
+        check_eq(requests.errors, [], "failed requests during listener reloads (%d ok)"
+                 % requests.ok)
+        check(requests.ok >= 10, "traffic flowed: %d requests" % requests.ok)
+        check_eq(s.log_count(" listeners in force ("), 10, "listener changes applied")
+        s.wait_closed_port(alt, "the last reload removed it")
+        s.routes_via(s.proxy_port, "nobody.ddport.test", env.other)
+
+
 CASES = [
     ("an added listener accepts and routes by its name's port", t_added_listener_routes),
     ("a removed listener stops accepting; its transfer finishes", t_removed_listener_finishes_transfer),
     ("a listener changed in place and moved to a new address", t_moved_and_changed_listener),
     ("a new address in use: the old listener set stays whole", t_address_in_use_keeps_old_set),
+    ("listener reloads under live traffic lose no request", t_churn_under_traffic),
 ]
 
 if __name__ == "__main__":
