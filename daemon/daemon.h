@@ -4,6 +4,7 @@
 #define DDPORT_DAEMON_H
 
 #include "dns/dns.h"
+#include "proxy/proxy.h"
 #include "registry/registry.h"
 
 #include <uv.h>
@@ -34,11 +35,23 @@ reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
  * again. */
 void reloader_set_update_server(reloader_t *r, reg_update_server_t *server);
 
+/* Hands a listener plan to every worker; takes its own references. */
+typedef void (*reloader_send_plan_cb)(px_listen_plan_t *plan, void *arg);
+
+/* A reload that changes the listeners prepares a plan for n_workers
+ * workers (px_listen_plan_new) and passes it to send, after the new
+ * registry is in force, so a new listener routes by the new devices. */
+void reloader_set_workers(reloader_t *r, unsigned n_workers,
+                          reloader_send_plan_cb send, void *arg);
+
 /* Reads the configuration and registry files again. When they load
  * cleanly, lays device updates over the new devices (reg_updates_merge),
  * swaps them into reg at once (a lookup sees the old
- * registry or the new one), logs "needs a restart: KEY" for each setting
- * the running workers cannot change, and re-arms the watches; returns 0.
+ * registry or the new one), changes the workers' listeners (all of them,
+ * or, when a new address cannot be opened, none: logged, the listeners in
+ * force stay while the rest applies), logs "needs a restart: KEY" for
+ * each setting the running workers cannot change, and re-arms the
+ * watches; returns 0.
  * Otherwise logs every FILE:LINE:COLUMN problem, keeps the registry in
  * force and returns the load's error. cause goes into the log lines. */
 int reloader_reload(reloader_t *r, const char *cause);

@@ -26,6 +26,10 @@ struct reloader {
   dns_notifier_t *notifier; /* told when a reload changes the serial */
   reg_updates_t *updates;   /* laid over the YAML on every reload */
   reg_update_server_t *update_server; /* reloads its certificate */
+  px_listen_plan_t *listeners; /* the last plan sent: in force; or NULL */
+  unsigned n_workers;
+  reloader_send_plan_cb send_plan;
+  void *send_arg;
   char *path;
   uv_timer_t timer; /* the debounce */
   watch_t **watches;
@@ -40,6 +44,7 @@ static void reloader_release(reloader_t *r) {
   if (--r->open_handles > 0)
     return;
   reg_config_free(r->current);
+  px_listen_plan_release(r->listeners);
   free(r->watches);
   free(r->path);
   free(r);
@@ -211,6 +216,27 @@ static void log_lines(core_log_level_t level, const char *cause,
   }
 }
 
+/* A plan from the listeners in force to next's (NULL: the same), or
+ * NULL after logging why next's cannot all be opened. */
+static px_listen_plan_t *plan_listeners(reloader_t *r, const char *cause,
+                                        const reg_config_t *next) {
+  if (r->send_plan == NULL)
+    return NULL; /* no workers to change */
+  size_t n_in_force = r->running->n_listeners;
+  const reg_listener_t *in_force = r->running->listeners;
+  if (r->listeners != NULL)
+    in_force =
+        px_listen_plan_listeners(r->listeners, &n_in_force, NULL, NULL, NULL);
+  px_listen_plan_t *plan = NULL;
+  int rc = px_listen_plan_new(in_force, n_in_force, next, r->n_workers, &plan);
+  if (rc != 0)
+    core_log(CORE_LOG_ERROR,
+             "reload (%s): listeners not changed (%s); the %zu listeners in "
+             "force keep serving, the rest of the reload applies",
+             cause, uv_strerror(rc), n_in_force);
+  return plan;
+}
+
 int reloader_reload(reloader_t *r, const char *cause) {
   if (r->stopping)
     return -ECANCELED;
@@ -247,9 +273,21 @@ int reloader_reload(reloader_t *r, const char *cause) {
              "workers keep the value they started with)",
              cause, keys[i]);
 
+  px_listen_plan_t *plan = plan_listeners(r, cause, next);
   size_t before = reg_count(r->reg);
   reg_updates_merge(r->updates, next);
   reg_replace_all(r->reg, next);
+  if (plan != NULL) {
+    size_t n, added, removed, changed;
+    px_listen_plan_listeners(plan, &n, &added, &removed, &changed);
+    r->send_plan(plan, r->send_arg);
+    px_listen_plan_release(r->listeners);
+    r->listeners = plan;
+    core_log(CORE_LOG_INFO,
+             "reload (%s): %zu listeners in force (%zu added, %zu removed, "
+             "%zu changed)",
+             cause, n, added, removed, changed);
+  }
   reg_update_server_reload(r->update_server, next);
   /* Changed names reach the zones with the next serial step (dns.serial_batch):
    * tell the secondaries. */
@@ -275,6 +313,13 @@ int reloader_reload(reloader_t *r, const char *cause) {
 
 void reloader_set_update_server(reloader_t *r, reg_update_server_t *server) {
   r->update_server = server;
+}
+
+void reloader_set_workers(reloader_t *r, unsigned n_workers,
+                          reloader_send_plan_cb send, void *arg) {
+  r->n_workers = n_workers;
+  r->send_plan = send;
+  r->send_arg = arg;
 }
 
 static void on_timer(uv_timer_t *timer) {

@@ -12,7 +12,11 @@
 typedef struct worker {
   uv_thread_t thread;
   uv_loop_t loop;
-  uv_async_t stop; /* the control loop asks the worker to stop */
+  uv_async_t stop;  /* the control loop asks the worker to stop */
+  uv_async_t apply; /* ... or to apply the listener plans in its inbox */
+  uv_mutex_t inbox_lock;
+  px_listen_plan_t **inbox; /* in the order the reloads made them */
+  size_t n_inbox;
   uv_sem_t started;
   int start_rc;
   unsigned id;
@@ -43,10 +47,54 @@ static void stop_worker_servers(worker_t *w) {
   w->proxy = NULL;
   w->dns = NULL;
   uv_close((uv_handle_t *)&w->stop, NULL);
+  uv_close((uv_handle_t *)&w->apply, NULL);
 }
 
 static void on_stop_request(uv_async_t *async) {
   stop_worker_servers(async->data);
+}
+
+/* Takes the plans waiting for w; the caller owns their references. */
+static px_listen_plan_t **take_inbox(worker_t *w, size_t *n) {
+  uv_mutex_lock(&w->inbox_lock);
+  px_listen_plan_t **plans = w->inbox;
+  *n = w->n_inbox;
+  w->inbox = NULL;
+  w->n_inbox = 0;
+  uv_mutex_unlock(&w->inbox_lock);
+  return plans;
+}
+
+/* Applies the plans waiting for w, or drops them once its proxy is gone. */
+static void apply_inbox(worker_t *w) {
+  size_t n;
+  px_listen_plan_t **plans = take_inbox(w, &n);
+  for (size_t i = 0; i < n; i++) {
+    if (w->proxy != NULL)
+      px_server_apply(w->proxy, plans[i], w->id);
+    else
+      px_listen_plan_release(plans[i]);
+  }
+  free(plans);
+}
+
+static void on_apply_request(uv_async_t *async) {
+  apply_inbox(async->data);
+}
+
+/* On the control loop: every worker applies plan, in the order of the
+ * reloads (uv_async_send coalesces wake-ups, so plans queue). */
+static void send_listen_plan(px_listen_plan_t *plan, void *arg) {
+  control_t *ctl = arg;
+  for (unsigned i = 0; i < ctl->n_workers; i++) {
+    worker_t *w = &ctl->workers[i];
+    px_listen_plan_hold(plan);
+    uv_mutex_lock(&w->inbox_lock);
+    w->inbox = xrealloc(w->inbox, (w->n_inbox + 1) * sizeof *w->inbox);
+    w->inbox[w->n_inbox++] = plan;
+    uv_mutex_unlock(&w->inbox_lock);
+    uv_async_send(&w->apply);
+  }
 }
 
 /* Runs loop until it has nothing left to do, as uv_run(UV_RUN_DEFAULT)
@@ -77,6 +125,8 @@ static void worker_main(void *arg) {
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);
   w->stop.data = w;
+  uv_async_init(&w->loop, &w->apply, on_apply_request);
+  w->apply.data = w;
   int rc = px_server_start(&w->loop, w->config, w->reg, w->limits, &w->proxy);
   if (rc == 0 && w->config->dns.n_listen > 0)
     rc = dns_server_start(&w->loop, w->config, w->reg, &w->dns);
@@ -85,6 +135,8 @@ static void worker_main(void *arg) {
     stop_worker_servers(w);
   uv_sem_post(&w->started);
   run_loop(&w->loop);
+  /* Plans sent while the worker was stopping. */
+  apply_inbox(w);
   if (uv_loop_close(&w->loop) != 0)
     core_log(CORE_LOG_WARN, "worker %u: handles still open at exit", w->id);
   reg_thread_unregister();
@@ -202,9 +254,11 @@ int daemon_serve(const reg_config_t *config, reg_t *reg,
     w->reg = reg;
     w->limits = limits;
     uv_sem_init(&w->started, 0);
+    uv_mutex_init(&w->inbox_lock);
     if (uv_thread_create(&w->thread, worker_main, w) != 0) {
       core_log(CORE_LOG_ERROR, "cannot start worker thread %u", started);
       uv_sem_destroy(&w->started);
+      uv_mutex_destroy(&w->inbox_lock);
       rc = 1;
       break;
     }
@@ -223,6 +277,7 @@ int daemon_serve(const reg_config_t *config, reg_t *reg,
   if (rc == 0) {
     ctl.notifier = dns_notifier_start(loop, config, reg);
     ctl.reloader = reloader_start(loop, config, reg, ctl.notifier, updates);
+    reloader_set_workers(ctl.reloader, ctl.n_workers, send_listen_plan, &ctl);
     if (start_updates(&ctl, loop, reg) != 0) {
       rc = 1;
       stop_workers(&ctl);
@@ -239,8 +294,10 @@ int daemon_serve(const reg_config_t *config, reg_t *reg,
   }
   run_loop(loop);
   reg_thread_offline();
-  for (unsigned i = 0; i < ctl.n_workers; i++)
+  for (unsigned i = 0; i < ctl.n_workers; i++) {
     uv_thread_join(&ctl.workers[i].thread);
+    uv_mutex_destroy(&ctl.workers[i].inbox_lock);
+  }
   reg_thread_online();
   uv_loop_close(loop);
   px_limits_free(limits);

@@ -170,8 +170,9 @@ static bool release_handle(px_conn_t *conn) {
   if (conn->device.spliced)
     px_pipe_release(server, &conn->device.pipe);
   release_peek(conn);
+  px_listener_t *listener = conn->listener;
   free(conn);
-  px_server_conn_gone(server);
+  px_server_conn_gone(server, listener);
   return true;
 }
 
@@ -915,6 +916,7 @@ int px_conn_accept(px_listener_t *listener) {
   conn->client.tcp.data = &conn->client;
   conn->client.open = true;
   conn->open_handles = 2;
+  px_listener_hold(listener);
   uv_timer_init(server->loop, &conn->timer);
   conn->timer.data = conn;
 

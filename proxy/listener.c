@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* listener.c -- a worker's listening sockets and its drain on shutdown */
+/* listener.c -- a worker's listening sockets: opened, changed, drained */
 #include "proxy/proxy_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +34,36 @@ static int open_reuseport_socket(const struct sockaddr *addr, int type) {
   return fd;
 }
 
+static void log_cannot_listen(const reg_listener_t *lc, int err) {
+  char where[INET6_ADDRSTRLEN + 8];
+  core_sockaddr_format((const struct sockaddr *)&lc->addr, where, sizeof where);
+  core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
+           where, uv_strerror(err));
+}
+
+static bool same_str(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* core_hostport_parse zeroes the whole storage before filling it, and
+ * copies keep it whole. */
+static bool same_address(const reg_listener_t *a, const reg_listener_t *b) {
+  return memcmp(&a->addr, &b->addr, sizeof a->addr) == 0;
+}
+
+static bool same_listener(const reg_listener_t *a, const reg_listener_t *b) {
+  return same_address(a, b) && a->protocol == b->protocol &&
+         strcmp(a->name, b->name) == 0 && same_str(a->fallback, b->fallback);
+}
+
+static void copy_listener(reg_listener_t *to, const reg_listener_t *from) {
+  *to = *from;
+  to->name = xstrdup(from->name);
+  to->fallback = from->fallback ? xstrdup(from->fallback) : NULL;
+}
+
+/* ---- one listener -------------------------------------------------------- */
+
 static void pause_listener(px_listener_t *listener);
 
 static void on_connection(uv_stream_t *stream, int status) {
@@ -51,17 +83,20 @@ static void on_connection(uv_stream_t *stream, int status) {
              uv_strerror(rc));
 }
 
-/* Opens the listener's own SO_REUSEPORT socket and starts accepting.
- * Returns 0 or a negative errno / UV_E*. */
-static int listen_on(px_listener_t *l) {
-  const reg_listener_t *lc = l->config;
-  int fd =
-      open_reuseport_socket((const struct sockaddr *)&lc->addr, SOCK_STREAM);
+/* Starts accepting on fd, a listening socket at the listener's address,
+ * or with fd -1 on a SO_REUSEPORT socket of its own. The socket is the
+ * listener's from then on. Returns 0 or a negative errno / UV_E*; with
+ * tcp_open set, the caller closes tcp. */
+static int listen_on(px_listener_t *l, int fd) {
+  if (fd < 0)
+    fd = open_reuseport_socket((const struct sockaddr *)&l->config->addr,
+                               SOCK_STREAM);
   if (fd < 0)
     return fd;
   uv_tcp_init(l->server->loop, &l->tcp);
   l->tcp.data = l;
   l->tcp_open = true;
+  l->holds++;
   l->server->open_handles++;
   int rc = uv_tcp_open(&l->tcp, fd);
   if (rc != 0)
@@ -69,6 +104,32 @@ static int listen_on(px_listener_t *l) {
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
   return rc;
+}
+
+/* A listener in server's set, not accepting yet. */
+static px_listener_t *listener_new(px_server_t *server,
+                                   const reg_listener_t *spec) {
+  px_listener_t *l = xcalloc(1, sizeof *l);
+  l->server = server;
+  copy_listener(&l->spec, spec);
+  l->config = &l->spec;
+  uv_timer_init(server->loop, &l->retry);
+  l->retry.data = l;
+  l->holds = 1;
+  server->open_handles++;
+  return l;
+}
+
+static void listener_release(px_listener_t *l) {
+  if (--l->holds > 0)
+    return;
+  free(l->spec.name);
+  free(l->spec.fallback);
+  free(l);
+}
+
+void px_listener_hold(px_listener_t *listener) {
+  listener->holds++;
 }
 
 static void maybe_free(px_server_t *server) {
@@ -80,16 +141,26 @@ static void maybe_free(px_server_t *server) {
       free(server->spare_peeks[i]);
     px_pipes_free(server);
     free(server->listeners);
+    px_listen_plan_release(server->plan);
     free(server);
   }
 }
 
-static void on_server_handle_closed(uv_handle_t *handle) {
-  px_server_t *server = handle->data;
-  if (handle->type == UV_TCP)
-    server = ((px_listener_t *)handle->data)->server;
+static void on_listener_handle_closed(uv_handle_t *handle) {
+  px_listener_t *l = handle->data;
+  px_server_t *server = l->server;
+  listener_release(l);
   server->open_handles--;
   maybe_free(server);
+}
+
+/* Stops accepting for good: a stopping server's or a retired listener. */
+static void listener_close(px_listener_t *l) {
+  if (l->tcp_open) {
+    l->tcp_open = false;
+    uv_close((uv_handle_t *)&l->tcp, on_listener_handle_closed);
+  }
+  uv_close((uv_handle_t *)&l->retry, on_listener_handle_closed);
 }
 
 /* Out of descriptors: libuv's accept loop would retry at once, forever
@@ -104,32 +175,33 @@ static void on_retry(uv_timer_t *timer);
 
 static void on_paused_closed(uv_handle_t *handle) {
   px_listener_t *l = handle->data;
-  px_server_t *server = l->server;
-  server->open_handles--;
-  if (server->stopping) {
-    maybe_free(server);
-    return;
-  }
-  uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+  if (!l->server->stopping && !l->retired)
+    uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+  on_listener_handle_closed(handle);
+}
+
+/* Closes tcp; the retry timer opens a new socket after backoff_ms. */
+static void close_for_retry(px_listener_t *l) {
+  l->tcp_open = false;
+  uv_close((uv_handle_t *)&l->tcp, on_paused_closed);
 }
 
 static void pause_listener(px_listener_t *l) {
   if (!l->tcp_open)
     return;
-  l->tcp_open = false;
   if (l->backoff_ms == 0)
     l->backoff_ms = BACKOFF_FIRST_MS;
   core_log(CORE_LOG_WARN,
            "listener %s: out of file descriptors; not accepting for %llu ms",
            l->config->name, (unsigned long long)l->backoff_ms);
-  uv_close((uv_handle_t *)&l->tcp, on_paused_closed);
+  close_for_retry(l);
 }
 
 static void on_retry(uv_timer_t *timer) {
   px_listener_t *l = timer->data;
-  if (l->server->stopping)
+  if (l->server->stopping || l->retired)
     return;
-  int rc = listen_on(l);
+  int rc = listen_on(l, -1);
   if (rc == 0) {
     core_log(CORE_LOG_INFO, "listener %s: accepting again", l->config->name);
     l->backoff_ms = 0;
@@ -145,10 +217,12 @@ static void on_retry(uv_timer_t *timer) {
   uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
 }
 
-static void on_retry_closed(uv_handle_t *handle) {
-  px_listener_t *l = handle->data;
-  l->server->open_handles--;
-  maybe_free(l->server);
+/* ---- the server ---------------------------------------------------------- */
+
+static void on_drain_closed(uv_handle_t *handle) {
+  px_server_t *server = handle->data;
+  server->open_handles--;
+  maybe_free(server);
 }
 
 static void on_drain_deadline(uv_timer_t *timer) {
@@ -157,14 +231,15 @@ static void on_drain_deadline(uv_timer_t *timer) {
     core_log(CORE_LOG_WARN, "drain timeout: closing %zu open connections",
              server->n_conns);
   px_conn_abort_all(server);
-  uv_close((uv_handle_t *)timer, on_server_handle_closed);
+  uv_close((uv_handle_t *)timer, on_drain_closed);
 }
 
-void px_server_conn_gone(px_server_t *server) {
+void px_server_conn_gone(px_server_t *server, px_listener_t *listener) {
+  listener_release(listener);
   if (server->stopping && server->n_conns == 0 &&
       !uv_is_closing((uv_handle_t *)&server->drain_timer)) {
     uv_timer_stop(&server->drain_timer);
-    uv_close((uv_handle_t *)&server->drain_timer, on_server_handle_closed);
+    uv_close((uv_handle_t *)&server->drain_timer, on_drain_closed);
   }
   maybe_free(server);
 }
@@ -173,7 +248,8 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
                     const reg_t *reg, px_limits_t *limits, px_server_t **out) {
   px_server_t *server = xcalloc(1, sizeof *server);
   server->loop = loop;
-  server->config = config;
+  server->in_force = *config;
+  server->config = &server->in_force;
   server->reg = reg;
   server->limits = limits;
   server->splice = px_splice_enabled(config);
@@ -182,26 +258,17 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
     free(server);
     return rc;
   }
-  server->listeners = xcalloc(config->n_listeners, sizeof *server->listeners);
+  size_t n = config->n_listeners;
+  server->listeners = xcalloc(n ? n : 1, sizeof *server->listeners);
   uv_timer_init(loop, &server->drain_timer);
   server->drain_timer.data = server;
   server->open_handles = 1;
-  for (size_t i = 0; i < config->n_listeners; i++) {
-    const reg_listener_t *lc = &config->listeners[i];
-    px_listener_t *l = &server->listeners[i];
-    l->server = server;
-    l->config = lc;
-    uv_timer_init(loop, &l->retry);
-    l->retry.data = l;
-    server->n_listeners++;
-    server->open_handles++;
-    rc = listen_on(l);
+  for (size_t i = 0; i < n; i++) {
+    px_listener_t *l = listener_new(server, &config->listeners[i]);
+    server->listeners[server->n_listeners++] = l;
+    rc = listen_on(l, -1);
     if (rc != 0) {
-      char where[INET6_ADDRSTRLEN + 8];
-      core_sockaddr_format((const struct sockaddr *)&lc->addr, where,
-                           sizeof where);
-      core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
-               where, uv_strerror(rc));
+      log_cannot_listen(l->config, rc);
       break;
     }
   }
@@ -217,19 +284,260 @@ void px_server_stop(px_server_t *server) {
   if (server->stopping)
     return;
   server->stopping = true;
-  for (size_t i = 0; i < server->n_listeners; i++) {
-    px_listener_t *l = &server->listeners[i];
-    if (l->tcp_open) {
-      l->tcp_open = false;
-      uv_close((uv_handle_t *)&l->tcp, on_server_handle_closed);
-    }
-    uv_close((uv_handle_t *)&l->retry, on_retry_closed);
-  }
+  for (size_t i = 0; i < server->n_listeners; i++)
+    listener_close(server->listeners[i]);
   if (server->n_conns == 0) {
-    uv_close((uv_handle_t *)&server->drain_timer, on_server_handle_closed);
+    uv_close((uv_handle_t *)&server->drain_timer, on_drain_closed);
     return;
   }
   /* Open connections may finish on their own until the drain deadline. */
   uv_timer_start(&server->drain_timer, on_drain_deadline,
                  server->config->proxy.drain_timeout_ms, 0);
+}
+
+/* ---- changing the listeners ---------------------------------------------- */
+
+#define NOT_IN_FORCE SIZE_MAX
+
+struct px_listen_plan {
+  atomic_uint refs;
+  reg_listener_t *listeners; /* the new set, owned */
+  size_t n_listeners;
+  size_t n_from; /* listeners in the set it replaces */
+  /* Per listener: its index in the set replaced at the same address, or
+   * NOT_IN_FORCE when the address is new. Workers keep their listeners in
+   * the order of the set in force, so the index is theirs too. */
+  size_t *from;
+  /* A new address's sockets: fds[i * n_workers + w] for worker w; -1 when
+   * the address stays or the worker has taken it. */
+  int *fds;
+  unsigned n_workers;
+  size_t added, removed, changed;
+};
+
+static bool same_set(const reg_listener_t *a, size_t na,
+                     const reg_listener_t *b, size_t nb) {
+  if (na != nb)
+    return false;
+  for (size_t i = 0; i < na; i++)
+    if (!same_listener(&a[i], &b[i]))
+      return false;
+  return true;
+}
+
+static void log_listener(const char *what, const reg_listener_t *lc) {
+  char where[INET6_ADDRSTRLEN + 8];
+  core_sockaddr_format((const struct sockaddr *)&lc->addr, where, sizeof where);
+  core_log(CORE_LOG_INFO, "listener %s on %s: %s", lc->name, where, what);
+}
+
+/* Pairs every listener of plan with the first unpaired one of from at the
+ * same address, and counts what is added, removed and changed. */
+static void pair_listeners(px_listen_plan_t *plan, const reg_listener_t *from,
+                           size_t n_from) {
+  bool *paired = xcalloc(n_from ? n_from : 1, sizeof *paired);
+  for (size_t i = 0; i < plan->n_listeners; i++) {
+    const reg_listener_t *l = &plan->listeners[i];
+    plan->from[i] = NOT_IN_FORCE;
+    for (size_t j = 0; j < n_from && plan->from[i] == NOT_IN_FORCE; j++)
+      if (!paired[j] && same_address(&from[j], l)) {
+        paired[j] = true;
+        plan->from[i] = j;
+      }
+    if (plan->from[i] == NOT_IN_FORCE)
+      plan->added++;
+    else if (!same_listener(&from[plan->from[i]], l))
+      plan->changed++;
+  }
+  for (size_t j = 0; j < n_from; j++)
+    plan->removed += !paired[j];
+  free(paired);
+}
+
+/* Opens every worker's socket for each new address; all or none. */
+static int open_new_addresses(px_listen_plan_t *plan) {
+  for (size_t i = 0; i < plan->n_listeners; i++) {
+    if (plan->from[i] != NOT_IN_FORCE)
+      continue;
+    const reg_listener_t *l = &plan->listeners[i];
+    for (unsigned w = 0; w < plan->n_workers; w++) {
+      int fd =
+          open_reuseport_socket((const struct sockaddr *)&l->addr, SOCK_STREAM);
+      if (fd >= 0 && listen(fd, LISTEN_BACKLOG) != 0) {
+        int err = -errno;
+        close(fd);
+        fd = err;
+      }
+      if (fd < 0) {
+        log_cannot_listen(l, fd);
+        return fd;
+      }
+      plan->fds[i * plan->n_workers + w] = fd;
+    }
+  }
+  return 0;
+}
+
+int px_listen_plan_new(const reg_listener_t *from, size_t n_from,
+                       const reg_config_t *next, unsigned n_workers,
+                       px_listen_plan_t **out) {
+  *out = NULL;
+  size_t n = next->n_listeners;
+  if (same_set(from, n_from, next->listeners, n))
+    return 0;
+  px_listen_plan_t *plan = xcalloc(1, sizeof *plan);
+  atomic_init(&plan->refs, 1);
+  plan->n_listeners = n;
+  plan->n_from = n_from;
+  plan->n_workers = n_workers;
+  plan->listeners = xcalloc(n ? n : 1, sizeof *plan->listeners);
+  plan->from = xcalloc(n ? n : 1, sizeof *plan->from);
+  size_t n_fds = n * n_workers;
+  plan->fds = xcalloc(n_fds ? n_fds : 1, sizeof *plan->fds);
+  for (size_t i = 0; i < n_fds; i++)
+    plan->fds[i] = -1;
+  for (size_t i = 0; i < n; i++)
+    copy_listener(&plan->listeners[i], &next->listeners[i]);
+  pair_listeners(plan, from, n_from);
+  int rc = open_new_addresses(plan);
+  if (rc != 0) {
+    px_listen_plan_release(plan);
+    return rc;
+  }
+  for (size_t i = 0; i < n; i++) {
+    size_t j = plan->from[i];
+    if (j == NOT_IN_FORCE)
+      log_listener("added", &plan->listeners[i]);
+    else if (!same_listener(&from[j], &plan->listeners[i]))
+      log_listener("changed (name, protocol or fallback)", &plan->listeners[i]);
+  }
+  for (size_t j = 0; j < n_from; j++) {
+    bool kept = false;
+    for (size_t i = 0; i < n && !kept; i++)
+      kept = plan->from[i] == j;
+    if (!kept)
+      log_listener("removed; its connections finish", &from[j]);
+  }
+  *out = plan;
+  return 0;
+}
+
+const reg_listener_t *px_listen_plan_listeners(const px_listen_plan_t *plan,
+                                               size_t *n, size_t *added,
+                                               size_t *removed,
+                                               size_t *changed) {
+  if (added)
+    *added = plan->added;
+  if (removed)
+    *removed = plan->removed;
+  if (changed)
+    *changed = plan->changed;
+  *n = plan->n_listeners;
+  return plan->listeners;
+}
+
+void px_listen_plan_hold(px_listen_plan_t *plan) {
+  atomic_fetch_add_explicit(&plan->refs, 1, memory_order_relaxed);
+}
+
+void px_listen_plan_release(px_listen_plan_t *plan) {
+  if (plan == NULL ||
+      atomic_fetch_sub_explicit(&plan->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (size_t i = 0; i < plan->n_listeners * plan->n_workers; i++)
+    if (plan->fds[i] >= 0)
+      close(plan->fds[i]);
+  for (size_t i = 0; i < plan->n_listeners; i++) {
+    free(plan->listeners[i].name);
+    free(plan->listeners[i].fallback);
+  }
+  free(plan->listeners);
+  free(plan->from);
+  free(plan->fds);
+  free(plan);
+}
+
+/* The socket l takes over from old: a duplicate of old's descriptor, so
+ * the socket, and the connections queued on it, outlive old's handle.
+ * Returns it, or -1 when old holds none (paused) or it cannot be made. */
+static int take_over_socket(const px_listener_t *old) {
+  uv_os_fd_t fd;
+  if (!old->tcp_open || uv_fileno((const uv_handle_t *)&old->tcp, &fd) != 0)
+    return -1;
+  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd < 0)
+    core_log(CORE_LOG_WARN, "listener %s: cannot take over its socket: %s",
+             old->config->name, strerror(errno));
+  return dup_fd;
+}
+
+/* l could not start on the socket meant for it: it opens its own after a
+ * backoff, as after running out of descriptors. */
+static void listen_later(px_listener_t *l, uint64_t backoff_ms) {
+  l->backoff_ms = backoff_ms ? backoff_ms : BACKOFF_FIRST_MS;
+  if (l->tcp_open)
+    close_for_retry(l);
+  else
+    uv_timer_start(&l->retry, on_retry, l->backoff_ms, 0);
+}
+
+void px_server_apply(px_server_t *server, px_listen_plan_t *plan,
+                     unsigned worker) {
+  if (server->stopping) {
+    px_listen_plan_release(plan);
+    return;
+  }
+  /* A plan is made against the set in force, and every worker applies
+   * every plan in order, so this cannot differ; refuse rather than guess. */
+  if (plan->n_from != server->n_listeners || worker >= plan->n_workers) {
+    core_log(CORE_LOG_ERROR,
+             "worker %u: listener change skipped: made for %zu listeners, "
+             "this worker has %zu",
+             worker, plan->n_from, server->n_listeners);
+    px_listen_plan_release(plan);
+    return;
+  }
+  px_listener_t **old = server->listeners;
+  size_t n = plan->n_listeners;
+  px_listener_t **set = xcalloc(n ? n : 1, sizeof *set);
+  for (size_t i = 0; i < n; i++) {
+    const reg_listener_t *spec = &plan->listeners[i];
+    size_t j = plan->from[i];
+    if (j != NOT_IN_FORCE && same_listener(old[j]->config, spec)) {
+      set[i] = old[j];
+      old[j] = NULL;
+      continue;
+    }
+    px_listener_t *l = listener_new(server, spec);
+    set[i] = l;
+    int fd;
+    uint64_t backoff_ms = 0;
+    if (j == NOT_IN_FORCE) {
+      fd = plan->fds[i * plan->n_workers + worker];
+      plan->fds[i * plan->n_workers + worker] = -1;
+    } else {
+      fd = take_over_socket(old[j]);
+      backoff_ms = old[j]->backoff_ms;
+    }
+    int rc = fd >= 0 ? listen_on(l, fd) : UV_EBADF;
+    if (rc != 0) {
+      if (fd >= 0)
+        log_cannot_listen(l->config, rc);
+      listen_later(l, backoff_ms);
+    }
+  }
+  /* The replaced and removed listeners stop accepting only now, after
+   * their successors took the sockets over. */
+  for (size_t j = 0; j < server->n_listeners; j++)
+    if (old[j] != NULL) {
+      old[j]->retired = true;
+      listener_close(old[j]);
+    }
+  free(old);
+  server->listeners = set;
+  server->n_listeners = n;
+  server->in_force.listeners = plan->listeners;
+  server->in_force.n_listeners = n;
+  px_listen_plan_release(server->plan);
+  server->plan = plan;
 }

@@ -144,14 +144,20 @@ core_str_t px_refusal(reg_protocol_t protocol, px_page_t page);
 
 typedef struct px_conn px_conn_t;
 
-/* One listening socket of one worker. */
+/* One listening socket of one worker. A reload that removes or changes the
+ * listener retires it: it stops accepting, but stays (with its own copy of
+ * the listener's settings) until the last connection accepted on it is
+ * gone, since a connection reads its name, protocol and fallback. */
 typedef struct px_listener {
   uv_tcp_t tcp;     /* tcp.data points back here */
   uv_timer_t retry; /* reopens tcp after running out of descriptors */
   px_server_t *server;
-  const reg_listener_t *config;
+  const reg_listener_t *config; /* &spec */
+  reg_listener_t spec;          /* a copy: name and fallback are owned */
+  unsigned holds; /* open handles (tcp, retry) plus one per connection */
   uint64_t backoff_ms;
   bool tcp_open; /* tcp initialised, listening and not closing */
+  bool retired;  /* no longer in the server's set: never reopened */
 } px_listener_t;
 
 /* Bytes of one direction of a spliced relay, waiting between reading one
@@ -171,13 +177,18 @@ typedef struct px_pipe {
 /* One worker's proxy: its listeners and its open connections. */
 struct px_server {
   uv_loop_t *loop;
-  const reg_config_t *config;
+  const reg_config_t *config; /* &in_force */
+  /* The configuration the server started with, its listeners replaced by
+   * those of the last plan applied (the target policy refuses the proxy's
+   * own addresses, so it must know the new ones); the rest is borrowed. */
+  reg_config_t in_force;
+  px_listen_plan_t *plan; /* whose listeners are in force, or NULL */
   const reg_t *reg;
   px_limits_t *limits;
   px_resolver_t *resolver;
-  px_listener_t *listeners;
+  px_listener_t **listeners; /* the set in force; retired ones not here */
   size_t n_listeners;
-  size_t open_handles; /* listeners and the drain timer not yet closed */
+  size_t open_handles; /* listeners' handles and the drain timer open */
   px_conn_t *conns;    /* doubly linked through px_conn's next/prev */
   size_t n_conns;
   uv_timer_t drain_timer;
@@ -228,7 +239,12 @@ int px_conn_accept(px_listener_t *listener);
  * They are freed, and unlinked, in their close callbacks. */
 void px_conn_abort_all(px_server_t *server);
 
-/* Called by a connection when it is gone, so a stopping server can finish. */
-void px_server_conn_gone(px_server_t *server);
+/* A connection accepted on listener keeps it (name, protocol, fallback)
+ * until it is gone, even when a reload retires the listener meanwhile. */
+void px_listener_hold(px_listener_t *listener);
+
+/* Called by a connection when it is gone, with the listener it held, so a
+ * retired listener and a stopping server can finish. */
+void px_server_conn_gone(px_server_t *server, px_listener_t *listener);
 
 #endif

@@ -25,18 +25,6 @@ static bool same_addrs(const struct sockaddr_storage *a, size_t na,
   return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
 }
 
-static bool same_listeners(const reg_config_t *a, const reg_config_t *b) {
-  if (a->n_listeners != b->n_listeners)
-    return false;
-  for (size_t i = 0; i < a->n_listeners; i++) {
-    const reg_listener_t *x = &a->listeners[i], *y = &b->listeners[i];
-    if (!same_str(x->name, y->name) || x->protocol != y->protocol ||
-        !same_addrs(&x->addr, 1, &y->addr, 1))
-      return false;
-  }
-  return true;
-}
-
 static bool same_zone(const reg_zone_t *x, const reg_zone_t *y) {
   if (!same_str(x->name, y->name) ||
       !same_ips(x->proxy, x->n_proxy, y->proxy, y->n_proxy) ||
@@ -89,7 +77,6 @@ size_t reg_config_restart_keys(const reg_config_t *running,
   } while (0)
   DIFFERS("workers", a->workers == b->workers);
   DIFFERS("state_dir", same_str(a->state_dir, b->state_dir));
-  DIFFERS("listeners", same_listeners(a, b));
   DIFFERS("proxy.timeouts",
           a->proxy.peek_timeout_ms == b->proxy.peek_timeout_ms &&
               a->proxy.connect_timeout_ms == b->proxy.connect_timeout_ms &&

@@ -284,13 +284,15 @@ def t_needs_restart(env):
         s.write_config(changed)
         s.sighup()
         log = s.proc.stderr_text()
-        for key in ("workers", "listeners", "proxy.timeouts", "dns.zones"):
+        for key in ("workers", "proxy.timeouts", "dns.zones"):
             check("needs a restart: %s " % key in log, "'needs a restart: %s' logged; log: %s"
                   % (key, s.proc.stderr_tail(8)))
         check("needs a restart: dns.listen" not in log, "an unchanged key is not named")
-        # The running listener keeps serving, and devices still reload.
+        # Listeners apply at once (test_reload_listeners.py has the details):
+        # the listener moved to its new address and serves there.
+        check("needs a restart: listeners" not in log, "listeners are not named")
+        s.proxy_port = new_port
         s.routes_to("demo.ddport.test", env.backend)
-        check(not ddtest.tcp_answers(new_port), "the new listener address is not opened (yet)")
 
 
 # ---- reloads under live traffic ---------------------------------------------

@@ -1445,7 +1445,7 @@ static void test_restart_keys(void) {
   for (size_t i = 0; i < n; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
              i ? " " : "", keys[i]);
-  ASSERT_STR_EQ(joined, "workers listeners proxy.timeouts proxy.allow_targets "
+  ASSERT_STR_EQ(joined, "workers proxy.timeouts proxy.allow_targets "
                         "dns.zones dns.serial_batch");
   ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
   reg_config_free(b);
