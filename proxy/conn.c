@@ -324,20 +324,18 @@ static void maybe_finish(px_conn_t *conn) {
     conn_close(conn, "routed");
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  px_side_t *side = req->data;
-  (void)status;
-  maybe_finish(side->conn);
-}
-
-/* Passes this side's FIN on to the peer once its bytes are all written. */
+/* Passes this side's FIN on to the peer once its bytes are all written.
+ * Only this side writes to the peer and it reads again only once its write
+ * is done, so nothing waits in the peer's write queue and shutdown(2) can
+ * go at once: uv_shutdown would wait a loop pass and re-arm the peer's
+ * epoll watch for it. Its errors are ignored as uv_shutdown's would be:
+ * a peer that reset says so when it is read. */
 static void pass_eof(px_side_t *side) {
   px_side_t *peer = peer_of(side);
+  assert(peer->tcp.write_queue_size == 0);
   side->shut = true;
-  side->shutdown_req.data = side;
-  if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)&peer->tcp,
-                  on_shutdown) != 0)
-    conn_close(side->conn, "routed");
+  shutdown(side_fd(peer), SHUT_WR);
+  maybe_finish(side->conn);
 }
 
 static void on_relay_written(uv_write_t *req, int status) {
@@ -433,8 +431,18 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
   }
 }
 
+static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf);
+static void on_client_read(uv_stream_t *stream, ssize_t nread,
+                           const uv_buf_t *buf);
+
+/* Reading again after backpressure; a side still being read is left so
+ * (UV_EALREADY). */
 static void start_reading(px_side_t *side) {
-  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) != 0)
+  bool client = side == &side->conn->client;
+  int rc = uv_read_start((uv_stream_t *)&side->tcp,
+                         client ? alloc_client : alloc_relay,
+                         client ? on_client_read : on_relay_read);
+  if (rc != 0 && rc != UV_EALREADY)
     conn_close(side->conn, "routed");
 }
 
@@ -658,15 +666,39 @@ static void start_relay(px_conn_t *conn) {
   }
   bufs[nbufs++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
   client->bytes = conn->peek_len;
-  client->writing = true;
-  client->write_req.data = client;
-  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
-               nbufs, on_relay_written) != 0) {
-    client->writing = false;
+  /* A fresh connection almost always takes the head at once: then the
+   * client, still being read, goes straight on relaying. */
+  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
+  if (n < 0 && n != UV_EAGAIN) {
     conn_close(conn, "routed");
     return;
   }
-  start_reading(&conn->device);
+  size_t left = n < 0 ? 0 : (size_t)n;
+  for (unsigned i = 0; i < nbufs; i++) {
+    size_t skip = left < bufs[i].len ? left : bufs[i].len;
+    bufs[i] = uv_buf_init(bufs[i].base + skip, bufs[i].len - (unsigned)skip);
+    left -= skip;
+  }
+  unsigned first = 0;
+  while (first < nbufs && bufs[first].len == 0)
+    first++;
+  if (first == nbufs) {
+    release_peek(conn);
+    if (client->eof)
+      pass_eof(client);
+    else
+      start_reading(client);
+    return;
+  }
+  /* Backpressure, as for any client bytes the device has not taken. */
+  uv_read_stop((uv_stream_t *)&client->tcp);
+  client->writing = true;
+  client->write_req.data = client;
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp,
+               bufs + first, nbufs - first, on_relay_written) != 0) {
+    client->writing = false;
+    conn_close(conn, "routed");
+  }
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -728,9 +760,14 @@ static void try_next_address(px_conn_t *conn) {
     conn->device.open = true;
     conn->open_handles++;
     conn->connect_req.data = conn;
+    /* Reading from the start puts the device in epoll once, for
+     * connecting and reading; libuv reads only after the connect
+     * callback. */
     if (uv_tcp_connect(&conn->connect_req, &conn->device.tcp,
                        (const struct sockaddr *)&conn->target,
-                       on_connected) != 0) {
+                       on_connected) != 0 ||
+        uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
+                      on_relay_read) != 0) {
       abandon_attempt(conn);
       return;
     }
@@ -835,14 +872,40 @@ static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
                      (unsigned)(conn->peek_cap - conn->peek_len));
 }
 
+/* While the device is being reached, what the visitor sends next joins
+ * the head, up to max_hello; then the visitor waits. */
+static void on_early_read(px_conn_t *conn, ssize_t nread) {
+  uv_stream_t *stream = (uv_stream_t *)&conn->client.tcp;
+  if (nread == UV_ENOBUFS &&
+      conn->peek_cap >= conn_config(conn)->proxy.max_hello) {
+    uv_read_stop(stream);
+    return;
+  }
+  if (nread == UV_EOF) {
+    /* Passed on once the head is written. */
+    conn->client.eof = true;
+    uv_read_stop(stream);
+    return;
+  }
+  if (nread < 0) {
+    conn_close(conn, nread == UV_ENOBUFS ? "out of memory" : "client closed");
+    return;
+  }
+  conn->peek_len += (size_t)nread;
+}
+
 static void on_peek_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   px_side_t *side = stream->data;
   px_conn_t *conn = side->conn;
   (void)buf;
-  assert(conn->state == PX_STATE_PEEKING);
   if (nread == 0)
     return;
+  if (conn->state == PX_STATE_CONNECTING) {
+    on_early_read(conn, nread);
+    return;
+  }
+  assert(conn->state == PX_STATE_PEEKING);
   if (nread == UV_ENOBUFS) {
     conn_close(conn, "out of memory");
     return;
@@ -872,8 +935,7 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
   switch (r) {
   case PX_PEEK_COMPLETE:
     /* name_len 0 (no SNI, HTTP/1.0 without Host) routes to the fallback
-     * or is refused there. */
-    uv_read_stop(stream);
+     * or is refused there. The visitor stays read: see on_early_read. */
     route_request(conn, name, name_len);
     return;
   case PX_PEEK_INVALID:
@@ -885,6 +947,26 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
       answer_page(conn, PX_PAGE_TOO_LARGE, "bad request");
     return;
   }
+}
+
+/* The client is read through these from accept to close, so its epoll
+ * watch is never dropped and re-added between peeking and relaying (each
+ * such toggle costs two epoll_ctl calls). */
+static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
+  px_side_t *side = handle->data;
+  if (side->conn->state == PX_STATE_RELAYING)
+    alloc_relay(handle, size, buf);
+  else
+    alloc_peek(handle, size, buf);
+}
+
+static void on_client_read(uv_stream_t *stream, ssize_t nread,
+                           const uv_buf_t *buf) {
+  px_side_t *side = stream->data;
+  if (side->conn->state == PX_STATE_RELAYING)
+    on_relay_read(stream, nread, buf);
+  else
+    on_peek_read(stream, nread, buf);
 }
 
 static void on_peek_deadline(uv_timer_t *timer) {
@@ -952,13 +1034,13 @@ int px_conn_accept(px_listener_t *listener) {
     answer_page(conn, PX_PAGE_BUSY, reasons[limit]);
     return 0;
   }
+  /* TCP_NODELAY comes with the socket: the listening socket has it. */
   conn->admitted = true;
-  uv_tcp_nodelay(&conn->client.tcp, 1);
   /* An absolute deadline: a visitor dripping bytes cannot extend it. */
   uv_timer_start(&conn->timer, on_peek_deadline,
                  server->config->proxy.peek_timeout_ms, 0);
-  rc =
-      uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_peek, on_peek_read);
+  rc = uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_client,
+                     on_client_read);
   if (rc != 0)
     conn_close(conn, "read failed");
   return 0;
