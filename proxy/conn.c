@@ -366,7 +366,13 @@ static void pass_eof(px_side_t *side) {
   px_side_t *peer = peer_of(side);
   assert(peer->tcp.write_queue_size == 0);
   side->shut = true;
-  shutdown(side_fd(peer), SHUT_WR);
+  if (!peer->shut) {
+    shutdown(side_fd(peer), SHUT_WR);
+    return;
+  }
+  /* The peer has ended and been passed on already: maybe_finish closes
+   * both at once, and the close sends this FIN. The peer's stream ended,
+   * so nothing unread in its socket turns that close into a reset. */
   maybe_finish(side->conn);
 }
 
