@@ -26,14 +26,13 @@ typedef struct px_side {
   uv_tcp_t tcp; /* tcp.data points to the px_side */
   px_conn_t *conn;
   char *buf; /* read buffer for bytes travelling to the peer side */
-  /* A spliced side never writes through libuv again, so what it needs
-   * shares the requests' memory and idle connections stay as small as
-   * copied ones. */
+  /* No two of these are ever in use at once, and a spliced side never
+   * writes through libuv again: they share memory so idle connections stay
+   * small, copied or spliced. */
   union {
-    struct {
-      uv_write_t write_req; /* writes of this side's bytes to the peer */
-      uv_shutdown_t shutdown_req;
-    };
+    uv_write_t write_req;       /* writes of this side's bytes to the peer */
+    uv_connect_t connect_req;   /* the device's, while connecting */
+    uv_shutdown_t shutdown_req; /* the client's, after an error page */
     struct {
       uv_poll_t poll; /* watches the socket taken over from tcp */
       px_pipe_t pipe; /* this side's bytes waiting for the peer */
@@ -48,35 +47,39 @@ typedef struct px_side {
   bool shut;      /* FIN passed on to the peer */
 } px_side_t;
 
+/* What a connection needs only until its relay has started, held apart
+ * so an idle relay does not carry it. The route is copied out of the
+ * registry when the name is looked up: registry entries may be retired
+ * (reload, update) while we connect. */
+typedef struct px_route {
+  core_ip_t addrs[PX_MAX_TARGETS];
+  size_t n_addrs;
+  size_t next_addr;    /* next of addrs to try */
+  px_lookup_t *lookup; /* resolving the device's hostname */
+  reg_proxy_protocol_t proxy_protocol;
+  uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
+} px_route_t;
+
 struct px_conn {
   px_state_t state;
   px_listener_t *listener;
   px_conn_t *next, *prev;
   px_side_t client, device;
   uv_timer_t timer;
-  uv_connect_t connect_req;
   char *peek; /* request head bytes read so far */
   size_t peek_len, peek_cap;
-  /* The route is copied out of the registry when the name is looked up:
-   * registry entries may be retired (reload, update) while we relay. */
-  core_ip_t addrs[PX_MAX_TARGETS];
-  size_t n_addrs;
-  reg_proxy_protocol_t proxy_protocol;
+  px_route_t *route;         /* from routing until the head is written */
+  char *name;                /* the name routed by, for the logs; NULL before */
+  core_ip_t visitor, target; /* target.family 0: none tried yet */
+  uint16_t visitor_port, port;
   bool routed;
   bool splice; /* relaying: may still move to splice(2) */
   bool bulk;   /* a read filled a relay buffer */
-  uint16_t port;
-  size_t next_addr; /* next of addrs to try */
-  struct sockaddr_storage target;
-  uint64_t started_ms, active_ms;
-  int open_handles;
-  const char *result; /* for the access log */
-  char name[CORE_NAME_MAX + 1];
-  char visitor[INET6_ADDRSTRLEN + 8];
-  uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
-  px_admission_t admission; /* what the limits counted for us */
-  px_lookup_t *lookup;      /* resolving the device's hostname */
   bool admitted;
+  int open_handles;
+  uint64_t started_ms, active_ms;
+  const char *result;       /* for the access log */
+  px_admission_t admission; /* what the limits counted for us */
 };
 
 static const reg_config_t *conn_config(const px_conn_t *conn) {
@@ -88,17 +91,36 @@ static px_side_t *peer_of(px_side_t *side) {
   return side == &conn->client ? &conn->device : &conn->client;
 }
 
+#define PX_ADDRSTRLEN (INET6_ADDRSTRLEN + 8)
+
+/* ip:port as text, or "-" for no address. */
+static const char *format_address(const core_ip_t *ip, uint16_t port,
+                                  char buf[PX_ADDRSTRLEN]) {
+  if (ip->family == 0)
+    return strcpy(buf, "-");
+  struct sockaddr_storage sa;
+  core_ip_to_sockaddr(ip, port, &sa);
+  return core_sockaddr_format((const struct sockaddr *)&sa, buf, PX_ADDRSTRLEN);
+}
+
+static const char *format_visitor(const px_conn_t *conn,
+                                  char buf[PX_ADDRSTRLEN]) {
+  return format_address(&conn->visitor, conn->visitor_port, buf);
+}
+
+static const char *conn_name(const px_conn_t *conn) {
+  return conn->name && conn->name[0] ? conn->name : "-";
+}
+
 static void log_access(px_conn_t *conn) {
   if (!core_access_log_enabled())
     return;
-  char target[INET6_ADDRSTRLEN + 8] = "-";
-  if (conn->routed && conn->target.ss_family != 0)
-    core_sockaddr_format((const struct sockaddr *)&conn->target, target,
-                         sizeof target);
+  char visitor[PX_ADDRSTRLEN], target[PX_ADDRSTRLEN];
   core_access_log("visitor=%s listener=%s name=%s target=%s result=%s "
                   "bytes_in=%llu bytes_out=%llu ms=%llu",
-                  conn->visitor, conn->listener->config->name,
-                  conn->name[0] ? conn->name : "-", target,
+                  format_visitor(conn, visitor), conn->listener->config->name,
+                  conn_name(conn),
+                  format_address(&conn->target, conn->port, target),
                   conn->result ? conn->result : "closed",
                   (unsigned long long)conn->client.bytes,
                   (unsigned long long)conn->device.bytes,
@@ -135,6 +157,13 @@ static void release_peek(px_conn_t *conn) {
   conn->peek_cap = 0;
 }
 
+/* The head is written: what only getting there needed goes. */
+static void release_head(px_conn_t *conn) {
+  release_peek(conn);
+  free(conn->route);
+  conn->route = NULL;
+}
+
 /* Gives side's buffer back once no bytes wait in it. */
 static void release_buf(px_side_t *side) {
   px_server_t *server = side->conn->listener->server;
@@ -169,7 +198,8 @@ static bool release_handle(px_conn_t *conn) {
     px_pipe_release(server, &conn->client.pipe);
   if (conn->device.spliced)
     px_pipe_release(server, &conn->device.pipe);
-  release_peek(conn);
+  release_head(conn);
+  free(conn->name);
   px_listener_t *listener = conn->listener;
   free(conn);
   px_server_conn_gone(server, listener);
@@ -229,8 +259,10 @@ static void conn_close(px_conn_t *conn, const char *result) {
   if (conn->result == NULL)
     conn->result = result;
   conn->state = PX_STATE_CLOSING;
-  px_resolve_cancel(conn->lookup);
-  conn->lookup = NULL;
+  if (conn->route != NULL) {
+    px_resolve_cancel(conn->route->lookup);
+    conn->route->lookup = NULL;
+  }
   close_side(&conn->client);
   close_side(&conn->device);
   uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
@@ -325,20 +357,24 @@ static void maybe_finish(px_conn_t *conn) {
     conn_close(conn, "routed");
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  px_side_t *side = req->data;
-  (void)status;
-  maybe_finish(side->conn);
-}
-
-/* Passes this side's FIN on to the peer once its bytes are all written. */
+/* Passes this side's FIN on to the peer once its bytes are all written.
+ * Only this side writes to the peer and it reads again only once its write
+ * is done, so nothing waits in the peer's write queue and shutdown(2) can
+ * go at once: uv_shutdown would wait a loop pass and re-arm the peer's
+ * epoll watch for it. Its errors are ignored as uv_shutdown's would be:
+ * a peer that reset says so when it is read. */
 static void pass_eof(px_side_t *side) {
   px_side_t *peer = peer_of(side);
+  assert(peer->tcp.write_queue_size == 0);
   side->shut = true;
-  side->shutdown_req.data = side;
-  if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)&peer->tcp,
-                  on_shutdown) != 0)
-    conn_close(side->conn, "routed");
+  if (!peer->shut) {
+    shutdown(side_fd(peer), SHUT_WR);
+    return;
+  }
+  /* The peer has ended and been passed on already: maybe_finish closes
+   * both at once, and the close sends this FIN. The peer's stream ended,
+   * so nothing unread in its socket turns that close into a reset. */
+  maybe_finish(side->conn);
 }
 
 static void on_relay_written(uv_write_t *req, int status) {
@@ -355,7 +391,7 @@ static void on_relay_written(uv_write_t *req, int status) {
   /* The peeked bytes went out in the client's first write: only that
    * write's completion may give their buffer back. */
   if (side == &conn->client)
-    release_peek(conn);
+    release_head(conn);
   if (maybe_splice(conn))
     return;
   /* The peer drained our bytes: the one backpressure rule lifts. */
@@ -434,8 +470,18 @@ static void on_relay_read(uv_stream_t *stream, ssize_t nread,
   }
 }
 
+static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf);
+static void on_client_read(uv_stream_t *stream, ssize_t nread,
+                           const uv_buf_t *buf);
+
+/* Reading again after backpressure; a side still being read is left so
+ * (UV_EALREADY). */
 static void start_reading(px_side_t *side) {
-  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_relay, on_relay_read) != 0)
+  bool client = side == &side->conn->client;
+  int rc = uv_read_start((uv_stream_t *)&side->tcp,
+                         client ? alloc_client : alloc_relay,
+                         client ? on_client_read : on_relay_read);
+  if (rc != 0 && rc != UV_EALREADY)
     conn_close(side->conn, "routed");
 }
 
@@ -598,8 +644,9 @@ static bool maybe_splice(px_conn_t *conn) {
     }
   }
   if (rc != 0) {
-    core_log(CORE_LOG_DEBUG, "cannot splice for %s, copying: %s", conn->visitor,
-             uv_strerror(rc));
+    char visitor[PX_ADDRSTRLEN];
+    core_log(CORE_LOG_DEBUG, "cannot splice for %s, copying: %s",
+             format_visitor(conn, visitor), uv_strerror(rc));
     return false;
   }
   splice_watch(&conn->client);
@@ -621,17 +668,15 @@ static void on_idle_timer(uv_timer_t *timer) {
 /* The visitor's address and the listener address it reached. */
 static int build_proxy_header(px_conn_t *conn) {
   struct sockaddr_storage src, dst;
-  int src_len = sizeof src, dst_len = sizeof dst;
+  int dst_len = sizeof dst;
+  core_ip_to_sockaddr(&conn->visitor, conn->visitor_port, &src);
   int rc =
-      uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&src, &src_len);
-  if (rc == 0)
-    rc = uv_tcp_getsockname(&conn->client.tcp, (struct sockaddr *)&dst,
-                            &dst_len);
+      uv_tcp_getsockname(&conn->client.tcp, (struct sockaddr *)&dst, &dst_len);
   if (rc != 0)
     return rc;
-  return px_proxy_header(conn->proxy_protocol, (struct sockaddr *)&src,
-                         (struct sockaddr *)&dst, conn->proxy_header,
-                         sizeof conn->proxy_header);
+  return px_proxy_header(conn->route->proxy_protocol, (struct sockaddr *)&src,
+                         (struct sockaddr *)&dst, conn->route->proxy_header,
+                         sizeof conn->route->proxy_header);
 }
 
 static void start_relay(px_conn_t *conn) {
@@ -641,33 +686,55 @@ static void start_relay(px_conn_t *conn) {
   conn->active_ms = core_now_ms();
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);
-  /* The PROXY header and the peeked bytes go first; the client is read
-   * again once they are written, like any other client bytes held back by
-   * backpressure. */
+  /* The PROXY header and the peeked bytes go first. */
   px_side_t *client = &conn->client;
   uv_buf_t bufs[2];
   unsigned nbufs = 0;
-  if (conn->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
+  if (conn->route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
     int n = build_proxy_header(conn);
     if (n < 0) {
       core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
-               conn->name, uv_strerror(n));
+               conn_name(conn), uv_strerror(n));
       conn_close(conn, "routed");
       return;
     }
-    bufs[nbufs++] = uv_buf_init((char *)conn->proxy_header, (unsigned)n);
+    bufs[nbufs++] = uv_buf_init((char *)conn->route->proxy_header, (unsigned)n);
   }
   bufs[nbufs++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
   client->bytes = conn->peek_len;
-  client->writing = true;
-  client->write_req.data = client;
-  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
-               nbufs, on_relay_written) != 0) {
-    client->writing = false;
+  /* A fresh connection almost always takes the head at once: then the
+   * client, still being read, goes straight on relaying. */
+  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
+  if (n < 0 && n != UV_EAGAIN) {
     conn_close(conn, "routed");
     return;
   }
-  start_reading(&conn->device);
+  size_t left = n < 0 ? 0 : (size_t)n;
+  for (unsigned i = 0; i < nbufs; i++) {
+    size_t skip = left < bufs[i].len ? left : bufs[i].len;
+    bufs[i] = uv_buf_init(bufs[i].base + skip, bufs[i].len - (unsigned)skip);
+    left -= skip;
+  }
+  unsigned first = 0;
+  while (first < nbufs && bufs[first].len == 0)
+    first++;
+  if (first == nbufs) {
+    release_head(conn);
+    if (client->eof)
+      pass_eof(client);
+    else
+      start_reading(client);
+    return;
+  }
+  /* Backpressure, as for any client bytes the device has not taken. */
+  uv_read_stop((uv_stream_t *)&client->tcp);
+  client->writing = true;
+  client->write_req.data = client;
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp,
+               bufs + first, nbufs - first, on_relay_written) != 0) {
+    client->writing = false;
+    conn_close(conn, "routed");
+  }
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -691,8 +758,9 @@ static void abandon_attempt(px_conn_t *conn) {
 
 static void on_connect_timeout(uv_timer_t *timer) {
   px_conn_t *conn = timer->data;
-  core_log(CORE_LOG_DEBUG, "connect to %s for %s timed out", conn->name,
-           conn->visitor);
+  char visitor[PX_ADDRSTRLEN];
+  core_log(CORE_LOG_DEBUG, "connect to %s for %s timed out", conn_name(conn),
+           format_visitor(conn, visitor));
   abandon_attempt(conn);
 }
 
@@ -713,25 +781,32 @@ static void try_next_address(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
   const reg_config_t *config = conn_config(conn);
   px_server_t *server = conn->listener->server;
-  while (conn->next_addr < conn->n_addrs) {
-    const core_ip_t *ip = &conn->addrs[conn->next_addr++];
+  px_route_t *route = conn->route;
+  while (route->next_addr < route->n_addrs) {
+    const core_ip_t *ip = &route->addrs[route->next_addr++];
     const char *why;
     char text[INET6_ADDRSTRLEN];
     if (!reg_target_allowed(config, ip, conn->port, &why)) {
-      core_log(CORE_LOG_WARN, "device %s: target %s refused: %s", conn->name,
-               core_ip_format(ip, text, sizeof text), why);
+      core_log(CORE_LOG_WARN, "device %s: target %s refused: %s",
+               conn_name(conn), core_ip_format(ip, text, sizeof text), why);
       continue;
     }
-    core_ip_to_sockaddr(ip, conn->port, &conn->target);
+    conn->target = *ip;
+    struct sockaddr_storage target;
+    core_ip_to_sockaddr(ip, conn->port, &target);
     if (uv_tcp_init(server->loop, &conn->device.tcp) != 0)
       break;
     conn->device.tcp.data = &conn->device;
     conn->device.open = true;
     conn->open_handles++;
-    conn->connect_req.data = conn;
-    if (uv_tcp_connect(&conn->connect_req, &conn->device.tcp,
-                       (const struct sockaddr *)&conn->target,
-                       on_connected) != 0) {
+    conn->device.connect_req.data = conn;
+    /* Reading from the start puts the device in epoll once, for
+     * connecting and reading; libuv reads only after the connect
+     * callback. */
+    if (uv_tcp_connect(&conn->device.connect_req, &conn->device.tcp,
+                       (const struct sockaddr *)&target, on_connected) != 0 ||
+        uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
+                      on_relay_read) != 0) {
       abandon_attempt(conn);
       return;
     }
@@ -745,7 +820,7 @@ static void try_next_address(px_conn_t *conn) {
 static void resolved(px_conn_t *conn, int status, const char *host) {
   uv_timer_stop(&conn->timer);
   if (status < 0) {
-    core_log(CORE_LOG_WARN, "device %s: cannot resolve %s: %s", conn->name,
+    core_log(CORE_LOG_WARN, "device %s: cannot resolve %s: %s", conn_name(conn),
              host, uv_strerror(status));
     answer_page(conn, PX_PAGE_OFFLINE, "offline");
     return;
@@ -756,22 +831,30 @@ static void resolved(px_conn_t *conn, int status, const char *host) {
 static void on_resolved(void *arg, int status, const char *host,
                         const core_ip_t *addrs, size_t n_addrs) {
   px_conn_t *conn = arg;
-  conn->lookup = NULL;
-  memcpy(conn->addrs, addrs, n_addrs * sizeof *addrs);
-  conn->n_addrs = n_addrs;
+  px_route_t *route = conn->route;
+  route->lookup = NULL;
+  memcpy(route->addrs, addrs, n_addrs * sizeof *addrs);
+  route->n_addrs = n_addrs;
   resolved(conn, status, host);
 }
 
 static void on_resolve_timeout(uv_timer_t *timer) {
   px_conn_t *conn = timer->data;
-  px_resolve_cancel(conn->lookup);
-  conn->lookup = NULL;
+  px_resolve_cancel(conn->route->lookup);
+  conn->route->lookup = NULL;
   resolved(conn, UV_ETIMEDOUT, "its hostname");
 }
 
 static void route_request(px_conn_t *conn, const char *name, size_t len) {
-  memcpy(conn->name, name, len + 1);
   px_server_t *server = conn->listener->server;
+  if (len > 0) {
+    conn->name = malloc(len + 1);
+    if (conn->name == NULL) {
+      conn_close(conn, "out of memory");
+      return;
+    }
+    memcpy(conn->name, name, len + 1);
+  }
   px_limits_peek_done(server->limits, &conn->admission);
   const reg_listener_t *listener = conn->listener->config;
   const reg_device_t *device = len ? reg_lookup(server->reg, name, len) : NULL;
@@ -789,22 +872,28 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
       answer_page(conn, PX_PAGE_NOT_FOUND, "unknown");
     return;
   }
+  px_route_t *route = malloc(sizeof *route);
+  if (route == NULL) {
+    conn_close(conn, "out of memory");
+    return;
+  }
+  *route = (px_route_t){.proxy_protocol = device->proxy_protocol};
+  conn->route = route;
   conn->routed = true;
   conn->port = port;
-  conn->proxy_protocol = device->proxy_protocol;
   conn->state = PX_STATE_CONNECTING;
   if (device->target_host == NULL) {
-    conn->n_addrs =
+    route->n_addrs =
         device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;
-    memcpy(conn->addrs, device->addrs, conn->n_addrs * sizeof *conn->addrs);
+    memcpy(route->addrs, device->addrs, route->n_addrs * sizeof *route->addrs);
     try_next_address(conn);
     return;
   }
   /* Resolution and connecting share the connect timeout. */
   uv_timer_start(&conn->timer, on_resolve_timeout,
                  server->config->proxy.connect_timeout_ms, 0);
-  int rc = px_resolve(server->resolver, device->target_host, conn->addrs,
-                      &conn->n_addrs, on_resolved, conn, &conn->lookup);
+  int rc = px_resolve(server->resolver, device->target_host, route->addrs,
+                      &route->n_addrs, on_resolved, conn, &route->lookup);
   if (rc != PX_RESOLVE_PENDING)
     resolved(conn, rc, device->target_host);
 }
@@ -836,14 +925,40 @@ static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
                      (unsigned)(conn->peek_cap - conn->peek_len));
 }
 
+/* While the device is being reached, what the visitor sends next joins
+ * the head, up to max_hello; then the visitor waits. */
+static void on_early_read(px_conn_t *conn, ssize_t nread) {
+  uv_stream_t *stream = (uv_stream_t *)&conn->client.tcp;
+  if (nread == UV_ENOBUFS &&
+      conn->peek_cap >= conn_config(conn)->proxy.max_hello) {
+    uv_read_stop(stream);
+    return;
+  }
+  if (nread == UV_EOF) {
+    /* Passed on once the head is written. */
+    conn->client.eof = true;
+    uv_read_stop(stream);
+    return;
+  }
+  if (nread < 0) {
+    conn_close(conn, nread == UV_ENOBUFS ? "out of memory" : "client closed");
+    return;
+  }
+  conn->peek_len += (size_t)nread;
+}
+
 static void on_peek_read(uv_stream_t *stream, ssize_t nread,
                          const uv_buf_t *buf) {
   px_side_t *side = stream->data;
   px_conn_t *conn = side->conn;
   (void)buf;
-  assert(conn->state == PX_STATE_PEEKING);
   if (nread == 0)
     return;
+  if (conn->state == PX_STATE_CONNECTING) {
+    on_early_read(conn, nread);
+    return;
+  }
+  assert(conn->state == PX_STATE_PEEKING);
   if (nread == UV_ENOBUFS) {
     conn_close(conn, "out of memory");
     return;
@@ -873,19 +988,41 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
   switch (r) {
   case PX_PEEK_COMPLETE:
     /* name_len 0 (no SNI, HTTP/1.0 without Host) routes to the fallback
-     * or is refused there. */
-    uv_read_stop(stream);
+     * or is refused there. The visitor stays read: see on_early_read. */
     route_request(conn, name, name_len);
     return;
-  case PX_PEEK_INVALID:
-    core_log(CORE_LOG_DEBUG, "bad request from %s: %s", conn->visitor, why);
+  case PX_PEEK_INVALID: {
+    char visitor[PX_ADDRSTRLEN];
+    core_log(CORE_LOG_DEBUG, "bad request from %s: %s",
+             format_visitor(conn, visitor), why);
     answer_page(conn, PX_PAGE_BAD_REQUEST, "bad request");
     return;
+  }
   case PX_PEEK_NEED_MORE:
     if (conn->peek_len >= conn_config(conn)->proxy.max_hello)
       answer_page(conn, PX_PAGE_TOO_LARGE, "bad request");
     return;
   }
+}
+
+/* The client is read through these from accept to close, so its epoll
+ * watch is never dropped and re-added between peeking and relaying (each
+ * such toggle costs two epoll_ctl calls). */
+static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
+  px_side_t *side = handle->data;
+  if (side->conn->state == PX_STATE_RELAYING)
+    alloc_relay(handle, size, buf);
+  else
+    alloc_peek(handle, size, buf);
+}
+
+static void on_client_read(uv_stream_t *stream, ssize_t nread,
+                           const uv_buf_t *buf) {
+  px_side_t *side = stream->data;
+  if (side->conn->state == PX_STATE_RELAYING)
+    on_relay_read(stream, nread, buf);
+  else
+    on_peek_read(stream, nread, buf);
 }
 
 static void on_peek_deadline(uv_timer_t *timer) {
@@ -906,7 +1043,6 @@ int px_conn_accept(px_listener_t *listener) {
   conn->device.conn = conn;
   conn->client.tcp.data = &conn->client;
   conn->device.tcp.data = &conn->device;
-  strcpy(conn->visitor, "-");
 
   int rc = uv_tcp_init(server->loop, &conn->client.tcp);
   if (rc != 0) {
@@ -934,17 +1070,18 @@ int px_conn_accept(px_listener_t *listener) {
   }
   struct sockaddr_storage peer;
   int len = sizeof peer;
-  core_ip_t source;
   rc = uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&peer, &len);
   if (rc == 0)
-    rc = core_ip_from_sockaddr((struct sockaddr *)&peer, &source);
+    rc = core_ip_from_sockaddr((struct sockaddr *)&peer, &conn->visitor);
   if (rc != 0) {
     conn_close(conn, "client closed");
     return 0;
   }
-  core_sockaddr_format((struct sockaddr *)&peer, conn->visitor,
-                       sizeof conn->visitor);
-  px_limit_t limit = px_limits_admit(server->limits, &source, &conn->admission);
+  conn->visitor_port = ntohs(peer.ss_family == AF_INET
+                                 ? ((struct sockaddr_in *)&peer)->sin_port
+                                 : ((struct sockaddr_in6 *)&peer)->sin6_port);
+  px_limit_t limit =
+      px_limits_admit(server->limits, &conn->visitor, &conn->admission);
   if (limit != PX_LIMIT_NONE) {
     static const char *const reasons[] = {
         [PX_LIMIT_CONNECTIONS] = "limit connections",
@@ -954,13 +1091,13 @@ int px_conn_accept(px_listener_t *listener) {
     answer_page(conn, PX_PAGE_BUSY, reasons[limit]);
     return 0;
   }
+  /* TCP_NODELAY comes with the socket: the listening socket has it. */
   conn->admitted = true;
-  uv_tcp_nodelay(&conn->client.tcp, 1);
   /* An absolute deadline: a visitor dripping bytes cannot extend it. */
   uv_timer_start(&conn->timer, on_peek_deadline,
                  server->config->proxy.peek_timeout_ms, 0);
-  rc =
-      uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_peek, on_peek_read);
+  rc = uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_client,
+                     on_client_read);
   if (rc != 0)
     conn_close(conn, "read failed");
   return 0;

@@ -277,6 +277,22 @@ def test_client_half_close(env):
     check(back == up, "echo after the visitor's FIN: %d bytes" % len(back))
 
 
+def test_bytes_and_fin_right_after_the_head(env):
+    # What the visitor sends while the device is still being reached waits
+    # with the head, its FIN too; all of it arrives, in order.
+    for n in range(20):
+        body = pattern(100 + n, n)
+        s = connect(env.ddport.port)
+        s.sendall(head("/echo/early-%d" % n))
+        s.sendall(body[:50])
+        s.sendall(body[50:])
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        back = read_to_eof(s)
+        s.close()
+        check_eq(back, body, "echo of bytes sent before the relay started")
+
+
 def test_device_half_close(env):
     # The device half-closes first; the visitor's later bytes still reach it.
     size = 2 * MIB
@@ -421,6 +437,8 @@ CASES = [
     ("10 MiB download intact; the access log counts its bytes",
      test_download_and_access_log),
     ("the visitor's half-close: the device still answers in full", test_client_half_close),
+    ("bytes and a FIN sent right after the head all arrive",
+     test_bytes_and_fin_right_after_the_head),
     ("the device's half-close: the visitor's later bytes still arrive",
      test_device_half_close),
     ("a device's reset reaches the visitor as a reset", test_device_reset),
