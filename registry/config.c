@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* config.c -- the YAML configuration: schema check into reg_config_t */
-#include "registry/registry.h"
+#include "registry/registry_int.h"
 #include "registry/yaml_doc.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <idn2.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -46,7 +49,8 @@ typedef struct pos {
 /* A set of names with the place that introduced each; grows as needed. */
 typedef struct name_entry {
   const char *s;
-  size_t len;
+  uint32_t len;  /* names and keys are shorter than a file */
+  uint32_t hash; /* compared first: a probe rarely reads another name */
   pos_t at;
 } name_entry_t;
 
@@ -315,30 +319,34 @@ static void set_init(name_set_t *set, size_t expected_count) {
   set->count = 0;
 }
 
-static uint64_t hash_bytes(const char *s, size_t len) {
-  uint64_t h = 14695981039346656037ull; /* FNV-1a */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-static name_entry_t *set_slot(name_set_t *set, const char *s, size_t len) {
-  size_t i = (size_t)hash_bytes(s, len) & set->mask;
+static name_entry_t *set_slot(name_set_t *set, const char *s, size_t len,
+                              uint64_t hash) {
+  size_t i = (size_t)hash & set->mask;
   for (;; i = (i + 1) & set->mask) {
     name_entry_t *e = &set->slots[i];
-    if (e->s == NULL || (e->len == len && memcmp(e->s, s, len) == 0))
+    if (e->s == NULL || (e->hash == (uint32_t)hash && e->len == len &&
+                         memcmp(e->s, s, len) == 0))
       return e;
   }
 }
 
-static void set_grow(name_set_t *set) {
+/* Room for count names in all without growing on the way. */
+static void set_reserve(name_set_t *set, size_t count) {
+  if (set->slots != NULL && count * 2 <= set->mask + 1)
+    return;
   name_set_t bigger;
-  set_init(&bigger, (set->mask + 1));
-  for (size_t i = 0; i <= set->mask; i++)
-    if (set->slots[i].s != NULL)
-      *set_slot(&bigger, set->slots[i].s, set->slots[i].len) = set->slots[i];
+  set_init(&bigger, count > 2 * set->count ? count : 2 * set->count);
+  for (size_t i = 0; set->slots != NULL && i <= set->mask; i++) {
+    const name_entry_t *e = &set->slots[i];
+    if (e->s == NULL)
+      continue;
+    /* The stored hash is the low half: it still picks the slot, since
+     * sets stay below 2^32 slots. */
+    size_t j = e->hash & bigger.mask;
+    while (bigger.slots[j].s != NULL)
+      j = (j + 1) & bigger.mask;
+    bigger.slots[j] = *e;
+  }
   bigger.count = set->count;
   free(set->slots);
   *set = bigger;
@@ -348,15 +356,14 @@ static void set_grow(name_set_t *set) {
  * an earlier equal name, or NULL when s is new. */
 static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
                                    pos_t at) {
-  if (set->slots == NULL)
-    set_init(set, 8);
-  if ((set->count + 1) * 2 > set->mask + 1)
-    set_grow(set);
-  name_entry_t *e = set_slot(set, s, len);
+  set_reserve(set, set->count + 1);
+  uint64_t hash = reg_name_hash(s, len);
+  name_entry_t *e = set_slot(set, s, len, hash);
   if (e->s != NULL)
     return e;
   e->s = s;
-  e->len = len;
+  e->len = (uint32_t)len;
+  e->hash = (uint32_t)hash;
   e->at = at;
   set->count++;
   return NULL;
@@ -365,7 +372,8 @@ static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
 static const name_entry_t *set_find(const name_set_t *set, const char *s) {
   if (set->slots == NULL)
     return NULL;
-  name_entry_t *e = set_slot((name_set_t *)set, s, strlen(s));
+  size_t len = strlen(s);
+  name_entry_t *e = set_slot((name_set_t *)set, s, len, reg_name_hash(s, len));
   return e->s != NULL ? e : NULL;
 }
 
@@ -2065,6 +2073,7 @@ static void parse_devices(ctx_t *c, const slot_t *slot) {
     cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
     c->cap_devices = cap;
   }
+  set_reserve(&c->devices_seen, cfg->n_devices + map->len);
   for (size_t i = 0; i < map->len; i++) {
     const node_t *key = reg_yaml_key(map, i);
     if (!key->duplicate)
@@ -2720,6 +2729,11 @@ void reg_config_free_devices(reg_config_t *config) {
   free(config->devices);
   config->devices = NULL;
   config->n_devices = 0;
+#ifdef __GLIBC__
+  /* Millions of small blocks were just freed in the middle of the heap,
+   * where glibc would keep them mapped for good: hand the pages back. */
+  malloc_trim(0);
+#endif
 }
 
 void reg_config_free(reg_config_t *config) {

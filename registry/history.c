@@ -84,7 +84,7 @@ static hist_state_t *state_new(uint64_t number, size_t n_batches) {
 
 /* Caller: registered, online. */
 static void state_free(hist_state_t *s, size_t n_batches) {
-  reg_lfht_destroy(s->marks, mark_free);
+  reg_lfht_destroy(s->marks, NULL, mark_free);
   for (size_t i = 0; i < n_batches; i++)
     free(s->batches[i]);
   free(s);

@@ -16,8 +16,10 @@ struct cds_lfht_node;
 uint64_t reg_name_hash(const char *name, size_t len);
 
 /* Empties and destroys ht, which no reader can reach any more, then calls
- * free_node on each node it held. Caller: registered, online. */
+ * free_node on each node it held for which needs_free (NULL: every node)
+ * says so. Caller: registered, online. */
 void reg_lfht_destroy(struct cds_lfht *ht,
+                      bool (*needs_free)(const struct cds_lfht_node *node),
                       void (*free_node)(struct cds_lfht_node *node));
 
 /* The registry's changes reach readers that want a stable view (zone

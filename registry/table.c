@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* liburcu's QSBR flavour: a read costs nothing; readers announce
  * quiescent points (between loop iterations) and go offline while they
@@ -23,17 +24,133 @@
  * passed a quiescent point, so a reader's pointer stays valid until its
  * own next one. */
 
+/* An entry is the device readers get a pointer to, the table's node and
+ * the name, in that order: a lookup touches the node and the name only,
+ * which lie side by side. Ports, addresses and strings of its own follow
+ * the name. */
 typedef struct entry {
+  reg_device_t device;
   struct cds_lfht_node node;
-  struct rcu_head rcu; /* while retired */
-  reg_device_t device; /* its arrays and strings follow the entry */
-  size_t name_len;
+  uint8_t name_len; /* names are at most CORE_NAME_MAX bytes */
+  bool heap;        /* an allocation of its own, else in its table's arena */
+  char name[];
 } entry_t;
+
+_Static_assert(CORE_NAME_MAX <= UINT8_MAX, "name_len holds a name's length");
+
+/* ---- memory: one arena per table, names shared between entries ----------- */
+
+/* A table built from a configuration holds millions of entries that live
+ * and die together, so they are carved from large chunks mapped for the
+ * table and unmapped with it: no per-entry allocation, no allocator
+ * overhead, and a replaced table's memory goes back to the system at
+ * once. */
+#define ARENA_CHUNK_MIN ((size_t)64 * 1024)
+#define ARENA_CHUNK_MAX ((size_t)4 * 1024 * 1024)
+
+typedef struct arena_chunk {
+  struct arena_chunk *next;
+  size_t size, used;
+} arena_chunk_t;
+
+typedef struct arena {
+  arena_chunk_t *chunks;
+  size_t next_size;
+} arena_t;
+
+static size_t align_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+/* 8-byte aligned memory that lives until arena_free. */
+static void *arena_alloc(arena_t *a, size_t size) {
+  arena_chunk_t *c = a->chunks;
+  size = align_up(size, 8);
+  if (c == NULL || c->size - c->used < size) {
+    size_t want = a->next_size ? a->next_size : ARENA_CHUNK_MIN;
+    if (want < ARENA_CHUNK_MAX)
+      a->next_size = want * 2;
+    size_t need = align_up(sizeof *c, 8) + size;
+    want = align_up(want > need ? want : need, ARENA_CHUNK_MIN);
+    c = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+             -1, 0);
+    if (c == MAP_FAILED) {
+      core_log(CORE_LOG_ERROR, "out of memory for the registry table");
+      abort();
+    }
+    c->size = want;
+    c->used = align_up(sizeof *c, 8);
+    c->next = a->chunks;
+    a->chunks = c;
+  }
+  void *p = (char *)c + c->used;
+  c->used += size;
+  return p;
+}
+
+static void arena_free(arena_t *a) {
+  for (arena_chunk_t *c = a->chunks, *next; c != NULL; c = next) {
+    next = c->next;
+    munmap(c, c->size);
+  }
+  a->chunks = NULL;
+}
+
+/* Strings many entries share (listener and owner names), kept once per
+ * table in its arena. Written by the writer only; readers only follow
+ * the pointers entries hold. */
+typedef struct pool {
+  const char **slots;
+  size_t mask, count;
+} pool_t;
+
+static const char **pool_slot(const pool_t *p, const char *s, size_t len) {
+  size_t i = (size_t)reg_name_hash(s, len) & p->mask;
+  for (;; i = (i + 1) & p->mask) {
+    const char *got = p->slots[i];
+    if (got == NULL || (strncmp(got, s, len) == 0 && got[len] == '\0'))
+      return &p->slots[i];
+  }
+}
+
+static const char *pool_find(const pool_t *p, const char *s) {
+  if (p->slots == NULL)
+    return NULL;
+  return *pool_slot(p, s, strlen(s));
+}
+
+static void pool_grow(pool_t *p) {
+  pool_t bigger = {.mask = p->slots ? 2 * p->mask + 1 : 15};
+  bigger.slots = xcalloc(bigger.mask + 1, sizeof *bigger.slots);
+  for (size_t i = 0; p->slots != NULL && i <= p->mask; i++)
+    if (p->slots[i] != NULL)
+      *pool_slot(&bigger, p->slots[i], strlen(p->slots[i])) = p->slots[i];
+  bigger.count = p->count;
+  free(p->slots);
+  *p = bigger;
+}
+
+/* s, kept once in the pool. */
+static const char *pool_intern(pool_t *p, arena_t *a, const char *s) {
+  if (p->slots == NULL || (p->count + 1) * 2 > p->mask + 1)
+    pool_grow(p);
+  size_t len = strlen(s);
+  const char **slot = pool_slot(p, s, len);
+  if (*slot == NULL) {
+    char *copy = arena_alloc(a, len + 1);
+    memcpy(copy, s, len + 1);
+    *slot = copy;
+    p->count++;
+  }
+  return *slot;
+}
 
 typedef struct table {
   struct cds_lfht *ht;
   atomic_size_t count;
   struct rcu_head rcu;
+  arena_t arena; /* the entries a reload built; writer only */
+  pool_t shared; /* listener and owner names; writer only */
 } table_t;
 
 struct reg {
@@ -105,76 +222,116 @@ static void writer_leave(bool went_online) {
 
 /* ---- entries ------------------------------------------------------------- */
 
+/* The 64 bits at p, any alignment. */
+static inline uint64_t load64(const char *p) {
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* The two halves of a 128-bit product folded together: every input bit
+ * reaches every output bit in one multiplication. */
+__extension__ typedef unsigned __int128 u128_t;
+
+static inline uint64_t fold_mul(uint64_t a, uint64_t b) {
+  u128_t m = (u128_t)a * b;
+  return (uint64_t)m ^ (uint64_t)(m >> 64);
+}
+
+/* Eight bytes at a time, the last (partial) word read from the name's end
+ * so no byte past it is touched. rculfhash picks buckets by the low bits
+ * and orders by the reversed ones, so the result is mixed once more. */
 uint64_t reg_name_hash(const char *name, size_t len) {
-  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a, then a murmur3 finaliser:
-                                         rculfhash orders by reversed bits,
-                                         so every bit must be mixed */
-  for (size_t i = 0; i < len; i++) {
-    h ^= (unsigned char)name[i];
-    h *= 0x100000001b3ull;
+  const uint64_t k0 = 0x9e3779b97f4a7c15ull, k1 = 0xbf58476d1ce4e5b9ull;
+  uint64_t h = k0 ^ len;
+  size_t i = 0;
+  for (; i + 8 < len; i += 8)
+    h = fold_mul(h ^ load64(name + i), k1);
+  uint64_t last = 0;
+  if (len >= 8) {
+    last = load64(name + len - 8);
+  } else {
+    for (size_t j = 0; j < len; j++)
+      last |= (uint64_t)(unsigned char)name[j] << (8 * j);
   }
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdull;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ull;
-  h ^= h >> 33;
-  return h;
+  h = fold_mul(h ^ last, k1);
+  return fold_mul(h ^ (h >> 32), k0);
 }
 
 static int match_name(struct cds_lfht_node *node, const void *arg) {
   const entry_t *e = caa_container_of(node, entry_t, node);
   const name_key_t *key = arg;
-  return e->name_len == key->len &&
-         memcmp(e->device.name, key->name, key->len) == 0;
+  return e->name_len == key->len && memcmp(e->name, key->name, key->len) == 0;
 }
 
-static size_t align_up(size_t n, size_t to) {
-  return (n + to - 1) / to * to;
+/* s as the entry keeps it: a shared copy, or one written at *inline_at. */
+static const char *entry_string(table_t *t, bool shared_only, const char *s,
+                                char **inline_at) {
+  const char *got = shared_only ? pool_find(&t->shared, s)
+                                : pool_intern(&t->shared, &t->arena, s);
+  if (got != NULL)
+    return got;
+  size_t n = strlen(s) + 1;
+  memcpy(*inline_at, s, n);
+  got = *inline_at;
+  *inline_at += n;
+  return got;
 }
 
-/* One allocation per device: the entry, then ports, addresses and every
- * string, so a replaced entry is freed with one free(). */
-static entry_t *entry_new(const reg_device_t *d) {
+/* Bytes the strings of d take in an entry of t besides its name. */
+static size_t entry_strings_size(const table_t *t, bool shared_only,
+                                 const reg_device_t *d) {
+  size_t size = 0;
+  if (d->target_host != NULL)
+    size += strlen(d->target_host) + 1;
+  if (!shared_only)
+    return size;
+  if (d->owner != NULL && pool_find(&t->shared, d->owner) == NULL)
+    size += strlen(d->owner) + 1;
+  for (size_t i = 0; i < d->n_ports; i++)
+    if (pool_find(&t->shared, d->ports[i].listener) == NULL)
+      size += strlen(d->ports[i].listener) + 1;
+  return size;
+}
+
+/* A copy of d for table t: in t's arena (a reload's entries, with owner
+ * and listener names shared through t's pool), or with heap set in an
+ * allocation of its own (an update, freed alone when replaced; names t
+ * shares are pointed to, the table outliving its entries). */
+static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
   size_t name_len = strlen(d->name);
-  size_t size = sizeof(entry_t);
+  size_t size = offsetof(entry_t, name) + name_len + 1;
   size_t ports_at = size = align_up(size, alignof(reg_port_t));
   size += d->n_ports * sizeof(reg_port_t);
   size_t addrs_at = size = align_up(size, alignof(core_ip_t));
   size += d->n_addrs * sizeof(core_ip_t);
   size_t strings_at = size;
-  size += name_len + 1;
-  if (d->owner != NULL)
-    size += strlen(d->owner) + 1;
-  if (d->target_host != NULL)
-    size += strlen(d->target_host) + 1;
-  for (size_t i = 0; i < d->n_ports; i++)
-    size += strlen(d->ports[i].listener) + 1;
+  size += entry_strings_size(t, heap, d);
 
-  char *base = xmalloc(size);
+  char *base = heap ? xmalloc(size) : arena_alloc(&t->arena, size);
   entry_t *e = (entry_t *)base;
   memset(e, 0, sizeof *e);
   cds_lfht_node_init(&e->node);
   e->device = *d;
-  e->name_len = name_len;
+  e->name_len = (uint8_t)name_len;
+  e->heap = heap;
+  memcpy(e->name, d->name, name_len + 1);
+  e->device.name = e->name;
   char *s = base + strings_at;
-#define COPY_STRING(dst, src)                                                  \
-  do {                                                                         \
-    size_t n_ = strlen(src) + 1;                                               \
-    memcpy(s, (src), n_);                                                      \
-    (dst) = s;                                                                 \
-    s += n_;                                                                   \
-  } while (0)
-  COPY_STRING(e->device.name, d->name);
   if (d->owner != NULL)
-    COPY_STRING(e->device.owner, d->owner);
-  if (d->target_host != NULL)
-    COPY_STRING(e->device.target_host, d->target_host);
+    e->device.owner = (char *)entry_string(t, heap, d->owner, &s);
+  if (d->target_host != NULL) {
+    size_t n = strlen(d->target_host) + 1;
+    memcpy(s, d->target_host, n);
+    e->device.target_host = s;
+    s += n;
+  }
   e->device.ports = d->n_ports ? (reg_port_t *)(base + ports_at) : NULL;
   for (size_t i = 0; i < d->n_ports; i++) {
     e->device.ports[i].port = d->ports[i].port;
-    COPY_STRING(e->device.ports[i].listener, d->ports[i].listener);
+    e->device.ports[i].listener =
+        (char *)entry_string(t, heap, d->ports[i].listener, &s);
   }
-#undef COPY_STRING
   e->device.addrs = d->n_addrs ? (core_ip_t *)(base + addrs_at) : NULL;
   if (d->n_addrs)
     memcpy(e->device.addrs, d->addrs, d->n_addrs * sizeof(core_ip_t));
@@ -190,8 +347,25 @@ static const entry_t *find_exact(const table_t *t, const char *name,
   return node ? caa_container_of(node, entry_t, node) : NULL;
 }
 
+/* A replaced or removed entry waits here for its grace period: entries
+ * carry no rcu_head of their own, since millions are never retired alone. */
+typedef struct retired {
+  struct rcu_head rcu;
+  entry_t *e;
+} retired_t;
+
 static void entry_free_rcu(struct rcu_head *head) {
-  free(caa_container_of(head, entry_t, rcu));
+  retired_t *r = caa_container_of(head, retired_t, rcu);
+  if (r->e->heap)
+    free(r->e);
+  free(r);
+}
+
+/* An arena entry stays in the arena until its table goes. */
+static void entry_retire(struct cds_lfht_node *node) {
+  retired_t *r = xmalloc(sizeof *r);
+  r->e = caa_container_of(node, entry_t, node);
+  call_rcu(&r->rcu, entry_free_rcu);
 }
 
 /* ---- tables -------------------------------------------------------------- */
@@ -201,8 +375,10 @@ static table_t *table_new(size_t expected) {
   unsigned long size = 1;
   while (size < expected && size < (1ul << 30))
     size <<= 1;
-  t->ht = cds_lfht_new(size, 1, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-                       NULL);
+  /* Sized for the devices at once, and never shrunk below that: emptying
+   * a replaced table must not set off a cascade of shrinking resizes. */
+  t->ht = cds_lfht_new(size, size, 0,
+                       CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
   /* Fails only when memory does: abort as xmalloc does. */
   if (t->ht == NULL) {
     core_log(CORE_LOG_ERROR, "out of memory for a table of %zu devices",
@@ -216,24 +392,26 @@ static table_t *table_new(size_t expected) {
  * keeps the first. Caller is online. */
 static void table_fill(table_t *t, const reg_config_t *config) {
   for (size_t i = 0; i < config->n_devices; i++) {
-    entry_t *e = entry_new(&config->devices[i]);
-    name_key_t key = {e->device.name, e->name_len};
+    entry_t *e = entry_new(t, &config->devices[i], false);
+    name_key_t key = {e->name, e->name_len};
     struct cds_lfht_node *got = cds_lfht_add_unique(
         t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
-    if (got != &e->node)
-      free(e);
-    else
+    /* A refused duplicate stays in the arena, unused. */
+    if (got == &e->node)
       atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
   }
 }
 
 void reg_lfht_destroy(struct cds_lfht *ht,
+                      bool (*needs_free)(const struct cds_lfht_node *node),
                       void (*free_node)(struct cds_lfht_node *node)) {
   struct cds_lfht_iter iter;
   struct cds_lfht_node *node, **unlinked = NULL;
   size_t n = 0, cap = 0;
   cds_lfht_for_each(ht, &iter, node) {
     cds_lfht_del(ht, node);
+    if (needs_free != NULL && !needs_free(node))
+      continue;
     /* Freed after the walk: the iterator may still look at this node. */
     if (n == cap) {
       cap = cap ? cap * 2 : 64;
@@ -251,6 +429,10 @@ void reg_lfht_destroy(struct cds_lfht *ht,
   free(unlinked);
 }
 
+static bool entry_on_heap(const struct cds_lfht_node *node) {
+  return caa_container_of(node, entry_t, node)->heap;
+}
+
 static void entry_free(struct cds_lfht_node *node) {
   free(caa_container_of(node, entry_t, node));
 }
@@ -258,7 +440,9 @@ static void entry_free(struct cds_lfht_node *node) {
 /* Empties and destroys a table no reader can reach any more. Caller is a
  * registered, online thread. */
 static void table_destroy(table_t *t) {
-  reg_lfht_destroy(t->ht, entry_free);
+  reg_lfht_destroy(t->ht, entry_on_heap, entry_free);
+  arena_free(&t->arena);
+  free(t->shared.slots);
   free(t);
 }
 
@@ -317,12 +501,12 @@ static void mark_flips(reg_t *reg, const table_t *next) {
   entry_t *e;
   cds_lfht_for_each_entry(old->ht, &iter, e, node) {
     if (e->device.enabled !=
-        entry_visible(find_exact(next, e->device.name, e->name_len)))
-      hist_mark(reg->hist, e->device.name, e->name_len, e->device.enabled);
+        entry_visible(find_exact(next, e->name, e->name_len)))
+      hist_mark(reg->hist, e->name, e->name_len, e->device.enabled);
   }
   cds_lfht_for_each_entry(next->ht, &iter, e, node) {
-    if (e->device.enabled && !find_exact(old, e->device.name, e->name_len))
-      hist_mark(reg->hist, e->device.name, e->name_len, false);
+    if (e->device.enabled && !find_exact(old, e->name, e->name_len))
+      hist_mark(reg->hist, e->name, e->name_len, false);
   }
 }
 
@@ -347,16 +531,16 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   size_t len = strlen(device->name);
   if (!valid_name(device->name, len))
     return -EINVAL;
-  entry_t *e = entry_new(device);
-  name_key_t key = {e->device.name, e->name_len};
   bool went_online = writer_enter();
   table_t *t = reg->table;
+  entry_t *e = entry_new(t, device, true);
+  name_key_t key = {e->name, e->name_len};
   hist_mark(reg->hist, key.name, key.len,
             entry_visible(find_exact(t, key.name, key.len)));
   struct cds_lfht_node *old = cds_lfht_add_replace(
       t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
   if (old != NULL)
-    call_rcu(&caa_container_of(old, entry_t, node)->rcu, entry_free_rcu);
+    entry_retire(old);
   else
     atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
@@ -379,7 +563,7 @@ int reg_remove_device(reg_t *reg, const char *name) {
     hist_mark(reg->hist, key.name, key.len,
               entry_visible(caa_container_of(node, entry_t, node)));
   if (node != NULL && cds_lfht_del(t->ht, node) == 0) {
-    call_rcu(&caa_container_of(node, entry_t, node)->rcu, entry_free_rcu);
+    entry_retire(node);
     atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
     rc = 0;
@@ -455,7 +639,7 @@ static int visit_published(const hist_state_t *s, const name_list_t *live,
   for (size_t i = 0; rc == 0 && i < live->n; i++) {
     const entry_t *e = live->entries[i];
     bool visible;
-    if (!hist_state_marked(s, e->device.name, e->name_len, before, &visible))
+    if (!hist_state_marked(s, e->name, e->name_len, before, &visible))
       rc = visit(e->device.name, arg);
   }
   return rc;

@@ -24,6 +24,8 @@ typedef struct chunk {
 
 struct reg_yaml_doc {
   chunk_t *chunks;
+  reg_yaml_node_t **big; /* kids arrays handed over whole, see on_end */
+  size_t n_big;
   reg_yaml_node_t *root;
 };
 
@@ -224,10 +226,19 @@ static int on_start(builder_t *b, const yaml_event_t *ev, reg_yaml_kind_t kind,
 static void on_end(builder_t *b) {
   level_t *level = &b->levels[b->depth--];
   reg_yaml_node_t n = level->self;
-  if (level->n_kids > 0) {
-    n.kids = arena_alloc(b->doc, level->n_kids * sizeof *n.kids,
-                         sizeof(max_align_t));
-    memcpy(n.kids, level->kids, level->n_kids * sizeof *n.kids);
+  size_t bytes = level->n_kids * sizeof *n.kids;
+  if (bytes > CHUNK_SIZE) {
+    /* A large collection (a registry's devices) keeps the array it was
+     * gathered in: copying hundreds of megabytes into the arena would
+     * cost a fifth of the load. */
+    reg_yaml_doc_t *doc = b->doc;
+    doc->big = xrealloc(doc->big, (doc->n_big + 1) * sizeof *doc->big);
+    n.kids = doc->big[doc->n_big++] = xrealloc(level->kids, bytes);
+    level->kids = NULL;
+    level->cap = 0;
+  } else if (level->n_kids > 0) {
+    n.kids = arena_alloc(b->doc, bytes, sizeof(max_align_t));
+    memcpy(n.kids, level->kids, bytes);
   }
   n.len = n.kind == REG_YAML_MAPPING ? level->n_kids / 2 : level->n_kids;
   level->n_kids = 0;
@@ -328,5 +339,8 @@ void reg_yaml_free(reg_yaml_doc_t *doc) {
     next = c->next;
     free(c);
   }
+  for (size_t i = 0; i < doc->n_big; i++)
+    free(doc->big[i]);
+  free(doc->big);
   free(doc);
 }
