@@ -206,13 +206,16 @@ def stream_and_kill(env, d, devices, want_acks):
         d.proc.kill()  # SIGKILL, by PID
         rc = d.proc.wait(timeout=10)
         ddtest.stop_process(d.proc)
-        with lock:
-            acks = counter[0]
     finally:
         for c in clients:
             c.stop_flag.set()
         for c in clients:
             c.join(timeout=30)
+    # Counted once the clients are done: an answer that was already in a
+    # client's socket when ddport died is still read, and counted, after
+    # the kill.
+    with lock:
+        acks = counter[0]
     check(not any(c.is_alive() for c in clients), "a client thread did not end")
     problems = [u for c in clients for u in c.unexpected]
     check_eq(problems, [], "replies other than good during the stream")
