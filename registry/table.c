@@ -258,6 +258,19 @@ uint64_t reg_name_hash(const char *name, size_t len) {
   return fold_mul(h ^ (h >> 32), k0);
 }
 
+/* The entry holding node, or NULL for NULL. */
+static entry_t *entry_of(struct cds_lfht_node *node) {
+  return node ? caa_container_of(node, entry_t, node) : NULL;
+}
+
+/* Every entry of ht. liburcu's cds_lfht_for_each_entry takes the container
+ * of the NULL that ends the walk, which is undefined (UBSan says so) now
+ * that the node is not an entry's first member. */
+#define FOR_EACH_ENTRY(ht, iter, e)                                            \
+  for (cds_lfht_first((ht), (iter));                                           \
+       ((e) = entry_of(cds_lfht_iter_get_node((iter)))) != NULL;               \
+       cds_lfht_next((ht), (iter)))
+
 static int match_name(struct cds_lfht_node *node, const void *arg) {
   const entry_t *e = caa_container_of(node, entry_t, node);
   const name_key_t *key = arg;
@@ -343,8 +356,7 @@ static const entry_t *find_exact(const table_t *t, const char *name,
   name_key_t key = {name, len};
   struct cds_lfht_iter iter;
   cds_lfht_lookup(t->ht, reg_name_hash(name, len), match_name, &key, &iter);
-  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
-  return node ? caa_container_of(node, entry_t, node) : NULL;
+  return entry_of(cds_lfht_iter_get_node(&iter));
 }
 
 /* A replaced or removed entry waits here for its grace period: entries
@@ -499,12 +511,12 @@ static void mark_flips(reg_t *reg, const table_t *next) {
   const table_t *old = reg->table;
   struct cds_lfht_iter iter;
   entry_t *e;
-  cds_lfht_for_each_entry(old->ht, &iter, e, node) {
+  FOR_EACH_ENTRY(old->ht, &iter, e) {
     if (e->device.enabled !=
         entry_visible(find_exact(next, e->name, e->name_len)))
       hist_mark(reg->hist, e->name, e->name_len, e->device.enabled);
   }
-  cds_lfht_for_each_entry(next->ht, &iter, e, node) {
+  FOR_EACH_ENTRY(next->ht, &iter, e) {
     if (e->device.enabled && !find_exact(old, e->name, e->name_len))
       hist_mark(reg->hist, e->name, e->name_len, false);
   }
@@ -578,7 +590,7 @@ int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
   struct cds_lfht_iter iter;
   entry_t *e;
   int rc = 0;
-  cds_lfht_for_each_entry(t->ht, &iter, e, node) {
+  FOR_EACH_ENTRY(t->ht, &iter, e) {
     if ((rc = visit(&e->device, arg)) != 0)
       break;
   }
@@ -656,7 +668,7 @@ int reg_foreach_published(const reg_t *reg, uint64_t *number,
     struct cds_lfht_iter iter;
     entry_t *e;
     live.n = 0;
-    cds_lfht_for_each_entry(t->ht, &iter, e, node) {
+    FOR_EACH_ENTRY(t->ht, &iter, e) {
       if (!e->device.enabled)
         continue;
       if (live.n == live.cap) {
