@@ -284,6 +284,16 @@ def run(args, timeout=30, input=None):
                           text=True, errors="replace")
 
 
+def hash_secret(secret):
+    """The crypt(3) hash `ddport hash-secret` prints for secret, for an
+    account in a test's configuration."""
+    proc = run([DDPORT, "hash-secret"], input=secret)
+    check_eq(proc.returncode, 0, "hash-secret exit status (stderr %r)" % proc.stderr)
+    value = proc.stdout.strip()
+    check(value.startswith("$") and "\n" not in value, "hash-secret printed %r" % proc.stdout)
+    return value
+
+
 def dns_probe_query(name="ddport.test", qtype=6, qid=None):
     """A minimal DNS query message (no EDNS, RD clear)."""
     if qid is None:

@@ -98,14 +98,6 @@ def enter_private_network():
     return None
 
 
-def hash_secret(secret):
-    proc = ddtest.run([ddtest.DDPORT, "hash-secret"], input=secret)
-    check_eq(proc.returncode, 0, "hash-secret exit status (stderr %r)" % proc.stderr)
-    value = proc.stdout.strip()
-    check(value.startswith("$") and "\n" not in value, "hash-secret printed %r" % proc.stdout)
-    return value
-
-
 def setup():
     ddtest.require_binary()
     env = Env()
@@ -113,8 +105,8 @@ def setup():
     env.no_netns = enter_private_network()
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
-    env.alice_hash = hash_secret(ALICE_SECRET)
-    env.bob_hash = hash_secret(BOB_SECRET)
+    env.alice_hash = ddtest.hash_secret(ALICE_SECRET)
+    env.bob_hash = ddtest.hash_secret(BOB_SECRET)
     env.n = 0
     return env
 

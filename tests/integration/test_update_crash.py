@@ -33,7 +33,7 @@ SECRET = "fleet-s3cret"
 FIRST_PORT = 61000
 LAST_PORT = 65535
 CYCLES = 2
-STREAM_S = 3.0  # the kill comes after this long at the latest
+STREAM_S = 30.0  # a bound only: the kill normally comes after want_acks answers
 RNG = random.Random(int(os.environ.get("DDTEST_SEED", "20240611")))
 
 CONFIG = """\
@@ -83,8 +83,7 @@ def setup():
     env = Env()
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
-    proc = ddtest.run([ddtest.DDPORT, "hash-secret"], input=SECRET)
-    check_eq(proc.returncode, 0, "hash-secret exit status (stderr %r)" % proc.stderr)
+    secret_hash = ddtest.hash_secret(SECRET)
     env.proxy_port = ddtest.free_port(udp_too=False)
     env.update_port = ddtest.free_port(udp_too=False)
     env.state_dir = os.path.join(env.dir, "state")
@@ -93,7 +92,7 @@ def setup():
                       % (device_name(k), FIRST_PORT) for k in range(N_DEVICES))
     env.config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
         state_dir=env.state_dir, proxy_port=env.proxy_port, update_port=env.update_port,
-        access_log=env.access_log, secret_hash=proc.stdout.strip(), devices=devices))
+        access_log=env.access_log, secret_hash=secret_hash, devices=devices))
     env.auth = base64.b64encode(("fleet:" + SECRET).encode()).decode()
     env.runs = 0
     return env
@@ -222,7 +221,7 @@ def stream_and_kill(env, d, devices, want_acks):
     check_eq(rc, -9, "ddport's exit status (killed by SIGKILL)")
     check(alive == len(clients), "only %d of %d clients were still updating at the kill (ended by: %s)"
           % (alive, len(clients), [c.ended_by for c in clients]))
-    check(acks >= 20, "only %d updates answered good in %.1f s" % (acks, STREAM_S))
+    check(acks >= 20, "only %d updates answered good before the kill" % acks)
     return acks
 
 
