@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* updates.c -- the dynamic state of updated devices: replayed from the
  * journal, laid over the YAML definitions, journaled and applied */
+#include "registry/registry_int.h"
 #include "registry/update_int.h"
 
 #include <errno.h>
@@ -80,7 +81,7 @@ uint64_t reg_device_fingerprint(const reg_device_t *d) {
 }
 
 static size_t bucket_of(const reg_updates_t *u, const char *name) {
-  return fnv1a_str(FNV_OFFSET, name) & (u->n_buckets - 1);
+  return reg_name_hash(name, strlen(name)) & (u->n_buckets - 1);
 }
 
 static dev_state_t *state_find(const reg_updates_t *u, const char *name) {
