@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Usage: registry_bench [DEVICES [READERS]]; prints one table row per
+/* Usage: registry_bench [DEVICES [READERS [LOOKUPS]]]; prints one table row per
  * measure. A benchmark, not a test: nothing is asserted. */
 
 static double now_s(void) {
@@ -124,8 +124,10 @@ static void *reader_main(void *arg) {
 int main(int argc, char **argv) {
   size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
   int n_readers = argc > 2 ? atoi(argv[2]) : 2;
-  if (n == 0 || n_readers < 1 || n_readers > 64) {
-    fprintf(stderr, "usage: registry_bench [DEVICES [READERS]]\n");
+  size_t lookups = argc > 3 ? strtoul(argv[3], NULL, 10) : 5000000;
+  if (n == 0 || n_readers < 1 || n_readers > 64 || lookups < 1000) {
+    fprintf(stderr, "usage: registry_bench [DEVICES [READERS [LOOKUPS]]] "
+                    "(LOOKUPS at least 1000)\n");
     return 2;
   }
   reg_thread_register();
@@ -140,7 +142,7 @@ int main(int argc, char **argv) {
 
   /* One core, random names, all present. */
   unsigned seed = 1;
-  size_t found = 0, lookups = 5000000;
+  size_t found = 0;
   t0 = now_s();
   for (size_t i = 0; i < lookups; i++) {
     const char *name = a.names[(size_t)rand_r(&seed) % n];
@@ -165,7 +167,7 @@ int main(int argc, char **argv) {
     absent[i] = xstrdup(name);
   }
   seed = 1;
-  size_t misses = 2000000;
+  size_t misses = lookups / 5 * 2;
   t0 = now_s();
   for (size_t i = 0; i < misses; i++) {
     const char *name = absent[(size_t)rand_r(&seed) % n];
