@@ -45,7 +45,7 @@ struct hist_state {
 };
 
 struct hist {
-  hist_state_t *state; /* rcu_dereference / rcu_assign_pointer */
+  hist_state_t *state; /* REG_RCU_DEREF / REG_RCU_PUBLISH */
   atomic_uint_fast64_t number;
 };
 
@@ -56,6 +56,7 @@ typedef struct name_key {
 
 static int match_mark(struct cds_lfht_node *node, const void *arg) {
   const mark_t *m = caa_container_of(node, mark_t, node);
+  REG_TSAN_ACQUIRE(m);
   const name_key_t *key = arg;
   return m->len == key->len && memcmp(m->name, key->name, key->len) == 0;
 }
@@ -92,8 +93,10 @@ static void state_free(hist_state_t *s, size_t n_batches) {
 
 /* In liburcu's call_rcu thread, once no reader can hold the state. */
 static void state_free_rcu(struct rcu_head *head) {
+  REG_TSAN_ACQUIRE(&reg_rcu_grace);
   hist_state_t *s = caa_container_of(head, hist_state_t, rcu);
   state_free(s, s->n_retire);
+  REG_TSAN_RELEASE(&reg_rcu_grace);
 }
 
 hist_t *hist_new(void) {
@@ -124,6 +127,7 @@ void hist_mark(hist_t *h, const char *name, size_t len, bool visible) {
   m->len = len;
   memcpy(m->name, name, len);
   m->name[len] = '\0';
+  REG_TSAN_RELEASE(m);
   cds_lfht_add(s->marks, hash, &m->node);
   /* Counted once added: a reader that sees the count finds the mark. */
   atomic_store_explicit(&s->n_marks, m->seq + 1, memory_order_release);
@@ -190,9 +194,9 @@ void hist_publish(hist_t *h, hist_visible_fn *visible, void *arg) {
     free(b);
   s->n_changes = n_changes;
   old->n_retire = drop;
-  rcu_assign_pointer(h->state, s);
+  REG_RCU_PUBLISH(h->state, s);
   atomic_store_explicit(&h->number, s->number, memory_order_release);
-  call_rcu(&old->rcu, state_free_rcu);
+  reg_call_rcu(&old->rcu, state_free_rcu);
 }
 
 uint64_t hist_number(const hist_t *h) {
@@ -200,7 +204,7 @@ uint64_t hist_number(const hist_t *h) {
 }
 
 const hist_state_t *hist_state(const hist_t *h) {
-  return rcu_dereference(((hist_t *)h)->state);
+  return REG_RCU_DEREF(((hist_t *)h)->state);
 }
 
 uint64_t hist_state_number(const hist_state_t *s) {
@@ -238,6 +242,7 @@ int hist_state_foreach_visible(const hist_state_t *s, uint64_t before,
   if (before == 0)
     return 0;
   cds_lfht_for_each_entry(s->marks, &iter, m, node) {
+    REG_TSAN_ACQUIRE(m);
     if (m->seq < before && m->visible && (rc = visit(m->name, arg)) != 0)
       break;
   }

@@ -12,6 +12,47 @@
 struct cds_lfht;
 struct cds_lfht_node;
 
+/* ---- what ThreadSanitizer cannot see ------------------------------------ */
+
+/* Debian's liburcu (0.13) orders its grace periods and its hash table
+ * with barriers and atomics in code built without ThreadSanitizer, so a
+ * -fsanitize=thread build sees none of that order and reports every
+ * reader and reclaimer as racing. Under ThreadSanitizer these macros say
+ * what liburcu orders, so that the races it still reports are ours; in
+ * every other build they are liburcu's own macros or nothing.
+ *
+ * - Publishing: the writer releases an object (an entry, a mark) just
+ *   before it links it into a hash table, and a reader acquires it
+ *   before it reads it through the table.
+ * - Grace periods: a reader releases reg_rcu_grace at each quiescent
+ *   point and when it goes offline; the writer releases it when it hands
+ *   memory to call_rcu; a call_rcu callback acquires it before it frees
+ *   anything and releases it when done (for rcu_barrier's caller, which
+ *   acquires it). A free before a reader's grace period ends is still
+ *   reported: the reader's reads come after its last release.
+ * - Pointers readers follow (the live table, the published state) are
+ *   C11 release/acquire atomics, which ThreadSanitizer understands. */
+#ifdef __SANITIZE_THREAD__
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define REG_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#define REG_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define REG_RCU_PUBLISH(p, v) __atomic_store_n(&(p), (v), __ATOMIC_RELEASE)
+#define REG_RCU_DEREF(p) __atomic_load_n(&(p), __ATOMIC_ACQUIRE)
+#else
+#define REG_TSAN_ACQUIRE(p) ((void)0)
+#define REG_TSAN_RELEASE(p) ((void)0)
+#define REG_RCU_PUBLISH(p, v) rcu_assign_pointer((p), (v))
+#define REG_RCU_DEREF(p) rcu_dereference(p)
+#endif
+
+/* The one object every grace period releases and acquires. */
+extern char reg_rcu_grace;
+
+/* call_rcu, after releasing reg_rcu_grace for ThreadSanitizer. */
+struct rcu_head;
+void reg_call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *head));
+
 /* The hash of a normalised name, for rculfhash (every bit mixed). */
 uint64_t reg_name_hash(const char *name, size_t len);
 

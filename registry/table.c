@@ -154,7 +154,7 @@ typedef struct table {
 } table_t;
 
 struct reg {
-  table_t *table; /* rcu_dereference / rcu_assign_pointer */
+  table_t *table; /* REG_RCU_DEREF / REG_RCU_PUBLISH */
   atomic_uint_fast64_t version;
   hist_t *hist;               /* the published state */
   uint64_t published_version; /* writer: version at the last publish */
@@ -178,18 +178,28 @@ void reg_thread_register(void) {
   }
 }
 
+char reg_rcu_grace;
+
+void reg_call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *head)) {
+  REG_TSAN_RELEASE(&reg_rcu_grace);
+  call_rcu(head, fn);
+}
+
 void reg_thread_unregister(void) {
   if (registered) {
+    REG_TSAN_RELEASE(&reg_rcu_grace);
     rcu_unregister_thread();
     registered = false;
   }
 }
 
 void reg_quiescent(void) {
+  REG_TSAN_RELEASE(&reg_rcu_grace);
   rcu_quiescent_state();
 }
 
 void reg_thread_offline(void) {
+  REG_TSAN_RELEASE(&reg_rcu_grace);
   rcu_thread_offline();
 }
 
@@ -217,7 +227,7 @@ static bool writer_enter(void) {
 
 static void writer_leave(bool went_online) {
   if (went_online)
-    rcu_thread_offline();
+    reg_thread_offline();
 }
 
 /* ---- entries ------------------------------------------------------------- */
@@ -260,7 +270,9 @@ uint64_t reg_name_hash(const char *name, size_t len) {
 
 /* The entry holding node, or NULL for NULL. */
 static entry_t *entry_of(struct cds_lfht_node *node) {
-  return node ? caa_container_of(node, entry_t, node) : NULL;
+  entry_t *e = node ? caa_container_of(node, entry_t, node) : NULL;
+  REG_TSAN_ACQUIRE(e);
+  return e;
 }
 
 /* Every entry of ht. liburcu's cds_lfht_for_each_entry takes the container
@@ -272,7 +284,7 @@ static entry_t *entry_of(struct cds_lfht_node *node) {
        cds_lfht_next((ht), (iter)))
 
 static int match_name(struct cds_lfht_node *node, const void *arg) {
-  const entry_t *e = caa_container_of(node, entry_t, node);
+  const entry_t *e = entry_of(node);
   const name_key_t *key = arg;
   return e->name_len == key->len && memcmp(e->name, key->name, key->len) == 0;
 }
@@ -367,17 +379,19 @@ typedef struct retired {
 } retired_t;
 
 static void entry_free_rcu(struct rcu_head *head) {
+  REG_TSAN_ACQUIRE(&reg_rcu_grace);
   retired_t *r = caa_container_of(head, retired_t, rcu);
   if (r->e->heap)
     free(r->e);
   free(r);
+  REG_TSAN_RELEASE(&reg_rcu_grace);
 }
 
 /* An arena entry stays in the arena until its table goes. */
 static void entry_retire(struct cds_lfht_node *node) {
   retired_t *r = xmalloc(sizeof *r);
   r->e = caa_container_of(node, entry_t, node);
-  call_rcu(&r->rcu, entry_free_rcu);
+  reg_call_rcu(&r->rcu, entry_free_rcu);
 }
 
 /* ---- tables -------------------------------------------------------------- */
@@ -406,6 +420,7 @@ static void table_fill(table_t *t, const reg_config_t *config) {
   for (size_t i = 0; i < config->n_devices; i++) {
     entry_t *e = entry_new(t, &config->devices[i], false);
     name_key_t key = {e->name, e->name_len};
+    REG_TSAN_RELEASE(e);
     struct cds_lfht_node *got = cds_lfht_add_unique(
         t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
     /* A refused duplicate stays in the arena, unused. */
@@ -433,7 +448,7 @@ void reg_lfht_destroy(struct cds_lfht *ht,
   }
   /* Destroying waits for a resize in progress, and a resize waits for a
    * grace period: offline, or this thread would wait for itself. */
-  rcu_thread_offline();
+  reg_thread_offline();
   cds_lfht_destroy(ht, NULL);
   rcu_thread_online();
   for (size_t i = 0; i < n; i++)
@@ -461,9 +476,11 @@ static void table_destroy(table_t *t) {
 /* Runs in liburcu's call_rcu thread (registered, online) once no reader
  * can still hold the table. */
 static void table_destroy_rcu(struct rcu_head *head) {
+  REG_TSAN_ACQUIRE(&reg_rcu_grace);
   table_t *t = caa_container_of(head, table_t, rcu);
   size_t n = atomic_load_explicit(&t->count, memory_order_relaxed);
   table_destroy(t);
+  REG_TSAN_RELEASE(&reg_rcu_grace);
   core_log(CORE_LOG_DEBUG,
            "registry: the table replaced by a reload is freed (%zu devices)",
            n);
@@ -476,7 +493,7 @@ reg_t *reg_new(const reg_config_t *config) {
   bool went_online = writer_enter();
   table_t *t = table_new(config->n_devices);
   table_fill(t, config);
-  rcu_assign_pointer(reg->table, t);
+  REG_RCU_PUBLISH(reg->table, t);
   reg->hist = hist_new();
   writer_leave(went_online);
   return reg;
@@ -489,8 +506,9 @@ void reg_free(reg_t *reg) {
    * first, offline, since rcu_barrier must not wait on its caller. */
   bool was_online = registered && rcu_read_ongoing();
   if (was_online)
-    rcu_thread_offline();
+    reg_thread_offline();
   rcu_barrier();
+  REG_TSAN_ACQUIRE(&reg_rcu_grace);
   if (was_online)
     rcu_thread_online();
   bool went_online = writer_enter();
@@ -528,9 +546,9 @@ int reg_replace_all(reg_t *reg, const reg_config_t *config) {
   table_fill(t, config);
   table_t *old = reg->table;
   mark_flips(reg, t);
-  rcu_assign_pointer(reg->table, t);
+  REG_RCU_PUBLISH(reg->table, t);
   atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
-  call_rcu(&old->rcu, table_destroy_rcu);
+  reg_call_rcu(&old->rcu, table_destroy_rcu);
   writer_leave(went_online);
   return 0;
 }
@@ -549,6 +567,7 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   name_key_t key = {e->name, e->name_len};
   hist_mark(reg->hist, key.name, key.len,
             entry_visible(find_exact(t, key.name, key.len)));
+  REG_TSAN_RELEASE(e);
   struct cds_lfht_node *old = cds_lfht_add_replace(
       t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
   if (old != NULL)
@@ -586,7 +605,7 @@ int reg_remove_device(reg_t *reg, const char *name) {
 
 int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
   bool went_online = writer_enter();
-  table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
   struct cds_lfht_iter iter;
   entry_t *e;
   int rc = 0;
@@ -599,7 +618,7 @@ int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
 }
 
 size_t reg_count(const reg_t *reg) {
-  table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
   return atomic_load_explicit(&t->count, memory_order_relaxed);
 }
 
@@ -664,7 +683,7 @@ int reg_foreach_published(const reg_t *reg, uint64_t *number,
   bool went_online = writer_enter();
   for (int walk = 0; walk < PUBLISHED_WALKS && rc == -EAGAIN; walk++) {
     const hist_state_t *s = hist_state(reg->hist);
-    const table_t *t = rcu_dereference(((reg_t *)reg)->table);
+    const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
     struct cds_lfht_iter iter;
     entry_t *e;
     live.n = 0;
@@ -707,7 +726,7 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
     return NULL;
   /* One table for the whole lookup: a swap in between cannot mix the
    * exact answer of one registry with the wildcards of another. */
-  const table_t *t = rcu_dereference(((reg_t *)reg)->table);
+  const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
   const entry_t *e = find_exact(t, name, len);
   if (e != NULL)
     return e->device.enabled ? &e->device : NULL;
@@ -731,6 +750,6 @@ const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len) {
   if (len == 0 || len > CORE_NAME_MAX)
     return NULL;
   const entry_t *e =
-      find_exact(rcu_dereference(((reg_t *)reg)->table), name, len);
+      find_exact(REG_RCU_DEREF(((reg_t *)reg)->table), name, len);
   return e ? &e->device : NULL;
 }
