@@ -145,8 +145,16 @@ static const char *pool_intern(pool_t *p, arena_t *a, const char *s) {
   return *slot;
 }
 
+/* Which wildcard names a table may hold: one bit per hash, set when a
+ * "*." name goes in and never cleared (a removed wildcard only costs a
+ * probe that finds nothing until the next reload builds a new table). A
+ * name that is not in the table tries the wildcards above it only where
+ * their bit is set, so a miss costs one probe, not one per label. */
+#define WILD_BITS 4096
+
 typedef struct table {
   struct cds_lfht *ht;
+  atomic_uint_least64_t wild[WILD_BITS / 64];
   atomic_size_t count;
   struct rcu_head rcu;
   arena_t arena; /* the entries a reload built; writer only */
@@ -363,12 +371,37 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
   return e;
 }
 
-static const entry_t *find_exact(const table_t *t, const char *name,
-                                 size_t len) {
+static const entry_t *find_hashed(const table_t *t, const char *name,
+                                  size_t len, uint64_t hash) {
   name_key_t key = {name, len};
   struct cds_lfht_iter iter;
-  cds_lfht_lookup(t->ht, reg_name_hash(name, len), match_name, &key, &iter);
+  cds_lfht_lookup(t->ht, hash, match_name, &key, &iter);
   return entry_of(cds_lfht_iter_get_node(&iter));
+}
+
+static const entry_t *find_exact(const table_t *t, const char *name,
+                                 size_t len) {
+  return find_hashed(t, name, len, reg_name_hash(name, len));
+}
+
+static size_t wild_bit(uint64_t hash) {
+  return (size_t)(hash >> 52); /* the top 12 bits: WILD_BITS */
+}
+
+/* Writer: e's name may be a wildcard from now on. */
+static void wild_note(table_t *t, const entry_t *e, uint64_t hash) {
+  if (e->name_len >= 2 && e->name[0] == '*' && e->name[1] == '.')
+    atomic_fetch_or_explicit(&t->wild[wild_bit(hash) / 64],
+                             (uint64_t)1 << (wild_bit(hash) % 64),
+                             memory_order_relaxed);
+}
+
+/* Whether the wildcard with this hash may be in t. A bit set at the same
+ * time as a lookup may be missed, like the entry it announces. */
+static bool wild_maybe(const table_t *t, uint64_t hash) {
+  return atomic_load_explicit(&t->wild[wild_bit(hash) / 64],
+                              memory_order_relaxed) &
+         ((uint64_t)1 << (wild_bit(hash) % 64));
 }
 
 /* A replaced or removed entry waits here for its grace period: entries
@@ -420,12 +453,15 @@ static void table_fill(table_t *t, const reg_config_t *config) {
   for (size_t i = 0; i < config->n_devices; i++) {
     entry_t *e = entry_new(t, &config->devices[i], false);
     name_key_t key = {e->name, e->name_len};
+    uint64_t hash = reg_name_hash(key.name, key.len);
     REG_TSAN_RELEASE(e);
-    struct cds_lfht_node *got = cds_lfht_add_unique(
-        t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
+    struct cds_lfht_node *got =
+        cds_lfht_add_unique(t->ht, hash, match_name, &key, &e->node);
     /* A refused duplicate stays in the arena, unused. */
-    if (got == &e->node)
+    if (got == &e->node) {
       atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
+      wild_note(t, e, hash);
+    }
   }
 }
 
@@ -567,9 +603,11 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   name_key_t key = {e->name, e->name_len};
   hist_mark(reg->hist, key.name, key.len,
             entry_visible(find_exact(t, key.name, key.len)));
+  uint64_t hash = reg_name_hash(key.name, key.len);
+  wild_note(t, e, hash); /* before the entry can be found */
   REG_TSAN_RELEASE(e);
-  struct cds_lfht_node *old = cds_lfht_add_replace(
-      t->ht, reg_name_hash(key.name, key.len), match_name, &key, &e->node);
+  struct cds_lfht_node *old =
+      cds_lfht_add_replace(t->ht, hash, match_name, &key, &e->node);
   if (old != NULL)
     entry_retire(old);
   else
@@ -738,7 +776,8 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
     size_t rest_len = len - (size_t)(rest - name);
     key[0] = '*';
     memcpy(key + 1, rest, rest_len);
-    e = find_exact(t, key, rest_len + 1);
+    uint64_t hash = reg_name_hash(key, rest_len + 1);
+    e = wild_maybe(t, hash) ? find_hashed(t, key, rest_len + 1, hash) : NULL;
     if (e != NULL)
       return e->device.enabled ? &e->device : NULL;
     rest = memchr(rest + 1, '.', rest_len - 1);

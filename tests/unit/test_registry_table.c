@@ -188,6 +188,27 @@ static void test_updates(void) {
   ASSERT_EQ(reg_update_device(reg, &b_off), 0);
   ASSERT_FINDS(reg, "b.test", NULL);
   ASSERT_EQ(reg_count(reg), 3);
+  /* A wildcard an update adds below one the reload gave is found at once
+   * (misses try only the wildcards the table may hold), and once it is
+   * removed the one above it answers again. */
+  reg_device_t wild = device("*.new.test", true);
+  ASSERT_FINDS(reg, "a.new.test", "*.test");
+  ASSERT_EQ(reg_update_device(reg, &wild), 0);
+  ASSERT_FINDS(reg, "a.new.test", "*.new.test");
+  ASSERT_FINDS(reg, "a.b.new.test", "*.new.test");
+  ASSERT_EQ(reg_remove_device(reg, "*.new.test"), 0);
+  ASSERT_FINDS(reg, "a.new.test", "*.test");
+  reg_free(reg);
+
+  /* In a table with no wildcard at all, a miss finds nothing. */
+  reg_device_t one[] = {device("only.test", true)};
+  reg_config_t config3 = {.devices = one, .n_devices = 1};
+  reg = reg_new(&config3);
+  ASSERT_FINDS(reg, "x.only.test", NULL);
+  ASSERT_FINDS(reg, "only.test", "only.test");
+  reg_device_t deep = device("*.only.test", true);
+  ASSERT_EQ(reg_update_device(reg, &deep), 0);
+  ASSERT_FINDS(reg, "x.only.test", "*.only.test");
   reg_free(reg);
 }
 
