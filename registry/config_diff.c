@@ -25,17 +25,50 @@ static bool same_addrs(const struct sockaddr_storage *a, size_t na,
   return na == nb && (na == 0 || memcmp(a, b, na * sizeof *a) == 0);
 }
 
+static bool same_prefixes(const core_prefix_t *a, size_t na,
+                          const core_prefix_t *b, size_t nb) {
+  if (na != nb)
+    return false;
+  for (size_t i = 0; i < na; i++)
+    if (a[i].bits != b[i].bits || !same_ips(&a[i].ip, 1, &b[i].ip, 1))
+      return false;
+  return true;
+}
+
+static bool same_strs(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb)
+    return false;
+  for (size_t i = 0; i < na; i++)
+    if (!same_str(a[i], b[i]))
+      return false;
+  return true;
+}
+
+/* notify and allow_transfer: the DNS workers keep their start values. */
+static bool same_replication(const reg_zone_t *x, const reg_zone_t *y) {
+  if (x->n_notify != y->n_notify ||
+      !same_prefixes(x->transfer_prefixes, x->n_transfer_prefixes,
+                     y->transfer_prefixes, y->n_transfer_prefixes) ||
+      !same_strs(x->transfer_keys, x->n_transfer_keys, y->transfer_keys,
+                 y->n_transfer_keys))
+    return false;
+  for (size_t i = 0; i < x->n_notify; i++)
+    if (!same_addrs(&x->notify[i].addr, 1, &y->notify[i].addr, 1) ||
+        !same_str(x->notify[i].key, y->notify[i].key))
+      return false;
+  return true;
+}
+
 static bool same_zone(const reg_zone_t *x, const reg_zone_t *y) {
   if (!same_str(x->name, y->name) ||
       !same_ips(x->proxy, x->n_proxy, y->proxy, y->n_proxy) ||
       x->ttl != y->ttl || !same_str(x->soa_email, y->soa_email) ||
       x->soa_refresh != y->soa_refresh || x->soa_retry != y->soa_retry ||
       x->soa_expire != y->soa_expire || x->soa_minimum != y->soa_minimum ||
-      x->n_nameservers != y->n_nameservers || x->n_glue != y->n_glue)
+      !same_strs(x->nameservers, x->n_nameservers, y->nameservers,
+                 y->n_nameservers) ||
+      x->n_glue != y->n_glue || !same_replication(x, y))
     return false;
-  for (size_t i = 0; i < x->n_nameservers; i++)
-    if (!same_str(x->nameservers[i], y->nameservers[i]))
-      return false;
   for (size_t i = 0; i < x->n_glue; i++)
     if (!same_str(x->glue[i].name, y->glue[i].name) ||
         !same_ips(x->glue[i].addrs, x->glue[i].n_addrs, y->glue[i].addrs,
@@ -53,13 +86,14 @@ static bool same_zones(const reg_config_t *a, const reg_config_t *b) {
   return true;
 }
 
-static bool same_allow_targets(const reg_config_t *a, const reg_config_t *b) {
-  if (a->proxy.n_allow_targets != b->proxy.n_allow_targets)
+static bool same_tsig_keys(const reg_config_t *a, const reg_config_t *b) {
+  if (a->dns.n_tsig_keys != b->dns.n_tsig_keys)
     return false;
-  for (size_t i = 0; i < a->proxy.n_allow_targets; i++) {
-    const core_prefix_t *x = &a->proxy.allow_targets[i];
-    const core_prefix_t *y = &b->proxy.allow_targets[i];
-    if (x->bits != y->bits || !same_ips(&x->ip, 1, &y->ip, 1))
+  for (size_t i = 0; i < a->dns.n_tsig_keys; i++) {
+    const reg_tsig_key_t *x = &a->dns.tsig_keys[i], *y = &b->dns.tsig_keys[i];
+    if (!same_str(x->name, y->name) || x->algorithm != y->algorithm ||
+        x->secret_len != y->secret_len ||
+        memcmp(x->secret, y->secret, x->secret_len) != 0)
       return false;
   }
   return true;
@@ -87,10 +121,13 @@ size_t reg_config_restart_keys(const reg_config_t *running,
               a->proxy.max_per_source == b->proxy.max_per_source &&
               a->proxy.max_peeking == b->proxy.max_peeking);
   DIFFERS("proxy.max_hello", a->proxy.max_hello == b->proxy.max_hello);
-  DIFFERS("proxy.allow_targets", same_allow_targets(a, b));
+  DIFFERS("proxy.allow_targets",
+          same_prefixes(a->proxy.allow_targets, a->proxy.n_allow_targets,
+                        b->proxy.allow_targets, b->proxy.n_allow_targets));
   DIFFERS("proxy.access_log",
           same_str(a->proxy.access_log, b->proxy.access_log));
   DIFFERS("proxy.splice", a->proxy.splice == b->proxy.splice);
+  DIFFERS("proxy.resolvers", same_str(a->proxy.resolvers, b->proxy.resolvers));
   DIFFERS("dns.listen", same_addrs(a->dns.listen, a->dns.n_listen,
                                    b->dns.listen, b->dns.n_listen));
   DIFFERS("dns.zones", same_zones(a, b));
@@ -100,6 +137,15 @@ size_t reg_config_restart_keys(const reg_config_t *running,
               same_addrs(a->update.tls_listen, a->update.n_tls_listen,
                          b->update.tls_listen, b->update.n_tls_listen));
   DIFFERS("dns.serial_batch", a->dns.serial_batch_ms == b->dns.serial_batch_ms);
+  DIFFERS("dns.tsig_keys", same_tsig_keys(a, b));
+  DIFFERS("dns.rate_limit",
+          a->dns.rrl_responses_per_second == b->dns.rrl_responses_per_second &&
+              a->dns.rrl_slip == b->dns.rrl_slip);
+  DIFFERS("dns.tcp_idle", a->dns.tcp_idle_ms == b->dns.tcp_idle_ms);
+  DIFFERS("dns.tcp_connections",
+          a->dns.tcp_connections == b->dns.tcp_connections);
+  DIFFERS("dns.version", same_str(a->dns.version, b->dns.version));
+  DIFFERS("dns.identity", same_str(a->dns.identity, b->dns.identity));
 #undef DIFFERS
   return n;
 }

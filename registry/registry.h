@@ -215,7 +215,7 @@ void reg_config_free(reg_config_t *config);
 void reg_config_free_devices(reg_config_t *config);
 
 /* The most settings reg_config_restart_keys reports. */
-#define REG_RESTART_KEYS_MAX 16
+#define REG_RESTART_KEYS_MAX 24
 
 /* Compares a configuration read on reload with the one the workers run
  * with, and stores in keys (up to max) the names of the settings that

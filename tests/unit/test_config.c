@@ -1415,6 +1415,16 @@ static void test_idn(void) {
                 "expected a host name such as example.net\n");
 }
 
+/* text with insert put right after the first 'after' in it, into out. */
+static void insert_after(const char *text, const char *after,
+                         const char *insert, char *out, size_t size) {
+  const char *at = strstr(text, after);
+  ASSERT(at != NULL);
+  size_t head = (size_t)(at - text) + strlen(after);
+  int n = snprintf(out, size, "%.*s%s%s", (int)head, text, insert, text + head);
+  ASSERT(n > 0 && (size_t)n < size);
+}
+
 static void test_restart_keys(void) {
   reg_config_t *a = load_ok(example);
   reg_config_t *b = load_ok(example);
@@ -1448,6 +1458,33 @@ static void test_restart_keys(void) {
   ASSERT_STR_EQ(joined, "workers proxy.timeouts proxy.allow_targets "
                         "dns.zones dns.serial_batch");
   ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
+  reg_config_free(b);
+
+  /* Every DNS setting the workers hold from the start is named, a zone's
+   * notify and allow_transfer as dns.zones. */
+  char more[4096];
+  insert_after(example, "  access_log: stderr\n",
+               "  resolvers: [127.0.0.1:53]\n", text, sizeof text);
+  insert_after(text, "  listen: [127.0.0.1:5353]\n",
+               "  tsig_keys: {k: {algorithm: hmac-sha256, secret: "
+               "\"c2VjcmV0c2VjcmV0c2VjcmV0\"}}\n"
+               "  rate_limit: {responses_per_second: 20}\n"
+               "  tcp_idle: 3s\n"
+               "  tcp_connections: 7\n"
+               "  version: v\n"
+               "  identity: i\n",
+               more, sizeof more);
+  insert_after(more, "expire: 7d, minimum: 60}\n",
+               "      allow_transfer: [127.0.0.0/8]\n", text, sizeof text);
+  b = load_ok(text);
+  n = reg_config_restart_keys(a, b, keys, REG_RESTART_KEYS_MAX);
+  joined[0] = '\0';
+  for (size_t i = 0; i < n; i++)
+    snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
+             i ? " " : "", keys[i]);
+  ASSERT_STR_EQ(joined, "proxy.resolvers dns.zones dns.tsig_keys "
+                        "dns.rate_limit dns.tcp_idle dns.tcp_connections "
+                        "dns.version dns.identity");
   reg_config_free(b);
   reg_config_free(a);
 }
