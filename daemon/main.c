@@ -44,6 +44,12 @@ static int cmd_check(const char *path) {
   if (reg_config_load(path, stderr, &config) != 0)
     return 1;
   print_not_implemented(config);
+  char err[512];
+  if (reg_update_tls_check(config, err, sizeof err) != 0) {
+    fprintf(stderr, "%s: update.tls: %s\n", path, err);
+    reg_config_free(config);
+    return 1;
+  }
   printf("%s: ok: %zu listeners, %zu zones, %zu devices, %zu accounts, %zu "
          "registry files\n",
          path, config->n_listeners, config->dns.n_zones, config->n_devices,

@@ -453,6 +453,11 @@ int reg_update_server_start(uv_loop_t *loop, const reg_config_t *running,
                             reg_updates_t *u, reg_t *reg,
                             reg_update_server_t **out);
 
+/* Whether the update endpoint's certificate and key (update.tls) load and
+ * match: 0 (also without update.tls), or a negative errno and why in err
+ * (for `ddport check`, which reads every file serve would). */
+int reg_update_tls_check(const reg_config_t *cfg, char *err, size_t size);
+
 /* Loads the certificate and key of next again (SIGHUP). Keeps the old
  * ones and returns a negative errno (logged) when they do not load. */
 int reg_update_server_reload(reg_update_server_t *s, const reg_config_t *next);

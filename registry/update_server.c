@@ -971,38 +971,61 @@ static int listen_on(const struct sockaddr_storage *addr, int *out) {
 
 /* ---- TLS ----------------------------------------------------------------- */
 
-static void log_ssl_error(const char *what, const char *path) {
+static void ssl_error(char *err, size_t size, const char *what,
+                      const char *path) {
   char buf[256];
   unsigned long e = ERR_get_error();
   ERR_error_string_n(e, buf, sizeof buf);
-  core_log(CORE_LOG_ERROR, "update: %s %s: %s", what, path,
-           e ? buf : "unknown error");
+  snprintf(err, size, "%s %s: %s", what, path, e ? buf : "unknown error");
   ERR_clear_error();
 }
 
-static int load_tls(const reg_config_t *cfg, SSL_CTX **out) {
+/* The certificate and key of cfg in a new context, or a negative errno
+ * and why in err. */
+static int make_tls(const reg_config_t *cfg, SSL_CTX **out, char *err,
+                    size_t size) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == NULL)
+  if (ctx == NULL) {
+    snprintf(err, size, "out of memory for TLS");
     return -ENOMEM;
+  }
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (SSL_CTX_use_certificate_chain_file(ctx, cfg->update.tls_cert) != 1) {
-    log_ssl_error("cannot load the certificate", cfg->update.tls_cert);
+    ssl_error(err, size, "cannot load the certificate", cfg->update.tls_cert);
     SSL_CTX_free(ctx);
     return -EINVAL;
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, cfg->update.tls_key, SSL_FILETYPE_PEM) !=
           1 ||
       SSL_CTX_check_private_key(ctx) != 1) {
-    log_ssl_error("cannot load the key (or it does not match the "
-                  "certificate)",
-                  cfg->update.tls_key);
+    ssl_error(err, size,
+              "cannot load the key (or it does not match the certificate)",
+              cfg->update.tls_key);
     SSL_CTX_free(ctx);
     return -EINVAL;
   }
   *out = ctx;
   return 0;
+}
+
+static int load_tls(const reg_config_t *cfg, SSL_CTX **out) {
+  char err[512];
+  int rc = make_tls(cfg, out, err, sizeof err);
+  if (rc != 0)
+    core_log(CORE_LOG_ERROR, "update: %s", err);
+  return rc;
+}
+
+int reg_update_tls_check(const reg_config_t *cfg, char *err, size_t size) {
+  SSL_CTX *ctx;
+  if (cfg->update.tls_cert == NULL)
+    return 0;
+  int rc = make_tls(cfg, &ctx, err, size);
+  if (rc == 0)
+    SSL_CTX_free(ctx);
+  return rc;
 }
 
 int reg_update_server_reload(reg_update_server_t *s, const reg_config_t *next) {

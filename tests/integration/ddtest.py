@@ -222,6 +222,15 @@ def write_file(directory, name, text):
     return path
 
 
+def make_cert(directory, name, cn):
+    """A self-signed P-256 certificate for cn: DIRECTORY/NAME.crt and .key."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=" + cn, "-keyout", os.path.join(directory, name + ".key"),
+                    "-out", os.path.join(directory, name + ".crt")],
+                   check=True, capture_output=True, timeout=30)
+
+
 def write_config(directory, proxy_port, dns_port, backend_port, dead_port, extra_devices="",
                  name="ddport.yaml"):
     return write_file(directory, name, config_text(proxy_port, dns_port, backend_port, dead_port,

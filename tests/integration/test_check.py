@@ -145,6 +145,28 @@ def t_lines_start_with_path(env):
         check(ddtest.DIAG_RE.match(line), "not FILE:LINE:COLUMN: message: %r" % line)
 
 
+def t_update_tls_files(env):
+    """check reads the update endpoint's certificate and key as serve
+    would: a missing or mismatched one fails check, not only serve."""
+    tls = ("update:\n  listen: [127.0.0.1:18081]\n"
+           "  tls: {cert: u.crt, key: %s, listen: [127.0.0.1:18443]}\n")
+    path = ddtest.write_file(env.dir, "tls-missing.yaml", BASE + tls % "u.key")
+    proc = run_check(path)
+    check_eq(proc.returncode, 1, "exit status with no certificate file (stdout: %s)" % proc.stdout)
+    check("%s: update.tls: cannot load the certificate %s" % (path, os.path.join(env.dir, "u.crt"))
+          in proc.stderr, "the missing certificate named; stderr: %r" % proc.stderr[:400])
+    ddtest.make_cert(env.dir, "u", "u.ddport.test")
+    ddtest.make_cert(env.dir, "other", "other.ddport.test")
+    proc = run_check(path)
+    check_eq(proc.returncode, 0, "exit status with a good pair (stderr: %s)" % proc.stderr[:300])
+    path = ddtest.write_file(env.dir, "tls-mismatch.yaml", BASE + tls % "other.key")
+    proc = run_check(path)
+    check_eq(proc.returncode, 1, "exit status with another certificate's key")
+    check("cannot load the key (or it does not match the certificate) %s"
+          % os.path.join(env.dir, "other.key") in proc.stderr,
+          "the mismatched key named; stderr: %r" % proc.stderr[:400])
+
+
 def t_missing_file(env):
     path = os.path.join(env.dir, "no-such-dir", "missing.yaml")
     proc = run_check(path)
@@ -164,6 +186,7 @@ CASES = [
     ("three problems give three lines", t_three_problems),
     ("every stderr line starts with the file path", t_lines_start_with_path),
     ("missing file: exit 1 naming the file", t_missing_file),
+    ("update.tls certificate and key are loaded by check", t_update_tls_files),
 ]
 
 if __name__ == "__main__":

@@ -61,14 +61,6 @@ class Env:
     pass
 
 
-def make_cert(directory, name, cn):
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                    "-subj", "/CN=" + cn, "-keyout", os.path.join(directory, name + ".key"),
-                    "-out", os.path.join(directory, name + ".crt")],
-                   check=True, capture_output=True, timeout=30)
-
-
 def setup():
     ddtest.require_binary()
     env = Env()
@@ -81,7 +73,7 @@ def setup():
                      update_tls_port=ddtest.free_port(), dead_port=ddtest.free_port(),
                      per_minute=5)
     env.hashes = dict(alice_hash=ddtest.hash_secret(ALICE), bob_hash=ddtest.hash_secret(BOB))
-    make_cert(env.dir, "update", "update.ddport.test")
+    ddtest.make_cert(env.dir, "update", "update.ddport.test")
     env.proc = None
     env.n = 0
     return env
@@ -479,7 +471,7 @@ def test_https_and_certificate_reload(env):
         return "renewed.ddport.test" in out, out
 
     check(not served_cn()[0], "the first certificate")
-    make_cert(env.dir, "update", "renewed.ddport.test")
+    ddtest.make_cert(env.dir, "update", "renewed.ddport.test")
     os.kill(env.proc.proc.pid, signal.SIGHUP)
     wait_for("the renewed certificate served", lambda: served_cn()[0])
     check("certificate" in env.proc.stderr_text() and "reloaded" in env.proc.stderr_text(),
