@@ -44,7 +44,8 @@ typedef struct px_side {
   bool spliced;   /* the socket belongs to poll; tcp is closed */
   bool eof;       /* this side sent FIN */
   bool writing;   /* our bytes are queued on the peer: reading paused */
-  bool shut;      /* FIN passed on to the peer */
+  bool shut;      /* FIN passed on to the peer (or to be, at the check) */
+  bool fin_due;   /* shut, but shutdown(2) of the peer waits for the check */
 } px_side_t;
 
 /* What a connection needs only until its relay has started, held apart
@@ -64,6 +65,8 @@ struct px_conn {
   px_state_t state;
   px_listener_t *listener;
   px_conn_t *next, *prev;
+  px_conn_t *fin_next; /* in the server's fin_queue while fin_queued */
+  bool fin_queued;
   px_side_t client, device;
   uv_timer_t timer;
   char *peek; /* request head bytes read so far */
@@ -253,9 +256,23 @@ static void reset_side(px_side_t *side) {
   close_side(side);
 }
 
+static void unqueue_fins(px_conn_t *conn) {
+  if (!conn->fin_queued)
+    return;
+  px_server_t *server = conn->listener->server;
+  px_conn_t **link = &server->fin_queue;
+  while (*link != conn)
+    link = &(*link)->fin_next;
+  *link = conn->fin_next;
+  conn->fin_queued = false;
+  conn->client.fin_due = conn->device.fin_due = false;
+}
+
 static void conn_close(px_conn_t *conn, const char *result) {
   if (conn->state == PX_STATE_CLOSING)
     return;
+  /* Closing sends whatever FIN was still due. */
+  unqueue_fins(conn);
   if (conn->result == NULL)
     conn->result = result;
   conn->state = PX_STATE_CLOSING;
@@ -360,21 +377,56 @@ static void maybe_finish(px_conn_t *conn) {
 /* Passes this side's FIN on to the peer once its bytes are all written.
  * Only this side writes to the peer and it reads again only once its write
  * is done, so nothing waits in the peer's write queue and shutdown(2) can
- * go at once: uv_shutdown would wait a loop pass and re-arm the peer's
- * epoll watch for it. Its errors are ignored as uv_shutdown's would be:
- * a peer that reset says so when it is read. */
+ * go without uv_shutdown, which would wait a loop pass and re-arm the
+ * peer's epoll watch for it. It waits for the end of this loop iteration
+ * though: the other side's FIN has often arrived in the same batch of
+ * events (a visitor closes as soon as it has the answer), and when both
+ * have ended, closing both sockets sends both FINs and no shutdown(2) is
+ * needed at all. */
 static void pass_eof(px_side_t *side) {
-  px_side_t *peer = peer_of(side);
-  assert(peer->tcp.write_queue_size == 0);
+  px_conn_t *conn = side->conn;
   side->shut = true;
-  if (!peer->shut) {
-    shutdown(side_fd(peer), SHUT_WR);
+  if (!peer_of(side)->shut) {
+    side->fin_due = true;
+    if (!conn->fin_queued) {
+      px_server_t *server = conn->listener->server;
+      if (server->fin_queue == NULL)
+        uv_check_start(&server->fin_check, px_conn_pass_fins);
+      conn->fin_next = server->fin_queue;
+      server->fin_queue = conn;
+      conn->fin_queued = true;
+    }
     return;
   }
-  /* The peer has ended and been passed on already: maybe_finish closes
-   * both at once, and the close sends this FIN. The peer's stream ended,
-   * so nothing unread in its socket turns that close into a reset. */
-  maybe_finish(side->conn);
+  /* The peer has ended and been passed on already (or is due to be):
+   * maybe_finish closes both at once, and the close sends the FINs. Both
+   * streams ended, so nothing unread in a socket turns a close into a
+   * reset. */
+  maybe_finish(conn);
+}
+
+/* Errors are ignored as uv_shutdown's would be: a peer that reset says so
+ * when it is read. */
+static void shut_peer_now(px_side_t *side) {
+  px_side_t *peer = peer_of(side);
+  assert(peer->tcp.write_queue_size == 0);
+  side->fin_due = false;
+  shutdown(side_fd(peer), SHUT_WR);
+}
+
+void px_conn_pass_fins(uv_check_t *check) {
+  px_server_t *server = check->data;
+  px_conn_t *conn = server->fin_queue;
+  server->fin_queue = NULL;
+  uv_check_stop(check);
+  for (px_conn_t *next; conn != NULL; conn = next) {
+    next = conn->fin_next;
+    conn->fin_queued = false;
+    if (conn->client.fin_due)
+      shut_peer_now(&conn->client);
+    if (conn->device.fin_due)
+      shut_peer_now(&conn->device);
+  }
 }
 
 static void on_relay_written(uv_write_t *req, int status) {
