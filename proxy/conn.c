@@ -31,7 +31,6 @@ typedef struct px_side {
    * small, copied or spliced. */
   union {
     uv_write_t write_req;       /* writes of this side's bytes to the peer */
-    uv_connect_t connect_req;   /* the device's, while connecting */
     uv_shutdown_t shutdown_req; /* the client's, after an error page */
     struct {
       uv_poll_t poll; /* watches the socket taken over from tcp */
@@ -59,6 +58,7 @@ typedef struct px_route {
   px_lookup_t *lookup; /* resolving the device's hostname */
   reg_proxy_protocol_t proxy_protocol;
   uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
+  unsigned proxy_header_len;
 } px_route_t;
 
 struct px_conn {
@@ -731,45 +731,37 @@ static int build_proxy_header(px_conn_t *conn) {
                          sizeof conn->route->proxy_header);
 }
 
-static void start_relay(px_conn_t *conn) {
+/* The PROXY header and the peeked bytes: what the device gets first. */
+static unsigned head_bufs(px_conn_t *conn, uv_buf_t bufs[2]) {
+  unsigned n = 0;
+  if (conn->route->proxy_header_len > 0)
+    bufs[n++] = uv_buf_init((char *)conn->route->proxy_header,
+                            conn->route->proxy_header_len);
+  bufs[n++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
+  return n;
+}
+
+/* The device has taken the first `written` bytes of the head (SIZE_MAX:
+ * all of it), so the connection is up: relaying starts, the rest of the
+ * head waiting like any client bytes the device has not taken. */
+static void start_relay(px_conn_t *conn, size_t written) {
   assert(conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_RELAYING;
   conn->splice = conn->listener->server->splice;
   conn->active_ms = core_now_ms();
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);
-  /* The PROXY header and the peeked bytes go first. */
   px_side_t *client = &conn->client;
-  uv_buf_t bufs[2];
-  unsigned nbufs = 0;
-  if (conn->route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
-    int n = build_proxy_header(conn);
-    if (n < 0) {
-      core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
-               conn_name(conn), uv_strerror(n));
-      conn_close(conn, "routed");
-      return;
-    }
-    bufs[nbufs++] = uv_buf_init((char *)conn->route->proxy_header, (unsigned)n);
-  }
-  bufs[nbufs++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
-  client->bytes = conn->peek_len;
-  /* A fresh connection almost always takes the head at once: then the
-   * client, still being read, goes straight on relaying. */
-  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
-  if (n < 0 && n != UV_EAGAIN) {
+  if (uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
+                    on_relay_read) != 0) {
     conn_close(conn, "routed");
     return;
   }
-  size_t left = n < 0 ? 0 : (size_t)n;
-  for (unsigned i = 0; i < nbufs; i++) {
-    size_t skip = left < bufs[i].len ? left : bufs[i].len;
-    bufs[i] = uv_buf_init(bufs[i].base + skip, bufs[i].len - (unsigned)skip);
-    left -= skip;
-  }
+  uv_buf_t bufs[2];
+  unsigned nbufs = head_bufs(conn, bufs);
   unsigned first = 0;
-  while (first < nbufs && bufs[first].len == 0)
-    first++;
+  for (; first < nbufs && written >= bufs[first].len; first++)
+    written -= bufs[first].len;
   if (first == nbufs) {
     release_head(conn);
     if (client->eof)
@@ -778,6 +770,8 @@ static void start_relay(px_conn_t *conn) {
       start_reading(client);
     return;
   }
+  bufs[first] = uv_buf_init(bufs[first].base + written,
+                            bufs[first].len - (unsigned)written);
   /* Backpressure, as for any client bytes the device has not taken. */
   uv_read_stop((uv_stream_t *)&client->tcp);
   client->writing = true;
@@ -816,23 +810,89 @@ static void on_connect_timeout(uv_timer_t *timer) {
   abandon_attempt(conn);
 }
 
-static void on_connected(uv_connect_t *req, int status) {
-  px_conn_t *conn = req->data;
-  /* ECANCELED: the handle is already closing (timeout or shutdown). */
+/* The head went out once the socket became writable: connected. */
+static void on_head_written(uv_write_t *req, int status) {
+  px_side_t *client = req->data;
+  px_conn_t *conn = client->conn;
+  client->writing = false;
+  /* ECANCELED: the attempt is already closing (timeout or shutdown). */
   if (status == UV_ECANCELED || conn->state != PX_STATE_CONNECTING)
     return;
   if (status < 0) {
     abandon_attempt(conn);
     return;
   }
-  uv_timer_stop(&conn->timer);
-  start_relay(conn);
+  start_relay(conn, SIZE_MAX);
+}
+
+/* Writes the head at once, without waiting to learn that the connection
+ * is up: to a nearby device (loopback, a LAN) the handshake is usually
+ * done by the time connect(2) returns, and then the device's socket gets
+ * one epoll registration, for reading, instead of a registration for the
+ * connect, a getsockopt(2) for its result and a change back to reading.
+ * A refused connection fails this write or, still connecting, the write
+ * libuv makes once the socket is writable; either tries the next address.
+ * The visitor is not read meanwhile: its bytes would join the head. */
+static void send_head(px_conn_t *conn) {
+  px_side_t *client = &conn->client;
+  uv_buf_t bufs[2];
+  unsigned nbufs = head_bufs(conn, bufs);
+  client->bytes = conn->peek_len;
+  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
+  if (n >= 0) {
+    start_relay(conn, (size_t)n);
+    return;
+  }
+  if (n != UV_EAGAIN) {
+    abandon_attempt(conn);
+    return;
+  }
+  uv_read_stop((uv_stream_t *)&client->tcp);
+  client->writing = true;
+  client->write_req.data = client;
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
+               nbufs, on_head_written) != 0) {
+    client->writing = false;
+    abandon_attempt(conn);
+  }
+}
+
+/* A non-blocking socket connecting to target, in the device's handle.
+ * Returns 0; a negative errno with nothing left open; or 1 when the
+ * handle is closing (its close callback tries the next address). */
+static int open_device(px_conn_t *conn, const struct sockaddr_storage *target) {
+  int fd =
+      socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  socklen_t len = target->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+  if (connect(fd, (const struct sockaddr *)target, len) != 0 &&
+      errno != EINPROGRESS) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  px_server_t *server = conn->listener->server;
+  int rc = uv_tcp_init(server->loop, &conn->device.tcp);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  conn->device.tcp.data = &conn->device;
+  conn->device.open = true;
+  conn->open_handles++;
+  if (uv_tcp_open(&conn->device.tcp, fd) != 0) {
+    close(fd);
+    abandon_attempt(conn);
+    return 1;
+  }
+  return 0;
 }
 
 static void try_next_address(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
   const reg_config_t *config = conn_config(conn);
-  px_server_t *server = conn->listener->server;
   px_route_t *route = conn->route;
   while (route->next_addr < route->n_addrs) {
     const core_ip_t *ip = &route->addrs[route->next_addr++];
@@ -846,24 +906,19 @@ static void try_next_address(px_conn_t *conn) {
     conn->target = *ip;
     struct sockaddr_storage target;
     core_ip_to_sockaddr(ip, conn->port, &target);
-    if (uv_tcp_init(server->loop, &conn->device.tcp) != 0)
-      break;
-    conn->device.tcp.data = &conn->device;
-    conn->device.open = true;
-    conn->open_handles++;
-    conn->device.connect_req.data = conn;
-    /* Reading from the start puts the device in epoll once, for
-     * connecting and reading; libuv reads only after the connect
-     * callback. */
-    if (uv_tcp_connect(&conn->device.connect_req, &conn->device.tcp,
-                       (const struct sockaddr *)&target, on_connected) != 0 ||
-        uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
-                      on_relay_read) != 0) {
-      abandon_attempt(conn);
+    int rc = open_device(conn, &target);
+    if (rc > 0)
       return;
+    if (rc < 0) {
+      char where[PX_ADDRSTRLEN];
+      core_log(CORE_LOG_DEBUG, "device %s: cannot connect to %s: %s",
+               conn_name(conn), format_address(ip, conn->port, where),
+               uv_strerror(rc));
+      continue;
     }
     uv_timer_start(&conn->timer, on_connect_timeout,
                    config->proxy.connect_timeout_ms, 0);
+    send_head(conn);
     return;
   }
   answer_page(conn, PX_PAGE_OFFLINE, "offline");
@@ -934,6 +989,16 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
   conn->routed = true;
   conn->port = port;
   conn->state = PX_STATE_CONNECTING;
+  if (route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
+    int n = build_proxy_header(conn);
+    if (n < 0) {
+      core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
+               conn_name(conn), uv_strerror(n));
+      conn_close(conn, "routed");
+      return;
+    }
+    route->proxy_header_len = (unsigned)n;
+  }
   if (device->target_host == NULL) {
     route->n_addrs =
         device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;
