@@ -31,7 +31,6 @@ typedef struct px_side {
    * small, copied or spliced. */
   union {
     uv_write_t write_req;       /* writes of this side's bytes to the peer */
-    uv_connect_t connect_req;   /* the device's, while connecting */
     uv_shutdown_t shutdown_req; /* the client's, after an error page */
     struct {
       uv_poll_t poll; /* watches the socket taken over from tcp */
@@ -44,7 +43,8 @@ typedef struct px_side {
   bool spliced;   /* the socket belongs to poll; tcp is closed */
   bool eof;       /* this side sent FIN */
   bool writing;   /* our bytes are queued on the peer: reading paused */
-  bool shut;      /* FIN passed on to the peer */
+  bool shut;      /* FIN passed on to the peer (or to be, at the check) */
+  bool fin_due;   /* shut, but shutdown(2) of the peer waits for the check */
 } px_side_t;
 
 /* What a connection needs only until its relay has started, held apart
@@ -58,12 +58,15 @@ typedef struct px_route {
   px_lookup_t *lookup; /* resolving the device's hostname */
   reg_proxy_protocol_t proxy_protocol;
   uint8_t proxy_header[PX_PROXY_HEADER_MAX]; /* lives until it is written */
+  unsigned proxy_header_len;
 } px_route_t;
 
 struct px_conn {
   px_state_t state;
   px_listener_t *listener;
   px_conn_t *next, *prev;
+  px_conn_t *fin_next; /* in the server's fin_queue while fin_queued */
+  bool fin_queued;
   px_side_t client, device;
   uv_timer_t timer;
   char *peek; /* request head bytes read so far */
@@ -253,9 +256,23 @@ static void reset_side(px_side_t *side) {
   close_side(side);
 }
 
+static void unqueue_fins(px_conn_t *conn) {
+  if (!conn->fin_queued)
+    return;
+  px_server_t *server = conn->listener->server;
+  px_conn_t **link = &server->fin_queue;
+  while (*link != conn)
+    link = &(*link)->fin_next;
+  *link = conn->fin_next;
+  conn->fin_queued = false;
+  conn->client.fin_due = conn->device.fin_due = false;
+}
+
 static void conn_close(px_conn_t *conn, const char *result) {
   if (conn->state == PX_STATE_CLOSING)
     return;
+  /* Closing sends whatever FIN was still due. */
+  unqueue_fins(conn);
   if (conn->result == NULL)
     conn->result = result;
   conn->state = PX_STATE_CLOSING;
@@ -360,21 +377,56 @@ static void maybe_finish(px_conn_t *conn) {
 /* Passes this side's FIN on to the peer once its bytes are all written.
  * Only this side writes to the peer and it reads again only once its write
  * is done, so nothing waits in the peer's write queue and shutdown(2) can
- * go at once: uv_shutdown would wait a loop pass and re-arm the peer's
- * epoll watch for it. Its errors are ignored as uv_shutdown's would be:
- * a peer that reset says so when it is read. */
+ * go without uv_shutdown, which would wait a loop pass and re-arm the
+ * peer's epoll watch for it. It waits for the end of this loop iteration
+ * though: the other side's FIN has often arrived in the same batch of
+ * events (a visitor closes as soon as it has the answer), and when both
+ * have ended, closing both sockets sends both FINs and no shutdown(2) is
+ * needed at all. */
 static void pass_eof(px_side_t *side) {
-  px_side_t *peer = peer_of(side);
-  assert(peer->tcp.write_queue_size == 0);
+  px_conn_t *conn = side->conn;
   side->shut = true;
-  if (!peer->shut) {
-    shutdown(side_fd(peer), SHUT_WR);
+  if (!peer_of(side)->shut) {
+    side->fin_due = true;
+    if (!conn->fin_queued) {
+      px_server_t *server = conn->listener->server;
+      if (server->fin_queue == NULL)
+        uv_check_start(&server->fin_check, px_conn_pass_fins);
+      conn->fin_next = server->fin_queue;
+      server->fin_queue = conn;
+      conn->fin_queued = true;
+    }
     return;
   }
-  /* The peer has ended and been passed on already: maybe_finish closes
-   * both at once, and the close sends this FIN. The peer's stream ended,
-   * so nothing unread in its socket turns that close into a reset. */
-  maybe_finish(side->conn);
+  /* The peer has ended and been passed on already (or is due to be):
+   * maybe_finish closes both at once, and the close sends the FINs. Both
+   * streams ended, so nothing unread in a socket turns a close into a
+   * reset. */
+  maybe_finish(conn);
+}
+
+/* Errors are ignored as uv_shutdown's would be: a peer that reset says so
+ * when it is read. */
+static void shut_peer_now(px_side_t *side) {
+  px_side_t *peer = peer_of(side);
+  assert(peer->tcp.write_queue_size == 0);
+  side->fin_due = false;
+  shutdown(side_fd(peer), SHUT_WR);
+}
+
+void px_conn_pass_fins(uv_check_t *check) {
+  px_server_t *server = check->data;
+  px_conn_t *conn = server->fin_queue;
+  server->fin_queue = NULL;
+  uv_check_stop(check);
+  for (px_conn_t *next; conn != NULL; conn = next) {
+    next = conn->fin_next;
+    conn->fin_queued = false;
+    if (conn->client.fin_due)
+      shut_peer_now(&conn->client);
+    if (conn->device.fin_due)
+      shut_peer_now(&conn->device);
+  }
 }
 
 static void on_relay_written(uv_write_t *req, int status) {
@@ -679,45 +731,37 @@ static int build_proxy_header(px_conn_t *conn) {
                          sizeof conn->route->proxy_header);
 }
 
-static void start_relay(px_conn_t *conn) {
+/* The PROXY header and the peeked bytes: what the device gets first. */
+static unsigned head_bufs(px_conn_t *conn, uv_buf_t bufs[2]) {
+  unsigned n = 0;
+  if (conn->route->proxy_header_len > 0)
+    bufs[n++] = uv_buf_init((char *)conn->route->proxy_header,
+                            conn->route->proxy_header_len);
+  bufs[n++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
+  return n;
+}
+
+/* The device has taken the first `written` bytes of the head (SIZE_MAX:
+ * all of it), so the connection is up: relaying starts, the rest of the
+ * head waiting like any client bytes the device has not taken. */
+static void start_relay(px_conn_t *conn, size_t written) {
   assert(conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_RELAYING;
   conn->splice = conn->listener->server->splice;
   conn->active_ms = core_now_ms();
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);
-  /* The PROXY header and the peeked bytes go first. */
   px_side_t *client = &conn->client;
-  uv_buf_t bufs[2];
-  unsigned nbufs = 0;
-  if (conn->route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
-    int n = build_proxy_header(conn);
-    if (n < 0) {
-      core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
-               conn_name(conn), uv_strerror(n));
-      conn_close(conn, "routed");
-      return;
-    }
-    bufs[nbufs++] = uv_buf_init((char *)conn->route->proxy_header, (unsigned)n);
-  }
-  bufs[nbufs++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
-  client->bytes = conn->peek_len;
-  /* A fresh connection almost always takes the head at once: then the
-   * client, still being read, goes straight on relaying. */
-  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
-  if (n < 0 && n != UV_EAGAIN) {
+  if (uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
+                    on_relay_read) != 0) {
     conn_close(conn, "routed");
     return;
   }
-  size_t left = n < 0 ? 0 : (size_t)n;
-  for (unsigned i = 0; i < nbufs; i++) {
-    size_t skip = left < bufs[i].len ? left : bufs[i].len;
-    bufs[i] = uv_buf_init(bufs[i].base + skip, bufs[i].len - (unsigned)skip);
-    left -= skip;
-  }
+  uv_buf_t bufs[2];
+  unsigned nbufs = head_bufs(conn, bufs);
   unsigned first = 0;
-  while (first < nbufs && bufs[first].len == 0)
-    first++;
+  for (; first < nbufs && written >= bufs[first].len; first++)
+    written -= bufs[first].len;
   if (first == nbufs) {
     release_head(conn);
     if (client->eof)
@@ -726,6 +770,8 @@ static void start_relay(px_conn_t *conn) {
       start_reading(client);
     return;
   }
+  bufs[first] = uv_buf_init(bufs[first].base + written,
+                            bufs[first].len - (unsigned)written);
   /* Backpressure, as for any client bytes the device has not taken. */
   uv_read_stop((uv_stream_t *)&client->tcp);
   client->writing = true;
@@ -764,23 +810,89 @@ static void on_connect_timeout(uv_timer_t *timer) {
   abandon_attempt(conn);
 }
 
-static void on_connected(uv_connect_t *req, int status) {
-  px_conn_t *conn = req->data;
-  /* ECANCELED: the handle is already closing (timeout or shutdown). */
+/* The head went out once the socket became writable: connected. */
+static void on_head_written(uv_write_t *req, int status) {
+  px_side_t *client = req->data;
+  px_conn_t *conn = client->conn;
+  client->writing = false;
+  /* ECANCELED: the attempt is already closing (timeout or shutdown). */
   if (status == UV_ECANCELED || conn->state != PX_STATE_CONNECTING)
     return;
   if (status < 0) {
     abandon_attempt(conn);
     return;
   }
-  uv_timer_stop(&conn->timer);
-  start_relay(conn);
+  start_relay(conn, SIZE_MAX);
+}
+
+/* Writes the head at once, without waiting to learn that the connection
+ * is up: to a nearby device (loopback, a LAN) the handshake is usually
+ * done by the time connect(2) returns, and then the device's socket gets
+ * one epoll registration, for reading, instead of a registration for the
+ * connect, a getsockopt(2) for its result and a change back to reading.
+ * A refused connection fails this write or, still connecting, the write
+ * libuv makes once the socket is writable; either tries the next address.
+ * The visitor is not read meanwhile: its bytes would join the head. */
+static void send_head(px_conn_t *conn) {
+  px_side_t *client = &conn->client;
+  uv_buf_t bufs[2];
+  unsigned nbufs = head_bufs(conn, bufs);
+  client->bytes = conn->peek_len;
+  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
+  if (n >= 0) {
+    start_relay(conn, (size_t)n);
+    return;
+  }
+  if (n != UV_EAGAIN) {
+    abandon_attempt(conn);
+    return;
+  }
+  uv_read_stop((uv_stream_t *)&client->tcp);
+  client->writing = true;
+  client->write_req.data = client;
+  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
+               nbufs, on_head_written) != 0) {
+    client->writing = false;
+    abandon_attempt(conn);
+  }
+}
+
+/* A non-blocking socket connecting to target, in the device's handle.
+ * Returns 0; a negative errno with nothing left open; or 1 when the
+ * handle is closing (its close callback tries the next address). */
+static int open_device(px_conn_t *conn, const struct sockaddr_storage *target) {
+  int fd =
+      socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  socklen_t len = target->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+  if (connect(fd, (const struct sockaddr *)target, len) != 0 &&
+      errno != EINPROGRESS) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  px_server_t *server = conn->listener->server;
+  int rc = uv_tcp_init(server->loop, &conn->device.tcp);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  conn->device.tcp.data = &conn->device;
+  conn->device.open = true;
+  conn->open_handles++;
+  if (uv_tcp_open(&conn->device.tcp, fd) != 0) {
+    close(fd);
+    abandon_attempt(conn);
+    return 1;
+  }
+  return 0;
 }
 
 static void try_next_address(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
   const reg_config_t *config = conn_config(conn);
-  px_server_t *server = conn->listener->server;
   px_route_t *route = conn->route;
   while (route->next_addr < route->n_addrs) {
     const core_ip_t *ip = &route->addrs[route->next_addr++];
@@ -794,24 +906,19 @@ static void try_next_address(px_conn_t *conn) {
     conn->target = *ip;
     struct sockaddr_storage target;
     core_ip_to_sockaddr(ip, conn->port, &target);
-    if (uv_tcp_init(server->loop, &conn->device.tcp) != 0)
-      break;
-    conn->device.tcp.data = &conn->device;
-    conn->device.open = true;
-    conn->open_handles++;
-    conn->device.connect_req.data = conn;
-    /* Reading from the start puts the device in epoll once, for
-     * connecting and reading; libuv reads only after the connect
-     * callback. */
-    if (uv_tcp_connect(&conn->device.connect_req, &conn->device.tcp,
-                       (const struct sockaddr *)&target, on_connected) != 0 ||
-        uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
-                      on_relay_read) != 0) {
-      abandon_attempt(conn);
+    int rc = open_device(conn, &target);
+    if (rc > 0)
       return;
+    if (rc < 0) {
+      char where[PX_ADDRSTRLEN];
+      core_log(CORE_LOG_DEBUG, "device %s: cannot connect to %s: %s",
+               conn_name(conn), format_address(ip, conn->port, where),
+               uv_strerror(rc));
+      continue;
     }
     uv_timer_start(&conn->timer, on_connect_timeout,
                    config->proxy.connect_timeout_ms, 0);
+    send_head(conn);
     return;
   }
   answer_page(conn, PX_PAGE_OFFLINE, "offline");
@@ -882,6 +989,16 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
   conn->routed = true;
   conn->port = port;
   conn->state = PX_STATE_CONNECTING;
+  if (route->proxy_protocol != REG_PROXY_PROTOCOL_OFF) {
+    int n = build_proxy_header(conn);
+    if (n < 0) {
+      core_log(CORE_LOG_WARN, "device %s: cannot build PROXY header: %s",
+               conn_name(conn), uv_strerror(n));
+      conn_close(conn, "routed");
+      return;
+    }
+    route->proxy_header_len = (unsigned)n;
+  }
   if (device->target_host == NULL) {
     route->n_addrs =
         device->n_addrs < PX_MAX_TARGETS ? device->n_addrs : PX_MAX_TARGETS;

@@ -222,10 +222,18 @@ static void on_retry(uv_timer_t *timer) {
 
 /* ---- the server ---------------------------------------------------------- */
 
-static void on_drain_closed(uv_handle_t *handle) {
+static void on_server_handle_closed(uv_handle_t *handle) {
   px_server_t *server = handle->data;
   server->open_handles--;
   maybe_free(server);
+}
+
+/* The drain timer closes once, when no connection will queue a FIN any
+ * more (those left are closing): the FIN check goes with it. */
+static void on_drain_closed(uv_handle_t *handle) {
+  px_server_t *server = handle->data;
+  uv_close((uv_handle_t *)&server->fin_check, on_server_handle_closed);
+  on_server_handle_closed(handle);
 }
 
 static void on_drain_deadline(uv_timer_t *timer) {
@@ -265,7 +273,9 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->listeners = xcalloc(n ? n : 1, sizeof *server->listeners);
   uv_timer_init(loop, &server->drain_timer);
   server->drain_timer.data = server;
-  server->open_handles = 1;
+  uv_check_init(loop, &server->fin_check);
+  server->fin_check.data = server;
+  server->open_handles = 2;
   for (size_t i = 0; i < n; i++) {
     px_listener_t *l = listener_new(server, &config->listeners[i]);
     server->listeners[server->n_listeners++] = l;

@@ -188,10 +188,15 @@ struct px_server {
   px_resolver_t *resolver;
   px_listener_t **listeners; /* the set in force; retired ones not here */
   size_t n_listeners;
-  size_t open_handles; /* listeners' handles and the drain timer open */
+  size_t open_handles; /* listeners' handles, drain timer and fin check */
   px_conn_t *conns;    /* doubly linked through px_conn's next/prev */
   size_t n_conns;
   uv_timer_t drain_timer;
+  /* Connections with a FIN to pass on at the end of this loop iteration,
+   * linked through px_conn's fin_next, and the check handle that does it
+   * (conn.c: px_conn_pass_fins). */
+  px_conn_t *fin_queue;
+  uv_check_t fin_check;
   bool stopping;
   /* Relay buffers not in use: a connection holds one only while bytes
    * wait in it, so idle connections cost no buffer memory. */
@@ -234,6 +239,10 @@ void px_pipes_free(px_server_t *server);
  * connects, relays, logs one access line and frees itself when both sides
  * are closed. Returns 0 or a UV_E* code (nothing is left open then). */
 int px_conn_accept(px_listener_t *listener);
+
+/* Passes on the FINs that connections of server deferred to the end of
+ * the loop iteration (fin_check's callback). */
+void px_conn_pass_fins(uv_check_t *check);
 
 /* Closes every connection of server at once (the drain deadline passed).
  * They are freed, and unlinked, in their close callbacks. */
