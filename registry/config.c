@@ -79,7 +79,16 @@ typedef struct ctx {
   pos_t owner_at;    /* of the device just parsed */
   char **real_paths; /* registry files read so far, to refuse repeats */
   size_t n_real_paths;
+  struct bound *bound; /* TCP addresses claimed so far, to refuse repeats */
+  size_t n_bound, cap_bound;
 } ctx_t;
+
+/* An address something listens on (TCP), where it was given, and what. */
+typedef struct bound {
+  struct sockaddr_storage addr;
+  pos_t at;
+  char *what;
+} bound_t;
 
 /* A key of a fixed-schema mapping and its value, or NULLs when absent. */
 typedef struct slot {
@@ -765,6 +774,37 @@ static bool present(const slot_t *s) {
   return !is_null(s->value);
 }
 
+/* ---- listening addresses ------------------------------------------------- */
+
+/* Listeners, DNS (whose TCP shares the proxy's SO_REUSEPORT) and the
+ * update endpoint each need an address of their own: two sockets on one
+ * address would split its connections between them. Returns whether addr
+ * was free; if not, says which came first. */
+static bool claim_address(ctx_t *c, const node_t *n,
+                          const struct sockaddr_storage *addr,
+                          const char *what) {
+  for (size_t i = 0; i < c->n_bound; i++) {
+    /* core_hostport_parse zeroes the whole storage before filling it. */
+    if (memcmp(&c->bound[i].addr, addr, sizeof *addr) != 0)
+      continue;
+    char where[64];
+    core_sockaddr_format((const struct sockaddr *)addr, where, sizeof where);
+    error_at(c, n,
+             "address %s is already taken by %s at line %u, column %u; "
+             "give each its own address",
+             where, c->bound[i].what, c->bound[i].at.line,
+             c->bound[i].at.column);
+    return false;
+  }
+  if (c->n_bound == c->cap_bound) {
+    c->cap_bound = c->cap_bound ? 2 * c->cap_bound : 8;
+    c->bound = xrealloc(c->bound, c->cap_bound * sizeof *c->bound);
+  }
+  c->bound[c->n_bound++] =
+      (bound_t){*addr, {c->file, n->line, n->column}, xstrdup(what)};
+  return true;
+}
+
 /* ---- listeners ----------------------------------------------------------- */
 
 enum { L_NAME, L_PROTOCOL, L_ADDRESS, L_FALLBACK, L_COUNT };
@@ -834,12 +874,22 @@ static void parse_listener(ctx_t *c, const node_t *item, const node_t **seen) {
     }
   }
 
+  /* One address, or a list: one socket each, all serving this listener
+   * (an IPv6 socket takes IPv6 only, so dual stack is two addresses). */
+  const node_t *addrs = s[L_ADDRESS].value;
+  size_t n_addrs = 0;
   if (!present(&s[L_ADDRESS]))
     error_at(c, s[L_ADDRESS].key ? s[L_ADDRESS].key : item,
              "listener is missing 'address'; add e.g. "
              "'address: 127.0.0.1:8080'");
+  else if (addrs->kind != REG_YAML_SEQUENCE)
+    n_addrs = 1;
+  else if (addrs->len == 0)
+    error_at(c, addrs,
+             "listener 'address' is an empty list; give one address or "
+             "more");
   else
-    get_hostport(c, s[L_ADDRESS].value, s[L_ADDRESS].key, "'address'", &l.addr);
+    n_addrs = addrs->len;
 
   if (present(&s[L_FALLBACK])) {
     const node_t *v = s[L_FALLBACK].value;
@@ -856,15 +906,40 @@ static void parse_listener(ctx_t *c, const node_t *item, const node_t **seen) {
   }
 
   /* Keep a named listener even when another field is wrong, so devices
-   * naming it do not also report it missing. */
-  if (l.name != NULL) {
+   * naming it do not also report it missing: one entry per address (an
+   * address that does not parse keeps the entry, unbound). */
+  char what[96];
+  snprintf(what, sizeof what, "listener '%s'", l.name ? l.name : "?");
+  for (size_t i = 0; l.name != NULL && i < (n_addrs ? n_addrs : 1); i++) {
+    reg_listener_t entry = l;
+    const node_t *a =
+        addrs && addrs->kind == REG_YAML_SEQUENCE ? &addrs->kids[i] : addrs;
+    if (n_addrs > 0 && get_hostport(c, a, a == addrs ? s[L_ADDRESS].key : NULL,
+                                    "'address'", &entry.addr))
+      claim_address(c, a, &entry.addr, what);
+    if (i > 0) {
+      entry.name = xstrdup(l.name);
+      entry.fallback = l.fallback ? xstrdup(l.fallback) : NULL;
+    }
     seen[cfg->n_listeners] = s[L_NAME].value;
+    /* The fallback is checked once, with the listener's first entry. */
     c->fallbacks[cfg->n_listeners] =
-        l.fallback != NULL ? s[L_FALLBACK].value : NULL;
-    cfg->listeners[cfg->n_listeners++] = l;
-  } else {
-    free(l.fallback);
+        i == 0 && l.fallback != NULL ? s[L_FALLBACK].value : NULL;
+    cfg->listeners[cfg->n_listeners++] = entry;
   }
+  if (l.name == NULL)
+    free(l.fallback);
+}
+
+/* The entries a listener item makes: one per address. */
+static size_t listener_entries(const node_t *item) {
+  for (size_t i = 0; item->kind == REG_YAML_MAPPING && i < item->len; i++) {
+    const node_t *k = reg_yaml_key(item, i), *v = reg_yaml_value(item, i);
+    if (k->kind == REG_YAML_SCALAR && strcmp(k->text, "address") == 0 &&
+        v->kind == REG_YAML_SEQUENCE && v->len > 1)
+      return v->len;
+  }
+  return 1;
 }
 
 static void parse_listeners(ctx_t *c, const slot_t *slot) {
@@ -876,9 +951,12 @@ static void parse_listeners(ctx_t *c, const slot_t *slot) {
     return;
   }
   reg_config_t *cfg = c->config;
-  cfg->listeners = xcalloc(v->len, sizeof *cfg->listeners);
-  c->fallbacks = xcalloc(v->len, sizeof *c->fallbacks);
-  const node_t **seen = xcalloc(v->len, sizeof *seen);
+  size_t n = 0;
+  for (size_t i = 0; i < v->len; i++)
+    n += listener_entries(&v->kids[i]);
+  cfg->listeners = xcalloc(n ? n : 1, sizeof *cfg->listeners);
+  c->fallbacks = xcalloc(n ? n : 1, sizeof *c->fallbacks);
+  const node_t **seen = xcalloc(n ? n : 1, sizeof *seen);
   for (size_t i = 0; i < v->len; i++)
     parse_listener(c, &v->kids[i], seen);
   free(seen);
@@ -1155,7 +1233,7 @@ static size_t parse_ip_list(ctx_t *c, const slot_t *slot, const char *where,
 }
 
 /* A 'listen:' list of addresses with ports. */
-static void parse_listen(ctx_t *c, const slot_t *slot,
+static void parse_listen(ctx_t *c, const slot_t *slot, const char *what,
                          struct sockaddr_storage **out, size_t *n_out) {
   const node_t *items;
   size_t n;
@@ -1166,7 +1244,8 @@ static void parse_listen(ctx_t *c, const slot_t *slot,
   *out = xcalloc(n ? n : 1, sizeof **out);
   *n_out = 0;
   for (size_t i = 0; i < n; i++)
-    if (get_hostport(c, &items[i], NULL, "'listen'", &(*out)[*n_out]))
+    if (get_hostport(c, &items[i], NULL, "'listen'", &(*out)[*n_out]) &&
+        claim_address(c, &items[i], &(*out)[*n_out], what))
       (*n_out)++;
 }
 
@@ -1599,7 +1678,8 @@ static void parse_dns(ctx_t *c, const slot_t *slot) {
   if (!walk_mapping(c, slot->value, slot->key, "'dns'", dns_keys, D_COUNT, s))
     return;
   if (s[D_LISTEN].key != NULL)
-    parse_listen(c, &s[D_LISTEN], &cfg->dns.listen, &cfg->dns.n_listen);
+    parse_listen(c, &s[D_LISTEN], "dns.listen", &cfg->dns.listen,
+                 &cfg->dns.n_listen);
   /* Zones name keys, so keys come first. */
   if (s[D_TSIG_KEYS].key != NULL)
     parse_tsig_keys(c, &s[D_TSIG_KEYS]);
@@ -1711,7 +1791,7 @@ static void parse_update_tls(ctx_t *c, const slot_t *slot) {
   }
   free(path);
   if (present(&s[UT_LISTEN]))
-    parse_listen(c, &s[UT_LISTEN], &cfg->update.tls_listen,
+    parse_listen(c, &s[UT_LISTEN], "update.tls.listen", &cfg->update.tls_listen,
                  &cfg->update.n_tls_listen);
   else if (s[UT_LISTEN].key == NULL)
     error_at(c, v,
@@ -1726,7 +1806,8 @@ static void parse_update(ctx_t *c, const slot_t *slot) {
                     s))
     return;
   if (s[U_LISTEN].key != NULL)
-    parse_listen(c, &s[U_LISTEN], &cfg->update.listen, &cfg->update.n_listen);
+    parse_listen(c, &s[U_LISTEN], "update.listen", &cfg->update.listen,
+                 &cfg->update.n_listen);
   if (s[U_TLS].key != NULL)
     parse_update_tls(c, &s[U_TLS]);
 
@@ -1877,10 +1958,13 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
 static void unknown_listener(ctx_t *c, const node_t *k) {
   const reg_config_t *cfg = c->config;
   char buf[QUOTE_SIZE];
+  /* Each name once: a listener on several addresses has an entry each. */
   const char **names = xcalloc(cfg->n_listeners + 1, sizeof *names);
+  size_t n_names = 0;
   for (size_t i = 0; i < cfg->n_listeners; i++)
-    names[i] = cfg->listeners[i].name;
-  const char *guess = closest(k->text, k->len, names, cfg->n_listeners);
+    if (n_names == 0 || strcmp(names[n_names - 1], cfg->listeners[i].name) != 0)
+      names[n_names++] = cfg->listeners[i].name;
+  const char *guess = closest(k->text, k->len, names, n_names);
   quote_node(k, buf, sizeof buf);
   if (guess != NULL) {
     error_at(c, k, "no listener named %s; did you mean '%s'?", buf, guess);
@@ -1890,7 +1974,7 @@ static void unknown_listener(ctx_t *c, const node_t *k) {
              "protocol and address",
              buf);
   } else {
-    char *all = join(names, cfg->n_listeners);
+    char *all = join(names, n_names);
     error_at(c, k, "no listener named %s; the listeners are: %s", buf, all);
     free(all);
   }
@@ -2673,6 +2757,9 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   for (size_t i = 0; i < c.n_real_paths; i++)
     free(c.real_paths[i]);
   free(c.real_paths);
+  for (size_t i = 0; i < c.n_bound; i++)
+    free(c.bound[i].what);
+  free(c.bound);
   for (size_t i = 0; i < c.n_files; i++)
     free(c.files[i]);
   free(c.files);

@@ -167,6 +167,18 @@ def t_update_tls_files(env):
           "the mismatched key named; stderr: %r" % proc.stderr[:400])
 
 
+def t_production_example(env):
+    """docs/examples/production.yaml is valid YAML for ddport: check finds
+    nothing wrong but the certificate it names, which is the operator's."""
+    path = os.path.join(ddtest.SOURCE, "docs", "examples", "production.yaml")
+    proc = run_check(path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    check_eq(proc.returncode, 1, "exit status (stdout: %s)" % proc.stdout)
+    check_eq(len(lines), 1, "one problem only; stderr: %r" % proc.stderr[:600])
+    check(lines[0].startswith("%s: update.tls: cannot load the certificate /etc/ddport/" % path),
+          "the missing certificate is the problem: %r" % lines[0])
+
+
 def t_missing_file(env):
     path = os.path.join(env.dir, "no-such-dir", "missing.yaml")
     proc = run_check(path)
@@ -187,6 +199,7 @@ CASES = [
     ("every stderr line starts with the file path", t_lines_start_with_path),
     ("missing file: exit 1 naming the file", t_missing_file),
     ("update.tls certificate and key are loaded by check", t_update_tls_files),
+    ("docs/examples/production.yaml: only its certificate is missing", t_production_example),
 ]
 
 if __name__ == "__main__":

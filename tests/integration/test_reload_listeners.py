@@ -125,6 +125,43 @@ def t_added_listener_routes(env):
         s.routes_via(s.proxy_port, "demo.ddport.test", env.backend)
 
 
+def answers_v6(port):
+    try:
+        socket.create_connection(("::1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def t_dual_stack_listener(env):
+    """One listener on an IPv4 and an IPv6 address routes visitors of
+    both by the device's one port for it; a reload that drops the IPv6
+    address closes that socket and keeps the IPv4 one."""
+    s = ListenerServer(env)
+    port = s.proxy_port
+    both = ("  - {name: http, protocol: http, address: [127.0.0.1:%d, \"[::1]:%d\"]}"
+            % (port, port))
+    devices = [device("demo.ddport.test", {"http": env.backend.port})]
+    s.configure([both], devices)
+    with s:
+        s.routes_via(port, "demo.ddport.test", env.backend)
+        res = ddtest.curl(s.dir, "http://[::1]:%d/" % port, ["-H", "Host: demo.ddport.test"],
+                          timeout=30)
+        check_eq(res.status, 200, "GET over IPv6: %s" % res.describe())
+        check_eq(res.header(ddtest.BACKEND_HEADER), env.backend.token, "the device over IPv6")
+        s.configure([listener("http", port)], devices)
+        s.sighup()
+        log = s.proc.stderr_text()
+        check("listener http on [::1]:%d: removed" % port in log,
+              "the IPv6 address's removal logged; log: %s" % s.stderr_tail())
+        deadline = time.monotonic() + WAIT_S
+        while answers_v6(port):
+            check(time.monotonic() < deadline, "[::1]:%d still accepts; log: %s"
+                  % (port, s.stderr_tail()))
+            time.sleep(0.05)
+        s.routes_via(port, "demo.ddport.test", env.backend)
+
+
 def t_removed_listener_finishes_transfer(env):
     s = ListenerServer(env)
     alt = ddtest.free_port()
@@ -266,6 +303,7 @@ def t_churn_under_traffic(env):
 
 CASES = [
     ("an added listener accepts and routes by its name's port", t_added_listener_routes),
+    ("one listener on IPv4 and IPv6; a reload drops one address", t_dual_stack_listener),
     ("a removed listener stops accepting; its transfer finishes", t_removed_listener_finishes_transfer),
     ("a listener changed in place and moved to a new address", t_moved_and_changed_listener),
     ("a new address in use: the old listener set stays whole", t_address_in_use_keeps_old_set),

@@ -1415,6 +1415,57 @@ static void test_idn(void) {
                 "expected a host name such as example.net\n");
 }
 
+/* A listener may take several addresses (dual stack: an IPv6 socket takes
+ * IPv6 only); no address serves two things. */
+static void test_listener_addresses(void) {
+  reg_config_t *cfg = load_ok(
+      "listeners:\n"
+      "  - {name: web, protocol: http, address: [127.0.0.1:8080, "
+      "\"[::1]:8080\"]}\n"
+      "  - {name: tls, protocol: tls, address: 127.0.0.1:8443}\n"
+      "devices:\n"
+      "  a.example.net: {address: 127.0.0.1, ports: {web: 1, tls: 2}}\n");
+  ASSERT_EQ(cfg->n_listeners, 3);
+  ASSERT_STR_EQ(cfg->listeners[0].name, "web");
+  ASSERT_STR_EQ(cfg->listeners[1].name, "web");
+  ASSERT_EQ(cfg->listeners[0].addr.ss_family, AF_INET);
+  ASSERT_EQ(cfg->listeners[1].addr.ss_family, AF_INET6);
+  ASSERT_EQ(sockaddr_port(&cfg->listeners[1].addr), 8080);
+  ASSERT_STR_EQ(cfg->listeners[2].name, "tls");
+  reg_config_free(cfg);
+
+  /* An unknown listener lists each name once. */
+  expect_errors("listeners:\n"
+                "  - {name: web, protocol: http, address: [127.0.0.1:1, "
+                "127.0.0.2:1]}\n"
+                "devices:\n"
+                "  a.example.net: {address: 127.0.0.1, ports: {zzz: 1}}\n",
+                "t.yaml:4:47: no listener named 'zzz'; the listeners are: "
+                "web\n");
+  expect_errors("listeners:\n"
+                "  - {name: web, protocol: http, address: []}\n",
+                "t.yaml:2:42: listener 'address' is an empty list; give one "
+                "address or more\n");
+  /* Two listeners, a listener and DNS, DNS twice, the update endpoint
+   * and a listener: each second one is refused, naming the first. */
+  expect_errors(
+      "listeners:\n"
+      "  - {name: one, protocol: http, address: 127.0.0.1:8080}\n"
+      "  - {name: two, protocol: tls, address: [127.0.0.1:8443, "
+      "127.0.0.1:8080]}\n"
+      "dns:\n"
+      "  listen: [127.0.0.1:8443, 127.0.0.1:5353, 127.0.0.1:5353]\n"
+      "update: {listen: [127.0.0.1:8080]}\n",
+      "t.yaml:3:58: address 127.0.0.1:8080 is already taken by listener "
+      "'one' at line 2, column 42; give each its own address\n"
+      "t.yaml:5:12: address 127.0.0.1:8443 is already taken by listener "
+      "'two' at line 3, column 42; give each its own address\n"
+      "t.yaml:5:44: address 127.0.0.1:5353 is already taken by dns.listen "
+      "at line 5, column 28; give each its own address\n"
+      "t.yaml:6:19: address 127.0.0.1:8080 is already taken by listener "
+      "'one' at line 2, column 42; give each its own address\n");
+}
+
 /* text with insert put right after the first 'after' in it, into out. */
 static void insert_after(const char *text, const char *after,
                          const char *insert, char *out, size_t size) {
@@ -1529,5 +1580,6 @@ int main(int argc, char **argv) {
   RUN_TEST(test_secret_hash);
   RUN_TEST(test_idn);
   RUN_TEST(test_restart_keys);
+  RUN_TEST(test_listener_addresses);
   return 0;
 }
