@@ -371,6 +371,18 @@ dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
                                   const uint8_t *msg, size_t len, uint64_t now,
                                   dns_tsig_ctx_t *ctx);
 
+/* Checks the TSIG of msg[0..len), the answer to a request of ours that
+ * dns_tsig_sign signed with request (so request->mac is that request's
+ * MAC, which the answer's MAC must cover: RFC 8945 5.3). DNS_TSIG_OK only
+ * for an answer signed with the same key and algorithm, MAC right, time
+ * within its fudge of now; DNS_TSIG_NONE for an unsigned answer; BADKEY
+ * for another key or algorithm; BADSIG for a wrong or missing MAC;
+ * BADTIME; FORMERR. *error gets the TSIG error the answer reports (0 when
+ * it has no TSIG). Pure: reads msg only. */
+dns_tsig_status_t dns_tsig_verify_answer(const dns_tsig_ctx_t *request,
+                                         const uint8_t *msg, size_t len,
+                                         uint64_t now, uint16_t *error);
+
 /* Prepares ctx to sign a request of our own (a NOTIFY) with key. */
 void dns_tsig_ctx_for_key(dns_tsig_ctx_t *ctx, const reg_tsig_key_t *key,
                           uint64_t now);

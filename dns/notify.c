@@ -4,6 +4,7 @@
 #include "dns/dns.h"
 #include "dns/dns_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -24,6 +25,11 @@ typedef struct job {
   unsigned attempts;
   uint32_t serial;
   bool waiting; /* sent and not yet answered */
+  /* Signed NOTIFYs: the key, and each try's MAC, which a signed answer
+   * must cover (tsig.key NULL: not signed). */
+  dns_tsig_ctx_t tsig;
+  uint8_t macs[MAX_ATTEMPTS][64];
+  uint8_t mac_lens[MAX_ATTEMPTS];
 } job_t;
 
 struct dns_notifier {
@@ -56,20 +62,21 @@ static uv_udp_t *socket_for(dns_notifier_t *n, const job_t *job) {
 }
 
 /* The NOTIFY: the zone's SOA as question, and the new SOA as a hint
- * (RFC 1996 3.7), signed when the target has a key. */
-static size_t build(const job_t *job, uint8_t *out, size_t cap) {
+ * (RFC 1996 3.7), signed when the target has a key (its MAC kept for
+ * checking the answer). */
+static size_t build(job_t *job, uint8_t *out, size_t cap) {
   const reg_zone_t *zone = job_zone(job);
   const reg_config_t *config = job->notifier->config;
   dns_question_t q = {.qtype = DNS_TYPE_SOA, .qclass = DNS_CLASS_IN};
   dns_soa_t soa;
-  dns_tsig_ctx_t tsig;
+  dns_tsig_ctx_t *tsig = &job->tsig;
   dns_writer_t w;
 
-  memset(&tsig, 0, sizeof tsig);
+  memset(tsig, 0, sizeof *tsig);
   if (job->target->key)
     for (size_t i = 0; i < config->dns.n_tsig_keys; i++)
       if (strcmp(config->dns.tsig_keys[i].name, job->target->key) == 0)
-        dns_tsig_ctx_for_key(&tsig, &config->dns.tsig_keys[i],
+        dns_tsig_ctx_for_key(tsig, &config->dns.tsig_keys[i],
                              (uint64_t)time(NULL));
   if (dns_name_from_text(zone->name, strlen(zone->name), &q.name) != 0)
     return 0;
@@ -78,13 +85,16 @@ static size_t build(const job_t *job, uint8_t *out, size_t cap) {
                     .flags = DNS_FLAG_OPCODE(DNS_OPCODE_NOTIFY) | DNS_FLAG_AA,
                     .qdcount = 1,
                     .ancount = 1};
-  dns_writer_init(&w, out, cap - dns_tsig_reserve(&tsig));
+  dns_writer_init(&w, out, cap - dns_tsig_reserve(tsig));
   dns_write_header(&w, &h);
   dns_write_question(&w, &q);
   dns_write_rr_soa(&w, &q.name, zone->ttl, &soa);
   if (w.too_big)
     return 0;
-  return dns_tsig_sign(&tsig, out, w.len, cap);
+  size_t len = dns_tsig_sign(tsig, out, w.len, cap);
+  if (tsig->key && len == w.len)
+    return 0; /* a NOTIFY that should be signed goes signed or not at all */
+  return len;
 }
 
 static void on_retry(uv_timer_t *timer);
@@ -98,6 +108,9 @@ static void send_notify(job_t *job) {
 
   target_text(job, where, sizeof where);
   job->attempts++;
+  /* attempts never passes MAX_ATTEMPTS: on_retry stops there. */
+  memcpy(job->macs[job->attempts - 1], job->tsig.mac, job->tsig.mac_len);
+  job->mac_lens[job->attempts - 1] = (uint8_t)job->tsig.mac_len;
   if (!udp || len == 0) {
     core_log(CORE_LOG_ERROR, "dns: cannot NOTIFY %s about %s: %s", where,
              job_zone(job)->name, udp ? "message too big" : "no socket");
@@ -157,17 +170,68 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(space, sizeof space);
 }
 
-/* An answer acknowledges the job whose ID and target it matches. The
- * answer's own TSIG is not checked: it only stops our retries. */
+static const char *tsig_error_text(uint16_t error) {
+  switch (error) {
+  case DNS_TSIG_ERR_BADSIG:
+    return "BADSIG";
+  case DNS_TSIG_ERR_BADKEY:
+    return "BADKEY";
+  case DNS_TSIG_ERR_BADTIME:
+    return "BADTIME";
+  }
+  return "an unknown error";
+}
+
+/* The TSIG of an answer to a signed NOTIFY, against each try's MAC (the
+ * answer may be to an earlier try: retries keep the ID). */
+static dns_tsig_status_t answer_tsig(const job_t *job, const uint8_t *msg,
+                                     size_t len, uint16_t *error) {
+  dns_tsig_ctx_t request = job->tsig;
+  dns_tsig_status_t status = DNS_TSIG_NONE;
+  uint64_t now = (uint64_t)time(NULL);
+  for (unsigned i = job->attempts; i-- > 0;) {
+    memcpy(request.mac, job->macs[i], job->mac_lens[i]);
+    request.mac_len = job->mac_lens[i];
+    status = dns_tsig_verify_answer(&request, msg, len, now, error);
+    if (status != DNS_TSIG_BADSIG)
+      break;
+  }
+  return status;
+}
+
+/* Says why an answer to a signed NOTIFY does not acknowledge it; the job
+ * keeps waiting, and retrying. */
+static void log_unverified(const job_t *job, dns_tsig_status_t status,
+                           uint16_t error) {
+  static const char *const why[] = {
+      [DNS_TSIG_NONE] = "is not signed",
+      [DNS_TSIG_FORMERR] = "has a malformed TSIG record",
+      [DNS_TSIG_BADKEY] = "is signed with another key or algorithm",
+      [DNS_TSIG_BADSIG] = "has a wrong MAC",
+      [DNS_TSIG_BADTIME] = "is signed too far from our clock",
+  };
+  char where[64], reports[64] = "";
+  if (error != 0)
+    snprintf(reports, sizeof reports, " (it reports TSIG %s)",
+             tsig_error_text(error));
+  core_log(CORE_LOG_WARN,
+           "dns: NOTIFY of %s serial %u to %s: the answer %s%s; not an "
+           "acknowledgement, retrying",
+           job_zone(job)->name, job->serial,
+           target_text(job, where, sizeof where), why[status], reports);
+}
+
+/* An answer acknowledges the job whose ID and target it matches; when the
+ * NOTIFY was signed, only once the answer's TSIG checks out against it
+ * (RFC 8945 5.3): anybody can send an unsigned answer. */
 static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *addr, unsigned flags) {
   dns_notifier_t *n = udp->data;
+  const uint8_t *msg = (const uint8_t *)buf->base;
   dns_header_t h;
   char where[64];
-  (void)flags;
-  if (nread <= 0 || !addr || n->stopping ||
-      dns_header_parse((const uint8_t *)buf->base, (size_t)nread, &h) !=
-          DNS_WIRE_OK ||
+  if (nread <= 0 || !addr || n->stopping || (flags & UV_UDP_PARTIAL) ||
+      dns_header_parse(msg, (size_t)nread, &h) != DNS_WIRE_OK ||
       !(h.flags & DNS_FLAG_QR) || dns_header_opcode(&h) != DNS_OPCODE_NOTIFY)
     return;
   for (size_t i = 0; i < n->n_jobs; i++) {
@@ -175,13 +239,23 @@ static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
     if (!job->waiting || job->id != h.id ||
         !same_addr(addr, &job->target->addr))
       continue;
+    if (job->tsig.key) {
+      uint16_t error;
+      dns_tsig_status_t status = answer_tsig(job, msg, (size_t)nread, &error);
+      if (status != DNS_TSIG_OK || error != 0) {
+        log_unverified(job, status, error);
+        return;
+      }
+    }
     job->waiting = false;
     uv_timer_stop(&job->timer);
     unsigned rcode = dns_header_rcode(&h);
     if (rcode == DNS_RCODE_NOERROR)
-      core_log(CORE_LOG_INFO, "dns: NOTIFY of %s serial %u to %s acknowledged",
+      core_log(CORE_LOG_INFO,
+               "dns: NOTIFY of %s serial %u to %s acknowledged%s",
                job_zone(job)->name, job->serial,
-               target_text(job, where, sizeof where));
+               target_text(job, where, sizeof where),
+               job->tsig.key ? " (TSIG verified)" : "");
     else
       core_log(CORE_LOG_WARN,
                "dns: NOTIFY of %s serial %u to %s answered with rcode %u%s",

@@ -136,23 +136,39 @@ static const reg_tsig_key_t *key_find(const reg_config_t *config,
   return NULL;
 }
 
-dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
-                                  const uint8_t *msg, size_t len, uint64_t now,
-                                  dns_tsig_ctx_t *ctx) {
-  dns_header_t h;
-  size_t pos = DNS_HEADER_SIZE, tsig_at = 0;
-  dns_rr_t rr, tsig;
+/* A message's TSIG record, as found by tsig_find. */
+typedef struct tsig_record {
+  dns_header_t header;
+  dns_rr_t rr;         /* rr.name: the key's name */
+  size_t at;           /* offset of the record: the end of what is signed */
+  dns_name_t alg_name; /* the algorithm */
+  uint64_t time_signed;
+  uint16_t fudge;
+  const uint8_t *mac;
+  size_t mac_len;
+  uint16_t orig_id, error;
+  const uint8_t *other;
+  uint16_t other_len;
+} tsig_record_t;
+
+/* Finds and decodes the TSIG record of msg[0..len): DNS_TSIG_OK with *t
+ * filled, DNS_TSIG_NONE when there is none (or the message cannot be read
+ * up to one), DNS_TSIG_FORMERR when it is malformed or not last. */
+static dns_tsig_status_t tsig_find(const uint8_t *msg, size_t len,
+                                   tsig_record_t *t) {
+  size_t pos = DNS_HEADER_SIZE;
+  dns_rr_t rr;
   bool found = false;
 
-  memset(ctx, 0, sizeof *ctx);
-  if (dns_header_parse(msg, len, &h) != DNS_WIRE_OK)
+  if (dns_header_parse(msg, len, &t->header) != DNS_WIRE_OK)
     return DNS_TSIG_NONE;
-  for (unsigned i = 0; i < h.qdcount; i++) {
+  const dns_header_t *h = &t->header;
+  for (unsigned i = 0; i < h->qdcount; i++) {
     dns_question_t q;
     if (dns_question_parse(msg, len, &pos, &q) != DNS_WIRE_OK)
       return DNS_TSIG_NONE;
   }
-  unsigned n_rr = (unsigned)h.ancount + h.nscount + h.arcount;
+  unsigned n_rr = (unsigned)h->ancount + h->nscount + h->arcount;
   for (unsigned i = 0; i < n_rr; i++) {
     size_t at = pos;
     if (dns_rr_parse(msg, len, &pos, &rr) != DNS_WIRE_OK)
@@ -160,75 +176,129 @@ dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
     if (rr.type != DNS_TYPE_TSIG)
       continue;
     /* One TSIG, the last record of the message (RFC 8945 5.1). */
-    if (found || i != n_rr - 1 || h.arcount == 0)
+    if (found || i != n_rr - 1 || h->arcount == 0)
       return DNS_TSIG_FORMERR;
     found = true;
-    tsig = rr;
-    tsig_at = at;
+    t->rr = rr;
+    t->at = at;
   }
   if (!found)
     return DNS_TSIG_NONE;
-  if (pos != len || tsig.rclass != DNS_CLASS_ANY || tsig.ttl != 0)
+  if (pos != len || t->rr.rclass != DNS_CLASS_ANY || t->rr.ttl != 0)
     return DNS_TSIG_FORMERR;
 
   /* The record's data: algorithm, time, fudge, MAC, original ID, error,
    * other data; exactly. */
-  size_t p = tsig.rdata, end = tsig.rdata + tsig.rdlength;
-  if (dns_name_decode(msg, end, &p, &ctx->alg_name) != DNS_WIRE_OK ||
+  size_t p = t->rr.rdata, end = t->rr.rdata + t->rr.rdlength;
+  if (dns_name_decode(msg, end, &p, &t->alg_name) != DNS_WIRE_OK ||
       end - p < 10)
     return DNS_TSIG_FORMERR;
-  uint64_t time_signed = ((uint64_t)get_u16(msg + p) << 32) |
-                         ((uint64_t)get_u16(msg + p + 2) << 16) |
-                         get_u16(msg + p + 4);
-  uint16_t fudge = get_u16(msg + p + 6);
-  size_t mac_len = get_u16(msg + p + 8);
+  t->time_signed = ((uint64_t)get_u16(msg + p) << 32) |
+                   ((uint64_t)get_u16(msg + p + 2) << 16) |
+                   get_u16(msg + p + 4);
+  t->fudge = get_u16(msg + p + 6);
+  t->mac_len = get_u16(msg + p + 8);
   p += 10;
-  if (end - p < mac_len + 6)
+  if (end - p < t->mac_len + 6)
     return DNS_TSIG_FORMERR;
-  const uint8_t *mac = msg + p;
-  p += mac_len;
-  uint16_t orig_id = get_u16(msg + p);
-  uint16_t error = get_u16(msg + p + 2);
-  size_t other_len = get_u16(msg + p + 4);
+  t->mac = msg + p;
+  p += t->mac_len;
+  t->orig_id = get_u16(msg + p);
+  t->error = get_u16(msg + p + 2);
+  t->other_len = get_u16(msg + p + 4);
   p += 6;
-  if (end - p != other_len)
+  if (end - p != t->other_len)
     return DNS_TSIG_FORMERR;
+  t->other = msg + p;
+  return DNS_TSIG_OK;
+}
 
-  ctx->key_name = tsig.name;
+/* True when t's algorithm is key's. */
+static bool algorithm_matches(const tsig_record_t *t,
+                              const reg_tsig_key_t *key) {
+  char alg[DNS_NAME_TEXT_MAX];
+  return dns_name_to_text(&t->alg_name, alg, sizeof alg, true) >= 0 &&
+         strcmp(alg, algorithm_name(key->algorithm)) == 0;
+}
+
+/* True when t's MAC is the one key gives msg, chained to prior (the
+ * request's MAC when msg is an answer; none for a request). Truncated MACs
+ * (RFC 8945 5.2.2.1) are not accepted: nobody sends them to a primary, and
+ * we never ask for them. */
+static bool mac_matches(const tsig_record_t *t, const reg_tsig_key_t *key,
+                        const uint8_t *prior, size_t prior_len,
+                        const uint8_t *msg) {
+  uint8_t want[64];
+  size_t want_len = mac_compute(key, prior, prior_len, msg, t->at, t->orig_id,
+                                (uint16_t)(t->header.arcount - 1), &t->rr.name,
+                                &t->alg_name, t->time_signed, t->fudge,
+                                t->error, t->other, t->other_len, false, want);
+  return want_len != 0 && t->mac_len == want_len &&
+         CRYPTO_memcmp(want, t->mac, want_len) == 0;
+}
+
+static bool time_in_range(const tsig_record_t *t, uint64_t now) {
+  uint64_t skew =
+      now > t->time_signed ? now - t->time_signed : t->time_signed - now;
+  return skew <= t->fudge;
+}
+
+dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
+                                  const uint8_t *msg, size_t len, uint64_t now,
+                                  dns_tsig_ctx_t *ctx) {
+  tsig_record_t t;
+
+  memset(ctx, 0, sizeof *ctx);
+  dns_tsig_status_t found = tsig_find(msg, len, &t);
+  if (found != DNS_TSIG_OK)
+    return found;
+  ctx->key_name = t.rr.name;
+  ctx->alg_name = t.alg_name;
   ctx->time_signed = now;
   ctx->fudge = TSIG_FUDGE;
-  const reg_tsig_key_t *key = key_find(config, &tsig.name);
-  char alg[DNS_NAME_TEXT_MAX];
-  if (!key || dns_name_to_text(&ctx->alg_name, alg, sizeof alg, true) < 0 ||
-      strcmp(alg, algorithm_name(key->algorithm)) != 0) {
+  const reg_tsig_key_t *key = key_find(config, &t.rr.name);
+  if (!key || !algorithm_matches(&t, key)) {
     ctx->error = DNS_TSIG_ERR_BADKEY;
     return DNS_TSIG_BADKEY;
   }
   ctx->key = key;
-  uint8_t want[64];
-  size_t want_len = mac_compute(
-      key, NULL, 0, msg, tsig_at, orig_id, (uint16_t)(h.arcount - 1),
-      &tsig.name, &ctx->alg_name, time_signed, fudge, error,
-      msg + p - other_len, (uint16_t)other_len, false, want);
-  /* Truncated MACs (RFC 8945 5.2.2.1) are not accepted: nobody sends
-   * them to a primary. */
-  if (want_len == 0 || mac_len != want_len ||
-      CRYPTO_memcmp(want, mac, want_len) != 0) {
+  if (!mac_matches(&t, key, NULL, 0, msg)) {
     ctx->key = NULL;
     ctx->error = DNS_TSIG_ERR_BADSIG;
     return DNS_TSIG_BADSIG;
   }
-  memcpy(ctx->mac, mac, mac_len);
-  ctx->mac_len = mac_len;
-  uint64_t skew = now > time_signed ? now - time_signed : time_signed - now;
-  if (skew > fudge) {
+  memcpy(ctx->mac, t.mac, t.mac_len);
+  ctx->mac_len = t.mac_len;
+  if (!time_in_range(&t, now)) {
     /* Signed, so the client can trust our clock in the Other Data; the
      * time is the request's own (RFC 8945 5.2.3). */
     ctx->error = DNS_TSIG_ERR_BADTIME;
     ctx->other_time = now;
-    ctx->time_signed = time_signed;
+    ctx->time_signed = t.time_signed;
     return DNS_TSIG_BADTIME;
   }
+  return DNS_TSIG_OK;
+}
+
+dns_tsig_status_t dns_tsig_verify_answer(const dns_tsig_ctx_t *request,
+                                         const uint8_t *msg, size_t len,
+                                         uint64_t now, uint16_t *error) {
+  tsig_record_t t;
+
+  *error = 0;
+  dns_tsig_status_t found = tsig_find(msg, len, &t);
+  if (found != DNS_TSIG_OK)
+    return found;
+  *error = t.error;
+  if (!request->key || !dns_name_equal(&t.rr.name, &request->key_name) ||
+      !algorithm_matches(&t, request->key))
+    return DNS_TSIG_BADKEY;
+  /* An answer that reports BADKEY or BADSIG carries no MAC: nothing in it
+   * can be trusted. */
+  if (!mac_matches(&t, request->key, request->mac, request->mac_len, msg))
+    return DNS_TSIG_BADSIG;
+  if (!time_in_range(&t, now))
+    return DNS_TSIG_BADTIME;
   return DNS_TSIG_OK;
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """NOTIFY (RFC 1996) from a real `ddport serve` to stand-in secondaries
 (UDP sockets of this test): sent at start, retried until answered, signed
-with TSIG when the target names a key, and the outcome logged. The real
-secondary (Knot) is in test_dns_secondary.py. Loopback only."""
+with TSIG when the target names a key, and the outcome logged. The answer
+to a signed NOTIFY acknowledges it only when signed right (RFC 8945 5.3):
+unsigned or badly signed answers are logged and the NOTIFY is retried.
+The real secondary (Knot) is in test_dns_secondary.py. Loopback only."""
 
 import base64
 import os
@@ -18,6 +20,7 @@ import dnsmsg  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
 
 SECRET = bytes(range(50, 82))
+WRONG_SECRET = bytes(range(51, 83))
 
 
 class Env:
@@ -44,14 +47,16 @@ def setup():
     env.socks = {}
     env.ddport = None
     try:
-        for name in ("plain", "signed", "refuses"):
+        for name in ("plain", "signed", "badsig", "refuses"):
             env.socks[name] = bind_udp()
         env.proxy_port = ddtest.free_port()
         env.dns_port = ddtest.free_port()
         text = ddtest.config_text(env.proxy_port, env.dns_port, env.proxy_port, env.proxy_port)
         soa = "      soa: {email: hostmaster@ddport.test, refresh: 1h, retry: 10m, expire: 7d, minimum: 60}\n"
-        notify = ("      notify: [127.0.0.1:%d, {address: 127.0.0.1:%d, key: xfr}, 127.0.0.1:%d]\n"
-                  % (env.socks["plain"][1], env.socks["signed"][1], env.socks["refuses"][1]))
+        notify = ("      notify: [127.0.0.1:%d, {address: 127.0.0.1:%d, key: xfr},"
+                  " {address: 127.0.0.1:%d, key: xfr}, 127.0.0.1:%d]\n"
+                  % (env.socks["plain"][1], env.socks["signed"][1], env.socks["badsig"][1],
+                     env.socks["refuses"][1]))
         text = text.replace(soa, soa + notify, 1)
         text = text.replace("  zones:\n", "  tsig_keys: {xfr: {secret: %s}}\n  zones:\n"
                             % base64.b64encode(SECRET).decode(), 1)
@@ -81,12 +86,30 @@ def receive(sock, timeout=15):
     return data, addr
 
 
-def reply(sock, addr, query, rcode=0):
+def drain(sock):
+    """Drops the tries queued so far (sent before an answer just given:
+    retries are a second or more apart)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            sock.recvfrom(65535)
+    except BlockingIOError:
+        pass
+
+
+def reply(sock, addr, query, rcode=0, secret=None, request_mac=True):
+    """Answers query; with secret, signed with key xfr, covering the
+    query's MAC unless request_mac is False."""
     m = dnsmsg.Message(query)
     q = m.question[0]
     msg = struct.pack("!HHHHHH", m.id, 0x8000 | (4 << 11) | 0x0400 | rcode, 1, 0, 0, 0)
     msg += dnsmsg.encode_name(q[0]) + struct.pack("!HH", q[1], q[2])
+    if secret is not None:
+        t = m.tsig()
+        msg = dnsmsg.sign(msg, "xfr", "hmac-sha256", secret,
+                          request_mac=t.mac if request_mac else None)
     sock.sendto(msg, addr)
+    drain(sock)
 
 
 def check_notify(env, data, what):
@@ -102,10 +125,11 @@ def check_notify(env, data, what):
     return m
 
 
-def wait_log(env, text, timeout=15):
+def wait_log(env, text, timeout=15, times=1):
+    """True once text is in the log times times."""
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.1) + 1):
-        if text in env.ddport.stderr_text():
+        if env.ddport.stderr_text().count(text) >= times:
             return True
         if time.monotonic() > deadline:
             break
@@ -126,6 +150,28 @@ def t_plain_retry_ack(env):
           "acknowledgement not logged: %s" % env.ddport.stderr_tail())
 
 
+def check_not_acknowledged(env, sock, port, why, m, times=1):
+    """The answer just sent was logged (the times-th such line) as no
+    acknowledgement, and the NOTIFY comes again (same ID); returns the new
+    try."""
+    check(wait_log(env, "to 127.0.0.1:%d: the answer %s; not an acknowledgement, retrying"
+                   % (port, why), times=times),
+          "answer that %s not logged: %s" % (why, env.ddport.stderr_tail()))
+    data, addr = receive(sock)
+    check_eq(dnsmsg.Message(data).id, m.id, "ID of the NOTIFY retried after an answer that " + why)
+    check("to 127.0.0.1:%d acknowledged" % port not in env.ddport.stderr_text(),
+          "an answer that %s was taken as an acknowledgement" % why)
+    return data, addr
+
+
+def check_signed_ack(env, sock, port, data, addr):
+    """An answer signed right, covering the MAC of the NOTIFY it answers,
+    acknowledges it."""
+    reply(sock, addr, data, secret=SECRET)
+    check(wait_log(env, "to 127.0.0.1:%d acknowledged (TSIG verified)" % port),
+          "acknowledgement not logged: %s" % env.ddport.stderr_tail())
+
+
 def t_signed(env):
     sock, port = env.socks["signed"]
     data, addr = receive(sock)
@@ -134,9 +180,24 @@ def t_signed(env):
     check(t is not None and t.name == "xfr." and t.algorithm == "hmac-sha256.",
           "NOTIFY to a target with key xfr is not signed with it")
     check(dnsmsg.verify(data, SECRET, "hmac-sha256", None), "MAC of the NOTIFY")
-    reply(sock, addr, data)
-    check(wait_log(env, "to 127.0.0.1:%d acknowledged" % port),
-          "acknowledgement not logged: %s" % env.ddport.stderr_tail())
+    # Unsigned, as from a secondary that does not know the key (NOTAUTH):
+    # anybody could have sent it.
+    reply(sock, addr, data, rcode=9)
+    data, addr = check_not_acknowledged(env, sock, port, "is not signed", m)
+    check_signed_ack(env, sock, port, data, addr)
+
+
+def t_signed_wrong(env):
+    sock, port = env.socks["badsig"]
+    data, addr = receive(sock)
+    m = dnsmsg.Message(data)
+    # Another secret.
+    reply(sock, addr, data, secret=WRONG_SECRET)
+    data, addr = check_not_acknowledged(env, sock, port, "has a wrong MAC", m)
+    # The right secret, but not chained to the NOTIFY's MAC.
+    reply(sock, addr, data, secret=SECRET, request_mac=False)
+    data, addr = check_not_acknowledged(env, sock, port, "has a wrong MAC", m, times=2)
+    check_signed_ack(env, sock, port, data, addr)
 
 
 def t_refused(env):
@@ -154,7 +215,9 @@ def t_sigterm(env):
 
 CASES = [
     ("NOTIFY at start, retried with the same ID until answered", t_plain_retry_ack),
-    ("NOTIFY signed with the target's TSIG key", t_signed),
+    ("NOTIFY signed with the target's TSIG key; only a signed answer acknowledges it",
+     t_signed),
+    ("answers signed wrongly or not at all are logged and the NOTIFY retried", t_signed_wrong),
     ("a REFUSED answer is logged", t_refused),
     ("SIGTERM: exit 0", t_sigterm),
 ]
