@@ -52,6 +52,8 @@ typedef struct name_entry {
   uint32_t len;  /* names and keys are shorter than a file */
   uint32_t hash; /* compared first: a probe rarely reads another name */
   pos_t at;
+  bool canonical; /* a device whose key was written as its name, see
+                   * stream_device */
 } name_entry_t;
 
 typedef struct name_set {
@@ -74,6 +76,9 @@ typedef struct ctx {
   messages_t errors, warnings;
   const node_t **fallbacks; /* per listener: its 'fallback' value, or NULL */
   name_set_t devices_seen, accounts_seen;
+  name_set_t streamed_keys; /* see stream_device */
+  size_t top_checked;       /* root pairs checked before devices streamed */
+  bool listeners_done, dns_done;
   owner_ref_t *owners;
   size_t n_owners, cap_owners, cap_devices, cap_accounts;
   pos_t owner_at;    /* of the device just parsed */
@@ -186,6 +191,11 @@ static int message_order(const void *a, const void *b) {
 static void sort_messages(messages_t *list) {
   if (list->n > 1)
     qsort(list->v, list->n, sizeof *list->v, message_order);
+}
+
+static void truncate_messages(messages_t *list, size_t n) {
+  while (list->n > n)
+    free(list->v[--list->n].text);
 }
 
 static void free_messages(messages_t *list) {
@@ -330,6 +340,17 @@ static name_entry_t *set_slot(name_set_t *set, const char *s, size_t len,
   }
 }
 
+/* Copies an entry known to be absent into a set with room for it. */
+static void set_put(name_set_t *set, const name_entry_t *e) {
+  /* The stored hash is the low half: it still picks the slot, since sets
+   * stay below 2^32 slots. */
+  size_t j = e->hash & set->mask;
+  while (set->slots[j].s != NULL)
+    j = (j + 1) & set->mask;
+  set->slots[j] = *e;
+  set->count++;
+}
+
 /* Room for count names in all without growing on the way. */
 static void set_reserve(name_set_t *set, size_t count) {
   if (set->slots != NULL && count * 2 <= set->mask + 1)
@@ -340,22 +361,31 @@ static void set_reserve(name_set_t *set, size_t count) {
     const name_entry_t *e = &set->slots[i];
     if (e->s == NULL)
       continue;
-    /* The stored hash is the low half: it still picks the slot, since
-     * sets stay below 2^32 slots. */
-    size_t j = e->hash & bigger.mask;
-    while (bigger.slots[j].s != NULL)
-      j = (j + 1) & bigger.mask;
-    bigger.slots[j] = *e;
+    set_put(&bigger, e);
   }
-  bigger.count = set->count;
   free(set->slots);
   *set = bigger;
 }
 
+/* Drops the names a file introduced, when its document turned out broken
+ * after some were streamed. */
+static void set_drop_file(name_set_t *set, uint32_t file) {
+  if (set->slots == NULL)
+    return;
+  name_set_t kept;
+  set_init(&kept, set->count);
+  for (size_t i = 0; i <= set->mask; i++)
+    if (set->slots[i].s != NULL && set->slots[i].at.file != file)
+      set_put(&kept, &set->slots[i]);
+  free(set->slots);
+  *set = kept;
+}
+
 /* Adds s (which must outlive the set) unless present. Returns the entry of
  * an earlier equal name, or NULL when s is new. */
-static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
-                                   pos_t at) {
+static const name_entry_t *set_add_marked(name_set_t *set, const char *s,
+                                          size_t len, pos_t at,
+                                          bool canonical) {
   set_reserve(set, set->count + 1);
   uint64_t hash = reg_name_hash(s, len);
   name_entry_t *e = set_slot(set, s, len, hash);
@@ -365,16 +395,26 @@ static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
   e->len = (uint32_t)len;
   e->hash = (uint32_t)hash;
   e->at = at;
+  e->canonical = canonical;
   set->count++;
   return NULL;
 }
 
-static const name_entry_t *set_find(const name_set_t *set, const char *s) {
-  if (set->slots == NULL)
+static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
+                                   pos_t at) {
+  return set_add_marked(set, s, len, at, false);
+}
+
+static const name_entry_t *set_find_len(const name_set_t *set, const char *s,
+                                        size_t len) {
+  if (set->count == 0)
     return NULL;
-  size_t len = strlen(s);
   name_entry_t *e = set_slot((name_set_t *)set, s, len, reg_name_hash(s, len));
   return e->s != NULL ? e : NULL;
+}
+
+static const name_entry_t *set_find(const name_set_t *set, const char *s) {
+  return set_find_len(set, s, strlen(s));
 }
 
 static void set_free(name_set_t *set) {
@@ -397,8 +437,16 @@ static void report_duplicate_key(ctx_t *c, node_t *key, pos_t first) {
            quote_node(key, buf, sizeof buf), first.line, first.column);
 }
 
+static void mark_duplicates_from(ctx_t *c, node_t *n, size_t start);
+
 /* Marks every repeated key so the schema walk sees only the first. */
 static void mark_duplicates(ctx_t *c, node_t *n) {
+  mark_duplicates_from(c, n, 0);
+}
+
+/* The same for a mapping's pairs from start on, the ones before having
+ * been checked already (when they were all the mapping had). */
+static void mark_duplicates_from(ctx_t *c, node_t *n, size_t start) {
   if (n->kind == REG_YAML_SEQUENCE) {
     for (size_t i = 0; i < n->len; i++)
       mark_duplicates(c, &n->kids[i]);
@@ -407,7 +455,7 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
   if (n->kind != REG_YAML_MAPPING)
     return;
   if (n->len <= 16) {
-    for (size_t i = 1; i < n->len; i++)
+    for (size_t i = start > 1 ? start : 1; i < n->len; i++)
       for (size_t j = 0; j < i; j++)
         if (same_key(reg_yaml_key(n, i), reg_yaml_key(n, j))) {
           report_duplicate_key(c, reg_yaml_key(n, i),
@@ -423,12 +471,12 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
         continue;
       const name_entry_t *first =
           set_add(&set, key->text, key->len, pos_of(c, key));
-      if (first != NULL)
+      if (first != NULL && i >= start)
         report_duplicate_key(c, key, first->at);
     }
     set_free(&set);
   }
-  for (size_t i = 0; i < 2 * n->len; i++)
+  for (size_t i = 2 * start; i < 2 * n->len; i++)
     mark_duplicates(c, &n->kids[i]);
 }
 
@@ -2022,23 +2070,63 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
              &d->enabled);
 }
 
-static void parse_device(ctx_t *c, const node_t *key, const node_t *value) {
+/* Devices come from several files and streams: grow by doubling. */
+static void reserve_devices(ctx_t *c, size_t count) {
   reg_config_t *cfg = c->config;
-  char name[CORE_NAME_MAX + 1];
-  if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
-                name))
+  if (count <= c->cap_devices)
     return;
+  size_t cap = c->cap_devices ? c->cap_devices : 16;
+  while (cap < count)
+    cap *= 2;
+  cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
+  c->cap_devices = cap;
+}
+
+/* A streamed key that is not a new device written as its own name: the
+ * only kind whose exact repeat the devices seen so far cannot tell. */
+static void remember_key(ctx_t *c, const node_t *key) {
+  char *copy = xmalloc(key->len + 1);
+  memcpy(copy, key->text, key->len + 1);
+  if (set_add(&c->streamed_keys, copy, key->len, pos_of(c, key)) != NULL)
+    free(copy);
+}
+
+static void forget_streamed_keys(ctx_t *c) {
+  for (size_t i = 0;
+       c->streamed_keys.slots != NULL && i <= c->streamed_keys.mask; i++)
+    free((char *)c->streamed_keys.slots[i].s);
+  set_free(&c->streamed_keys);
+}
+
+/* Checks one device whose key normalised to name. With streamed, a key
+ * written exactly as an earlier one of the same mapping is a duplicate key,
+ * as mark_duplicates would have found in a whole tree. */
+static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
+                               const char *name, bool canonical,
+                               bool streamed) {
+  reg_config_t *cfg = c->config;
   /* A repeated device is still checked, into a scratch copy, so its own
    * mistakes are reported too. */
   reg_device_t scratch, *d = &scratch;
-  char *copy = xstrdup(name);
+  size_t len = strlen(name);
+  char *copy = xmalloc(len + 1);
+  memcpy(copy, name, len + 1);
   const name_entry_t *first =
-      set_add(&c->devices_seen, copy, strlen(copy), pos_of(c, key));
+      set_add_marked(&c->devices_seen, copy, len, pos_of(c, key), canonical);
+  if (first != NULL && streamed && canonical && first->canonical &&
+      first->at.file == c->file) {
+    report_duplicate_key(c, key, first->at);
+    free(copy);
+    return;
+  }
   if (first != NULL) {
     char at[PATH_TEXT_SIZE];
+    if (streamed && canonical)
+      remember_key(c, key);
     error_at(c, key, "duplicate device '%s'; already defined at %s", name,
              pos_text(c, first->at, at, sizeof at));
   } else {
+    reserve_devices(c, cfg->n_devices + 1);
     d = &cfg->devices[cfg->n_devices++];
   }
   memset(d, 0, sizeof *d);
@@ -2060,25 +2148,57 @@ static void parse_device(ctx_t *c, const node_t *key, const node_t *value) {
   }
 }
 
+static void parse_device(ctx_t *c, node_t *key, const node_t *value,
+                         bool streamed) {
+  char name[CORE_NAME_MAX + 1];
+  if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
+                name))
+    return;
+  parse_named_device(c, key, value, name, false, streamed);
+}
+
 static void parse_devices(ctx_t *c, const slot_t *slot) {
   const node_t *map = slot->value;
   if (!is_mapping_or_null(c, map, slot->key, "'devices'") || is_null(map))
     return;
-  reg_config_t *cfg = c->config;
-  /* Devices come from several files: grow once per file, not per device. */
-  if (cfg->n_devices + map->len > c->cap_devices) {
-    size_t cap = c->cap_devices ? c->cap_devices : 16;
-    while (cap < cfg->n_devices + map->len)
-      cap *= 2;
-    cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
-    c->cap_devices = cap;
-  }
-  set_reserve(&c->devices_seen, cfg->n_devices + map->len);
+  reserve_devices(c, c->config->n_devices + map->len);
+  set_reserve(&c->devices_seen, c->config->n_devices + map->len);
   for (size_t i = 0; i < map->len; i++) {
-    const node_t *key = reg_yaml_key(map, i);
+    node_t *key = reg_yaml_key(map, i);
     if (!key->duplicate)
-      parse_device(c, key, reg_yaml_value(map, i));
+      parse_device(c, key, reg_yaml_value(map, i), false);
   }
+}
+
+/* One pair of a streamed 'devices:' mapping. Its duplicate keys are found
+ * without the whole mapping: a key written as the name it normalises to
+ * repeats an earlier one exactly when that name's first device is from
+ * this mapping and was written so too (the devices set keeps both facts);
+ * every other key is remembered in streamed_keys, few in practice. */
+static void stream_device(void *arg, node_t *key, node_t *value) {
+  ctx_t *c = arg;
+  mark_duplicates(c, key);
+  mark_duplicates(c, value);
+  if (key->kind != REG_YAML_SCALAR) {
+    parse_device(c, key, value, true);
+    return;
+  }
+  const name_entry_t *first =
+      set_find_len(&c->streamed_keys, key->text, key->len);
+  if (first != NULL) {
+    report_duplicate_key(c, key, first->at);
+    return;
+  }
+  char name[CORE_NAME_MAX + 1];
+  if (!is_null(key) && strlen(key->text) == key->len &&
+      !needs_idna(key->text) &&
+      core_name_normalise(key->text, key->len, name, true) >= 0 &&
+      strcmp(name, key->text) == 0) {
+    parse_named_device(c, key, value, name, true, true);
+    return;
+  }
+  remember_key(c, key);
+  parse_device(c, key, value, true);
 }
 
 /* Owners name accounts from any file, so they are checked once every file
@@ -2364,6 +2484,34 @@ static char *resolve_path(const ctx_t *c, const char *text) {
   return format("%.*s/%s", (int)(slash - base), base, text);
 }
 
+static bool begin_registry_devices(void *arg, node_t *pairs_before) {
+  (void)arg;
+  (void)pairs_before;
+  return true;
+}
+
+/* What a registry file added, to take back when its YAML proves broken
+ * after devices were streamed: such a file reports its syntax error only. */
+typedef struct file_mark {
+  size_t errors, warnings, devices, owners;
+} file_mark_t;
+
+static file_mark_t file_mark(const ctx_t *c) {
+  file_mark_t m = {c->errors.n, c->warnings.n, c->config->n_devices,
+                   c->n_owners};
+  return m;
+}
+
+static void undo_file(ctx_t *c, const file_mark_t *m) {
+  reg_config_t *cfg = c->config;
+  truncate_messages(&c->errors, m->errors);
+  truncate_messages(&c->warnings, m->warnings);
+  set_drop_file(&c->devices_seen, c->file);
+  while (cfg->n_devices > m->devices)
+    free_device(&cfg->devices[--cfg->n_devices]);
+  c->n_owners = m->owners;
+}
+
 static void parse_registry_doc(ctx_t *c, node_t *root) {
   char buf[QUOTE_SIZE];
   if (root == NULL || is_null(root))
@@ -2427,10 +2575,16 @@ static void load_registry_file(ctx_t *c, const node_t *item, const char *path) {
 
   reg_yaml_doc_t *doc = NULL;
   reg_yaml_error_t yerr;
-  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+  reg_yaml_stream_t stream = {"devices", begin_registry_devices, stream_device,
+                              c};
+  file_mark_t mark = file_mark(c);
+  if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
+    undo_file(c, &mark);
     push_message(c, &c->errors, yerr.line, yerr.column, xstrdup(yerr.message));
-  else
+  } else {
     parse_registry_doc(c, reg_yaml_root(doc));
+  }
+  forget_streamed_keys(c);
   reg_yaml_free(doc);
   free(data);
   c->file = saved_file;
@@ -2550,6 +2704,37 @@ static void check_fallbacks(ctx_t *c) {
   c->fallbacks = NULL;
 }
 
+/* The main file's devices are streamed only when the listeners and zones
+ * they name came before them; those two are then read at once. Otherwise
+ * the devices wait in the tree for the rest of the file. */
+static bool begin_top_devices(void *arg, node_t *pairs_before) {
+  ctx_t *c = arg;
+  const node_t *map = pairs_before;
+  slot_t listeners = {NULL, NULL}, dns = {NULL, NULL};
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *k = reg_yaml_key(map, i);
+    slot_t *s = NULL;
+    if (k->kind != REG_YAML_SCALAR || strlen(k->text) != k->len)
+      continue;
+    if (strcmp(k->text, top_keys[TOP_LISTENERS]) == 0)
+      s = &listeners;
+    else if (strcmp(k->text, top_keys[TOP_DNS]) == 0)
+      s = &dns;
+    if (s != NULL && s->key == NULL) {
+      s->key = k;
+      s->value = reg_yaml_value(map, i);
+    }
+  }
+  if (listeners.key == NULL || dns.key == NULL)
+    return false;
+  mark_duplicates(c, pairs_before);
+  c->top_checked = map->len;
+  parse_listeners(c, &listeners);
+  parse_dns(c, &dns);
+  c->listeners_done = c->dns_done = true;
+  return true;
+}
+
 static void parse_top(ctx_t *c, node_t *root) {
   reg_config_t *cfg = c->config;
   slot_t s[TOP_COUNT];
@@ -2565,7 +2750,7 @@ static void parse_top(ctx_t *c, node_t *root) {
              describe(root, buf, sizeof buf));
     return;
   }
-  mark_duplicates(c, root);
+  mark_duplicates_from(c, root, c->top_checked);
   walk_mapping(c, root, NULL, "the top level", top_keys, TOP_COUNT, s);
 
   if (s[TOP_WORKERS].key != NULL)
@@ -2574,11 +2759,11 @@ static void parse_top(ctx_t *c, node_t *root) {
     get_string(c, s[TOP_STATE_DIR].value, s[TOP_STATE_DIR].key,
                "a directory path", "'state_dir'", &cfg->state_dir);
   /* Devices refer to listeners and zones, so those come first. */
-  if (s[TOP_LISTENERS].key != NULL)
+  if (s[TOP_LISTENERS].key != NULL && !c->listeners_done)
     parse_listeners(c, &s[TOP_LISTENERS]);
   if (s[TOP_PROXY].key != NULL)
     parse_proxy(c, &s[TOP_PROXY]);
-  if (s[TOP_DNS].key != NULL)
+  if (s[TOP_DNS].key != NULL && !c->dns_done)
     parse_dns(c, &s[TOP_DNS]);
   if (s[TOP_UPDATE].key != NULL)
     parse_update(c, &s[TOP_UPDATE]);
@@ -2642,10 +2827,16 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   c.name = c.files[0];
   c.config = config_new(name);
   *out = NULL;
-  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+  reg_yaml_stream_t stream = {"devices", begin_top_devices, stream_device, &c};
+  if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
+    /* Only the syntax error, as when nothing was read before it. */
+    truncate_messages(&c.errors, 0);
+    truncate_messages(&c.warnings, 0);
     push_message(&c, &c.errors, yerr.line, yerr.column, xstrdup(yerr.message));
-  else
+  } else {
     parse_top(&c, reg_yaml_root(doc));
+  }
+  forget_streamed_keys(&c);
   reg_yaml_free(doc);
   free(c.fallbacks);
 
