@@ -52,14 +52,32 @@ typedef struct name_entry {
   uint32_t len;  /* names and keys are shorter than a file */
   uint32_t hash; /* compared first: a probe rarely reads another name */
   pos_t at;
-  bool canonical; /* a device whose key was written as its name, see
-                   * stream_device */
 } name_entry_t;
 
 typedef struct name_set {
   name_entry_t *slots;
   size_t mask, count;
 } name_set_t;
+
+/* The devices so far by name, for duplicates across every file. With ten
+ * million devices a name_set would cost a gigabyte and most of the load in
+ * page faults, so a slot here is 8 bytes and the rest is found through the
+ * device: its name in the configuration, its place in seen[]. */
+typedef struct device_slot {
+  uint32_t check; /* the high half of the name's hash; the low picks slots */
+  uint32_t index; /* into the devices, plus one; 0 marks a free slot */
+} device_slot_t;
+
+typedef struct device_seen {
+  pos_t at;
+  bool canonical; /* its key was written as its name, see stream_device */
+} device_seen_t;
+
+typedef struct device_set {
+  device_slot_t *slots;
+  size_t mask, count;
+  device_seen_t *seen; /* parallel to the configuration's devices */
+} device_set_t;
 
 /* A device's owner, checked once every file has given its accounts. */
 typedef struct owner_ref {
@@ -75,7 +93,8 @@ typedef struct ctx {
   reg_config_t *config;
   messages_t errors, warnings;
   const node_t **fallbacks; /* per listener: its 'fallback' value, or NULL */
-  name_set_t devices_seen, accounts_seen;
+  device_set_t devices_seen;
+  name_set_t accounts_seen;
   name_set_t streamed_keys; /* see stream_device */
   size_t top_checked;       /* root pairs checked before devices streamed */
   bool listeners_done, dns_done;
@@ -367,25 +386,10 @@ static void set_reserve(name_set_t *set, size_t count) {
   *set = bigger;
 }
 
-/* Drops the names a file introduced, when its document turned out broken
- * after some were streamed. */
-static void set_drop_file(name_set_t *set, uint32_t file) {
-  if (set->slots == NULL)
-    return;
-  name_set_t kept;
-  set_init(&kept, set->count);
-  for (size_t i = 0; i <= set->mask; i++)
-    if (set->slots[i].s != NULL && set->slots[i].at.file != file)
-      set_put(&kept, &set->slots[i]);
-  free(set->slots);
-  *set = kept;
-}
-
 /* Adds s (which must outlive the set) unless present. Returns the entry of
  * an earlier equal name, or NULL when s is new. */
-static const name_entry_t *set_add_marked(name_set_t *set, const char *s,
-                                          size_t len, pos_t at,
-                                          bool canonical) {
+static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
+                                   pos_t at) {
   set_reserve(set, set->count + 1);
   uint64_t hash = reg_name_hash(s, len);
   name_entry_t *e = set_slot(set, s, len, hash);
@@ -395,14 +399,8 @@ static const name_entry_t *set_add_marked(name_set_t *set, const char *s,
   e->len = (uint32_t)len;
   e->hash = (uint32_t)hash;
   e->at = at;
-  e->canonical = canonical;
   set->count++;
   return NULL;
-}
-
-static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
-                                   pos_t at) {
-  return set_add_marked(set, s, len, at, false);
 }
 
 static const name_entry_t *set_find_len(const name_set_t *set, const char *s,
@@ -2070,16 +2068,69 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
              &d->enabled);
 }
 
-/* Devices come from several files and streams: grow by doubling. */
+/* The slot of the device named name, or the free slot where it would go. */
+static device_slot_t *device_slot(const ctx_t *c, const char *name, size_t len,
+                                  uint64_t hash) {
+  const device_set_t *set = &c->devices_seen;
+  uint32_t check = (uint32_t)(hash >> 32);
+  for (size_t i = (size_t)hash & set->mask;; i = (i + 1) & set->mask) {
+    device_slot_t *s = &set->slots[i];
+    if (s->index == 0)
+      return s;
+    if (s->check != check)
+      continue;
+    const char *other = c->config->devices[s->index - 1].name;
+    if (strncmp(other, name, len) == 0 && other[len] == '\0')
+      return s;
+  }
+}
+
+/* Files all the devices before n again, at a size for count in all: the
+ * hashes are not kept, so growing reads the names, which is rare when
+ * reserve_devices is told the files' sizes. */
+static void device_set_rebuild(ctx_t *c, size_t n, size_t count) {
+  device_set_t *set = &c->devices_seen;
+  size_t size = 1024;
+  while (size < 2 * count)
+    size *= 2;
+  free(set->slots);
+  set->slots = xcalloc(size, sizeof *set->slots);
+  set->mask = size - 1;
+  set->count = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = c->config->devices[i].name;
+    size_t len = strlen(name);
+    uint64_t hash = reg_name_hash(name, len);
+    device_slot_t *s = device_slot(c, name, len, hash);
+    s->check = (uint32_t)(hash >> 32);
+    s->index = (uint32_t)i + 1;
+    set->count++;
+  }
+}
+
+/* Room for count devices in all; grows the array by doubling and the set
+ * to twice the devices. */
 static void reserve_devices(ctx_t *c, size_t count) {
   reg_config_t *cfg = c->config;
-  if (count <= c->cap_devices)
-    return;
-  size_t cap = c->cap_devices ? c->cap_devices : 16;
-  while (cap < count)
-    cap *= 2;
-  cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
-  c->cap_devices = cap;
+  if (count > c->cap_devices) {
+    size_t cap = c->cap_devices ? c->cap_devices : 16;
+    while (cap < count)
+      cap *= 2;
+    cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
+    c->devices_seen.seen =
+        xrealloc(c->devices_seen.seen, cap * sizeof *c->devices_seen.seen);
+    c->cap_devices = cap;
+  }
+  device_set_t *set = &c->devices_seen;
+  if (set->slots == NULL || 2 * count > set->mask + 1)
+    device_set_rebuild(c, cfg->n_devices,
+                       count > 2 * set->count ? count : 2 * set->count);
+}
+
+/* A hint before reading len bytes of YAML: a device takes some 60 bytes,
+ * so reserving for len / 64 more saves most regrowing. */
+static void reserve_devices_for(ctx_t *c, size_t len) {
+  reserve_devices(c, c->config->n_devices + len / 64);
 }
 
 /* A streamed key that is not a new device written as its own name: the
@@ -2109,14 +2160,14 @@ static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
    * mistakes are reported too. */
   reg_device_t scratch, *d = &scratch;
   size_t len = strlen(name);
-  char *copy = xmalloc(len + 1);
-  memcpy(copy, name, len + 1);
-  const name_entry_t *first =
-      set_add_marked(&c->devices_seen, copy, len, pos_of(c, key), canonical);
+  reserve_devices(c, cfg->n_devices + 1);
+  uint64_t hash = reg_name_hash(name, len);
+  device_slot_t *slot = device_slot(c, name, len, hash);
+  const device_seen_t *first =
+      slot->index ? &c->devices_seen.seen[slot->index - 1] : NULL;
   if (first != NULL && streamed && canonical && first->canonical &&
       first->at.file == c->file) {
     report_duplicate_key(c, key, first->at);
-    free(copy);
     return;
   }
   if (first != NULL) {
@@ -2126,9 +2177,16 @@ static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
     error_at(c, key, "duplicate device '%s'; already defined at %s", name,
              pos_text(c, first->at, at, sizeof at));
   } else {
-    reserve_devices(c, cfg->n_devices + 1);
+    slot->check = (uint32_t)(hash >> 32);
+    slot->index = (uint32_t)cfg->n_devices + 1;
+    c->devices_seen.count++;
+    device_seen_t *seen = &c->devices_seen.seen[cfg->n_devices];
+    seen->at = pos_of(c, key);
+    seen->canonical = canonical;
     d = &cfg->devices[cfg->n_devices++];
   }
+  char *copy = xmalloc(len + 1);
+  memcpy(copy, name, len + 1);
   memset(d, 0, sizeof *d);
   d->name = copy;
   d->enabled = true;
@@ -2162,7 +2220,6 @@ static void parse_devices(ctx_t *c, const slot_t *slot) {
   if (!is_mapping_or_null(c, map, slot->key, "'devices'") || is_null(map))
     return;
   reserve_devices(c, c->config->n_devices + map->len);
-  set_reserve(&c->devices_seen, c->config->n_devices + map->len);
   for (size_t i = 0; i < map->len; i++) {
     node_t *key = reg_yaml_key(map, i);
     if (!key->duplicate)
@@ -2506,9 +2563,9 @@ static void undo_file(ctx_t *c, const file_mark_t *m) {
   reg_config_t *cfg = c->config;
   truncate_messages(&c->errors, m->errors);
   truncate_messages(&c->warnings, m->warnings);
-  set_drop_file(&c->devices_seen, c->file);
   while (cfg->n_devices > m->devices)
     free_device(&cfg->devices[--cfg->n_devices]);
+  device_set_rebuild(c, cfg->n_devices, c->devices_seen.mask / 2);
   c->n_owners = m->owners;
 }
 
@@ -2578,6 +2635,7 @@ static void load_registry_file(ctx_t *c, const node_t *item, const char *path) {
   reg_yaml_stream_t stream = {"devices", begin_registry_devices, stream_device,
                               c};
   file_mark_t mark = file_mark(c);
+  reserve_devices_for(c, len);
   if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
     undo_file(c, &mark);
     push_message(c, &c->errors, yerr.line, yerr.column, xstrdup(yerr.message));
@@ -2622,6 +2680,14 @@ static void load_registry_dir(ctx_t *c, const node_t *item, const char *dir) {
     }
     names[n++] = xstrdup(e->d_name);
   }
+  /* Room for every file's devices at once, not file by file. */
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct stat st;
+    if (fstatat(dirfd(d), names[i], &st, 0) == 0 && S_ISREG(st.st_mode))
+      total += (size_t)st.st_size;
+  }
+  reserve_devices_for(c, total);
   closedir(d);
   if (n > 1)
     qsort(names, n, sizeof *names, compare_names);
@@ -2828,6 +2894,7 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   c.config = config_new(name);
   *out = NULL;
   reg_yaml_stream_t stream = {"devices", begin_top_devices, stream_device, &c};
+  reserve_devices_for(&c, len);
   if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
     /* Only the syntax error, as when nothing was read before it. */
     truncate_messages(&c.errors, 0);
@@ -2858,7 +2925,8 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   free_messages(&c.errors);
   free_messages(&c.warnings);
   reg_config_free(c.config);
-  set_free(&c.devices_seen);
+  free(c.devices_seen.slots);
+  free(c.devices_seen.seen);
   set_free(&c.accounts_seen);
   free(c.owners);
   for (size_t i = 0; i < c.n_real_paths; i++)
