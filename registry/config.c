@@ -59,6 +59,26 @@ typedef struct name_set {
   size_t mask, count;
 } name_set_t;
 
+/* The devices so far by name, for duplicates across every file. With ten
+ * million devices a name_set would cost a gigabyte and most of the load in
+ * page faults, so a slot here is 8 bytes and the rest is found through the
+ * device: its name in the configuration, its place in seen[]. */
+typedef struct device_slot {
+  uint32_t check; /* the high half of the name's hash; the low picks slots */
+  uint32_t index; /* into the devices, plus one; 0 marks a free slot */
+} device_slot_t;
+
+typedef struct device_seen {
+  pos_t at;
+  bool canonical; /* its key was written as its name, see stream_device */
+} device_seen_t;
+
+typedef struct device_set {
+  device_slot_t *slots;
+  size_t mask, count;
+  device_seen_t *seen; /* parallel to the configuration's devices */
+} device_set_t;
+
 /* A device's owner, checked once every file has given its accounts. */
 typedef struct owner_ref {
   size_t device;
@@ -73,7 +93,11 @@ typedef struct ctx {
   reg_config_t *config;
   messages_t errors, warnings;
   const node_t **fallbacks; /* per listener: its 'fallback' value, or NULL */
-  name_set_t devices_seen, accounts_seen;
+  device_set_t devices_seen;
+  name_set_t accounts_seen;
+  name_set_t streamed_keys; /* see stream_device */
+  size_t top_checked;       /* root pairs checked before devices streamed */
+  bool listeners_done, dns_done;
   owner_ref_t *owners;
   size_t n_owners, cap_owners, cap_devices, cap_accounts;
   pos_t owner_at;    /* of the device just parsed */
@@ -195,6 +219,11 @@ static int message_order(const void *a, const void *b) {
 static void sort_messages(messages_t *list) {
   if (list->n > 1)
     qsort(list->v, list->n, sizeof *list->v, message_order);
+}
+
+static void truncate_messages(messages_t *list, size_t n) {
+  while (list->n > n)
+    free(list->v[--list->n].text);
 }
 
 static void free_messages(messages_t *list) {
@@ -339,6 +368,17 @@ static name_entry_t *set_slot(name_set_t *set, const char *s, size_t len,
   }
 }
 
+/* Copies an entry known to be absent into a set with room for it. */
+static void set_put(name_set_t *set, const name_entry_t *e) {
+  /* The stored hash is the low half: it still picks the slot, since sets
+   * stay below 2^32 slots. */
+  size_t j = e->hash & set->mask;
+  while (set->slots[j].s != NULL)
+    j = (j + 1) & set->mask;
+  set->slots[j] = *e;
+  set->count++;
+}
+
 /* Room for count names in all without growing on the way. */
 static void set_reserve(name_set_t *set, size_t count) {
   if (set->slots != NULL && count * 2 <= set->mask + 1)
@@ -349,14 +389,8 @@ static void set_reserve(name_set_t *set, size_t count) {
     const name_entry_t *e = &set->slots[i];
     if (e->s == NULL)
       continue;
-    /* The stored hash is the low half: it still picks the slot, since
-     * sets stay below 2^32 slots. */
-    size_t j = e->hash & bigger.mask;
-    while (bigger.slots[j].s != NULL)
-      j = (j + 1) & bigger.mask;
-    bigger.slots[j] = *e;
+    set_put(&bigger, e);
   }
-  bigger.count = set->count;
   free(set->slots);
   *set = bigger;
 }
@@ -378,12 +412,16 @@ static const name_entry_t *set_add(name_set_t *set, const char *s, size_t len,
   return NULL;
 }
 
-static const name_entry_t *set_find(const name_set_t *set, const char *s) {
-  if (set->slots == NULL)
+static const name_entry_t *set_find_len(const name_set_t *set, const char *s,
+                                        size_t len) {
+  if (set->count == 0)
     return NULL;
-  size_t len = strlen(s);
   name_entry_t *e = set_slot((name_set_t *)set, s, len, reg_name_hash(s, len));
   return e->s != NULL ? e : NULL;
+}
+
+static const name_entry_t *set_find(const name_set_t *set, const char *s) {
+  return set_find_len(set, s, strlen(s));
 }
 
 static void set_free(name_set_t *set) {
@@ -406,8 +444,16 @@ static void report_duplicate_key(ctx_t *c, node_t *key, pos_t first) {
            quote_node(key, buf, sizeof buf), first.line, first.column);
 }
 
+static void mark_duplicates_from(ctx_t *c, node_t *n, size_t start);
+
 /* Marks every repeated key so the schema walk sees only the first. */
 static void mark_duplicates(ctx_t *c, node_t *n) {
+  mark_duplicates_from(c, n, 0);
+}
+
+/* The same for a mapping's pairs from start on, the ones before having
+ * been checked already (when they were all the mapping had). */
+static void mark_duplicates_from(ctx_t *c, node_t *n, size_t start) {
   if (n->kind == REG_YAML_SEQUENCE) {
     for (size_t i = 0; i < n->len; i++)
       mark_duplicates(c, &n->kids[i]);
@@ -416,7 +462,7 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
   if (n->kind != REG_YAML_MAPPING)
     return;
   if (n->len <= 16) {
-    for (size_t i = 1; i < n->len; i++)
+    for (size_t i = start > 1 ? start : 1; i < n->len; i++)
       for (size_t j = 0; j < i; j++)
         if (same_key(reg_yaml_key(n, i), reg_yaml_key(n, j))) {
           report_duplicate_key(c, reg_yaml_key(n, i),
@@ -432,12 +478,12 @@ static void mark_duplicates(ctx_t *c, node_t *n) {
         continue;
       const name_entry_t *first =
           set_add(&set, key->text, key->len, pos_of(c, key));
-      if (first != NULL)
+      if (first != NULL && i >= start)
         report_duplicate_key(c, key, first->at);
     }
     set_free(&set);
   }
-  for (size_t i = 0; i < 2 * n->len; i++)
+  for (size_t i = 2 * start; i < 2 * n->len; i++)
     mark_duplicates(c, &n->kids[i]);
 }
 
@@ -2106,25 +2152,125 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
              &d->enabled);
 }
 
-static void parse_device(ctx_t *c, const node_t *key, const node_t *value) {
+/* The slot of the device named name, or the free slot where it would go. */
+static device_slot_t *device_slot(const ctx_t *c, const char *name, size_t len,
+                                  uint64_t hash) {
+  const device_set_t *set = &c->devices_seen;
+  uint32_t check = (uint32_t)(hash >> 32);
+  for (size_t i = (size_t)hash & set->mask;; i = (i + 1) & set->mask) {
+    device_slot_t *s = &set->slots[i];
+    if (s->index == 0)
+      return s;
+    if (s->check != check)
+      continue;
+    const char *other = c->config->devices[s->index - 1].name;
+    if (strncmp(other, name, len) == 0 && other[len] == '\0')
+      return s;
+  }
+}
+
+/* Files all the devices before n again, at a size for count in all: the
+ * hashes are not kept, so growing reads the names, which is rare when
+ * reserve_devices is told the files' sizes. */
+static void device_set_rebuild(ctx_t *c, size_t n, size_t count) {
+  device_set_t *set = &c->devices_seen;
+  size_t size = 1024;
+  while (size < 2 * count)
+    size *= 2;
+  free(set->slots);
+  set->slots = xcalloc(size, sizeof *set->slots);
+  set->mask = size - 1;
+  set->count = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = c->config->devices[i].name;
+    size_t len = strlen(name);
+    uint64_t hash = reg_name_hash(name, len);
+    device_slot_t *s = device_slot(c, name, len, hash);
+    s->check = (uint32_t)(hash >> 32);
+    s->index = (uint32_t)i + 1;
+    set->count++;
+  }
+}
+
+/* Room for count devices in all; grows the array by doubling and the set
+ * to twice the devices. */
+static void reserve_devices(ctx_t *c, size_t count) {
   reg_config_t *cfg = c->config;
-  char name[CORE_NAME_MAX + 1];
-  if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
-                name))
-    return;
+  if (count > c->cap_devices) {
+    size_t cap = c->cap_devices ? c->cap_devices : 16;
+    while (cap < count)
+      cap *= 2;
+    cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
+    c->devices_seen.seen =
+        xrealloc(c->devices_seen.seen, cap * sizeof *c->devices_seen.seen);
+    c->cap_devices = cap;
+  }
+  device_set_t *set = &c->devices_seen;
+  if (set->slots == NULL || 2 * count > set->mask + 1)
+    device_set_rebuild(c, cfg->n_devices,
+                       count > 2 * set->count ? count : 2 * set->count);
+}
+
+/* A hint before reading len bytes of YAML: a device takes some 60 bytes,
+ * so reserving for len / 64 more saves most regrowing. */
+static void reserve_devices_for(ctx_t *c, size_t len) {
+  reserve_devices(c, c->config->n_devices + len / 64);
+}
+
+/* A streamed key that is not a new device written as its own name: the
+ * only kind whose exact repeat the devices seen so far cannot tell. */
+static void remember_key(ctx_t *c, const node_t *key) {
+  char *copy = xmalloc(key->len + 1);
+  memcpy(copy, key->text, key->len + 1);
+  if (set_add(&c->streamed_keys, copy, key->len, pos_of(c, key)) != NULL)
+    free(copy);
+}
+
+static void forget_streamed_keys(ctx_t *c) {
+  for (size_t i = 0;
+       c->streamed_keys.slots != NULL && i <= c->streamed_keys.mask; i++)
+    free((char *)c->streamed_keys.slots[i].s);
+  set_free(&c->streamed_keys);
+}
+
+/* Checks one device whose key normalised to name. With streamed, a key
+ * written exactly as an earlier one of the same mapping is a duplicate key,
+ * as mark_duplicates would have found in a whole tree. */
+static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
+                               const char *name, bool canonical,
+                               bool streamed) {
+  reg_config_t *cfg = c->config;
   /* A repeated device is still checked, into a scratch copy, so its own
    * mistakes are reported too. */
   reg_device_t scratch, *d = &scratch;
-  char *copy = xstrdup(name);
-  const name_entry_t *first =
-      set_add(&c->devices_seen, copy, strlen(copy), pos_of(c, key));
+  size_t len = strlen(name);
+  reserve_devices(c, cfg->n_devices + 1);
+  uint64_t hash = reg_name_hash(name, len);
+  device_slot_t *slot = device_slot(c, name, len, hash);
+  const device_seen_t *first =
+      slot->index ? &c->devices_seen.seen[slot->index - 1] : NULL;
+  if (first != NULL && streamed && canonical && first->canonical &&
+      first->at.file == c->file) {
+    report_duplicate_key(c, key, first->at);
+    return;
+  }
   if (first != NULL) {
     char at[PATH_TEXT_SIZE];
+    if (streamed && canonical)
+      remember_key(c, key);
     error_at(c, key, "duplicate device '%s'; already defined at %s", name,
              pos_text(c, first->at, at, sizeof at));
   } else {
+    slot->check = (uint32_t)(hash >> 32);
+    slot->index = (uint32_t)cfg->n_devices + 1;
+    c->devices_seen.count++;
+    device_seen_t *seen = &c->devices_seen.seen[cfg->n_devices];
+    seen->at = pos_of(c, key);
+    seen->canonical = canonical;
     d = &cfg->devices[cfg->n_devices++];
   }
+  char *copy = xmalloc(len + 1);
+  memcpy(copy, name, len + 1);
   memset(d, 0, sizeof *d);
   d->name = copy;
   d->enabled = true;
@@ -2144,25 +2290,56 @@ static void parse_device(ctx_t *c, const node_t *key, const node_t *value) {
   }
 }
 
+static void parse_device(ctx_t *c, node_t *key, const node_t *value,
+                         bool streamed) {
+  char name[CORE_NAME_MAX + 1];
+  if (!get_name(c, key, "a device", "cam.example.net or *.example.net", true,
+                name))
+    return;
+  parse_named_device(c, key, value, name, false, streamed);
+}
+
 static void parse_devices(ctx_t *c, const slot_t *slot) {
   const node_t *map = slot->value;
   if (!is_mapping_or_null(c, map, slot->key, "'devices'") || is_null(map))
     return;
-  reg_config_t *cfg = c->config;
-  /* Devices come from several files: grow once per file, not per device. */
-  if (cfg->n_devices + map->len > c->cap_devices) {
-    size_t cap = c->cap_devices ? c->cap_devices : 16;
-    while (cap < cfg->n_devices + map->len)
-      cap *= 2;
-    cfg->devices = xrealloc(cfg->devices, cap * sizeof *cfg->devices);
-    c->cap_devices = cap;
-  }
-  set_reserve(&c->devices_seen, cfg->n_devices + map->len);
+  reserve_devices(c, c->config->n_devices + map->len);
   for (size_t i = 0; i < map->len; i++) {
-    const node_t *key = reg_yaml_key(map, i);
+    node_t *key = reg_yaml_key(map, i);
     if (!key->duplicate)
-      parse_device(c, key, reg_yaml_value(map, i));
+      parse_device(c, key, reg_yaml_value(map, i), false);
   }
+}
+
+/* One pair of a streamed 'devices:' mapping. Its duplicate keys are found
+ * without the whole mapping: a key written as the name it normalises to
+ * repeats an earlier one exactly when that name's first device is from
+ * this mapping and was written so too (the devices set keeps both facts);
+ * every other key is remembered in streamed_keys, few in practice. */
+static void stream_device(void *arg, node_t *key, node_t *value) {
+  ctx_t *c = arg;
+  mark_duplicates(c, key);
+  mark_duplicates(c, value);
+  if (key->kind != REG_YAML_SCALAR) {
+    parse_device(c, key, value, true);
+    return;
+  }
+  const name_entry_t *first =
+      set_find_len(&c->streamed_keys, key->text, key->len);
+  if (first != NULL) {
+    report_duplicate_key(c, key, first->at);
+    return;
+  }
+  char name[CORE_NAME_MAX + 1];
+  if (!is_null(key) && strlen(key->text) == key->len &&
+      !needs_idna(key->text) &&
+      core_name_normalise(key->text, key->len, name, true) >= 0 &&
+      strcmp(name, key->text) == 0) {
+    parse_named_device(c, key, value, name, true, true);
+    return;
+  }
+  remember_key(c, key);
+  parse_device(c, key, value, true);
 }
 
 /* Owners name accounts from any file, so they are checked once every file
@@ -2448,6 +2625,34 @@ static char *resolve_path(const ctx_t *c, const char *text) {
   return format("%.*s/%s", (int)(slash - base), base, text);
 }
 
+static bool begin_registry_devices(void *arg, node_t *pairs_before) {
+  (void)arg;
+  (void)pairs_before;
+  return true;
+}
+
+/* What a registry file added, to take back when its YAML proves broken
+ * after devices were streamed: such a file reports its syntax error only. */
+typedef struct file_mark {
+  size_t errors, warnings, devices, owners;
+} file_mark_t;
+
+static file_mark_t file_mark(const ctx_t *c) {
+  file_mark_t m = {c->errors.n, c->warnings.n, c->config->n_devices,
+                   c->n_owners};
+  return m;
+}
+
+static void undo_file(ctx_t *c, const file_mark_t *m) {
+  reg_config_t *cfg = c->config;
+  truncate_messages(&c->errors, m->errors);
+  truncate_messages(&c->warnings, m->warnings);
+  while (cfg->n_devices > m->devices)
+    free_device(&cfg->devices[--cfg->n_devices]);
+  device_set_rebuild(c, cfg->n_devices, c->devices_seen.mask / 2);
+  c->n_owners = m->owners;
+}
+
 static void parse_registry_doc(ctx_t *c, node_t *root) {
   char buf[QUOTE_SIZE];
   if (root == NULL || is_null(root))
@@ -2511,10 +2716,17 @@ static void load_registry_file(ctx_t *c, const node_t *item, const char *path) {
 
   reg_yaml_doc_t *doc = NULL;
   reg_yaml_error_t yerr;
-  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+  reg_yaml_stream_t stream = {"devices", begin_registry_devices, stream_device,
+                              c};
+  file_mark_t mark = file_mark(c);
+  reserve_devices_for(c, len);
+  if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
+    undo_file(c, &mark);
     push_message(c, &c->errors, yerr.line, yerr.column, xstrdup(yerr.message));
-  else
+  } else {
     parse_registry_doc(c, reg_yaml_root(doc));
+  }
+  forget_streamed_keys(c);
   reg_yaml_free(doc);
   free(data);
   c->file = saved_file;
@@ -2552,6 +2764,14 @@ static void load_registry_dir(ctx_t *c, const node_t *item, const char *dir) {
     }
     names[n++] = xstrdup(e->d_name);
   }
+  /* Room for every file's devices at once, not file by file. */
+  size_t total = 0;
+  for (size_t i = 0; i < n; i++) {
+    struct stat st;
+    if (fstatat(dirfd(d), names[i], &st, 0) == 0 && S_ISREG(st.st_mode))
+      total += (size_t)st.st_size;
+  }
+  reserve_devices_for(c, total);
   closedir(d);
   if (n > 1)
     qsort(names, n, sizeof *names, compare_names);
@@ -2634,6 +2854,37 @@ static void check_fallbacks(ctx_t *c) {
   c->fallbacks = NULL;
 }
 
+/* The main file's devices are streamed only when the listeners and zones
+ * they name came before them; those two are then read at once. Otherwise
+ * the devices wait in the tree for the rest of the file. */
+static bool begin_top_devices(void *arg, node_t *pairs_before) {
+  ctx_t *c = arg;
+  const node_t *map = pairs_before;
+  slot_t listeners = {NULL, NULL}, dns = {NULL, NULL};
+  for (size_t i = 0; i < map->len; i++) {
+    const node_t *k = reg_yaml_key(map, i);
+    slot_t *s = NULL;
+    if (k->kind != REG_YAML_SCALAR || strlen(k->text) != k->len)
+      continue;
+    if (strcmp(k->text, top_keys[TOP_LISTENERS]) == 0)
+      s = &listeners;
+    else if (strcmp(k->text, top_keys[TOP_DNS]) == 0)
+      s = &dns;
+    if (s != NULL && s->key == NULL) {
+      s->key = k;
+      s->value = reg_yaml_value(map, i);
+    }
+  }
+  if (listeners.key == NULL || dns.key == NULL)
+    return false;
+  mark_duplicates(c, pairs_before);
+  c->top_checked = map->len;
+  parse_listeners(c, &listeners);
+  parse_dns(c, &dns);
+  c->listeners_done = c->dns_done = true;
+  return true;
+}
+
 static void parse_top(ctx_t *c, node_t *root) {
   reg_config_t *cfg = c->config;
   slot_t s[TOP_COUNT];
@@ -2649,7 +2900,7 @@ static void parse_top(ctx_t *c, node_t *root) {
              describe(root, buf, sizeof buf));
     return;
   }
-  mark_duplicates(c, root);
+  mark_duplicates_from(c, root, c->top_checked);
   walk_mapping(c, root, NULL, "the top level", top_keys, TOP_COUNT, s);
 
   if (s[TOP_WORKERS].key != NULL)
@@ -2658,11 +2909,11 @@ static void parse_top(ctx_t *c, node_t *root) {
     get_string(c, s[TOP_STATE_DIR].value, s[TOP_STATE_DIR].key,
                "a directory path", "'state_dir'", &cfg->state_dir);
   /* Devices refer to listeners and zones, so those come first. */
-  if (s[TOP_LISTENERS].key != NULL)
+  if (s[TOP_LISTENERS].key != NULL && !c->listeners_done)
     parse_listeners(c, &s[TOP_LISTENERS]);
   if (s[TOP_PROXY].key != NULL)
     parse_proxy(c, &s[TOP_PROXY]);
-  if (s[TOP_DNS].key != NULL)
+  if (s[TOP_DNS].key != NULL && !c->dns_done)
     parse_dns(c, &s[TOP_DNS]);
   if (s[TOP_UPDATE].key != NULL)
     parse_update(c, &s[TOP_UPDATE]);
@@ -2726,10 +2977,17 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   c.name = c.files[0];
   c.config = config_new(name);
   *out = NULL;
-  if (reg_yaml_parse(data, len, &doc, &yerr) != 0)
+  reg_yaml_stream_t stream = {"devices", begin_top_devices, stream_device, &c};
+  reserve_devices_for(&c, len);
+  if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
+    /* Only the syntax error, as when nothing was read before it. */
+    truncate_messages(&c.errors, 0);
+    truncate_messages(&c.warnings, 0);
     push_message(&c, &c.errors, yerr.line, yerr.column, xstrdup(yerr.message));
-  else
+  } else {
     parse_top(&c, reg_yaml_root(doc));
+  }
+  forget_streamed_keys(&c);
   reg_yaml_free(doc);
   free(c.fallbacks);
 
@@ -2751,7 +3009,8 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   free_messages(&c.errors);
   free_messages(&c.warnings);
   reg_config_free(c.config);
-  set_free(&c.devices_seen);
+  free(c.devices_seen.slots);
+  free(c.devices_seen.seen);
   set_free(&c.accounts_seen);
   free(c.owners);
   for (size_t i = 0; i < c.n_real_paths; i++)

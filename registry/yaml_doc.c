@@ -38,6 +38,11 @@ typedef struct level {
 
 typedef struct builder {
   reg_yaml_doc_t *doc;
+  reg_yaml_doc_t *mem;      /* where nodes go: doc, or pair_mem streaming */
+  reg_yaml_doc_t *pair_mem; /* the streamed pair's nodes, reset after each */
+  const reg_yaml_stream_t *stream;
+  bool stream_seen;    /* the streamed key came; a repeat is not streamed */
+  size_t stream_depth; /* of the streamed mapping while inside it, else 0 */
   level_t levels[REG_YAML_MAX_DEPTH + 1]; /* [0] collects the root */
   size_t depth;
   size_t n_nodes;
@@ -69,6 +74,26 @@ static void *arena_alloc(reg_yaml_doc_t *doc, size_t size, size_t align) {
     doc->chunks = n;
   }
   return n->mem;
+}
+
+/* Keeps one ordinary chunk for the next pair and frees the rest. */
+static void arena_reset(reg_yaml_doc_t *doc) {
+  chunk_t *keep = NULL;
+  for (chunk_t *c = doc->chunks, *next; c != NULL; c = next) {
+    next = c->next;
+    if (keep == NULL && c->size == CHUNK_SIZE)
+      keep = c;
+    else
+      free(c);
+  }
+  if (keep != NULL) {
+    keep->used = 0;
+    keep->next = NULL;
+  }
+  doc->chunks = keep;
+  for (size_t i = 0; i < doc->n_big; i++)
+    free(doc->big[i]);
+  doc->n_big = 0;
 }
 
 static uint32_t mark_number(size_t zero_based) {
@@ -196,7 +221,7 @@ static int on_scalar(builder_t *b, const yaml_event_t *ev) {
       count_node(b, ev->start_mark) != 0)
     return -EINVAL;
   n.len = ev->data.scalar.length;
-  char *text = arena_alloc(b->doc, n.len + 1, 1);
+  char *text = arena_alloc(b->mem, n.len + 1, 1);
   memcpy(text, ev->data.scalar.value, n.len);
   text[n.len] = '\0';
   n.text = text;
@@ -231,13 +256,13 @@ static void on_end(builder_t *b) {
     /* A large collection (a registry's devices) keeps the array it was
      * gathered in: copying hundreds of megabytes into the arena would
      * cost a fifth of the load. */
-    reg_yaml_doc_t *doc = b->doc;
+    reg_yaml_doc_t *doc = b->mem;
     doc->big = xrealloc(doc->big, (doc->n_big + 1) * sizeof *doc->big);
     n.kids = doc->big[doc->n_big++] = xrealloc(level->kids, bytes);
     level->kids = NULL;
     level->cap = 0;
   } else if (level->n_kids > 0) {
-    n.kids = arena_alloc(b->doc, bytes, sizeof(max_align_t));
+    n.kids = arena_alloc(b->mem, bytes, sizeof(max_align_t));
     memcpy(n.kids, level->kids, bytes);
   }
   n.len = n.kind == REG_YAML_MAPPING ? level->n_kids / 2 : level->n_kids;
@@ -245,7 +270,38 @@ static void on_end(builder_t *b) {
   add_kid(&b->levels[b->depth], &n);
 }
 
-static int on_event(builder_t *b, const yaml_event_t *ev) {
+/* Whether the next node is the value of the root's streamed key. */
+static bool at_stream_key(const builder_t *b) {
+  const level_t *root = &b->levels[1];
+  if (b->stream == NULL || b->stream_seen || b->depth != 1 ||
+      root->self.kind != REG_YAML_MAPPING || root->n_kids % 2 == 0)
+    return false;
+  const reg_yaml_node_t *key = &root->kids[root->n_kids - 1];
+  return key->kind == REG_YAML_SCALAR && key->len == strlen(b->stream->key) &&
+         memcmp(key->text, b->stream->key, key->len) == 0;
+}
+
+static void stream_begin(builder_t *b) {
+  const level_t *root = &b->levels[1];
+  reg_yaml_node_t before = root->self;
+  before.len = (root->n_kids - 1) / 2;
+  before.kids = root->kids;
+  if (b->stream->begin(b->stream->arg, &before)) {
+    b->stream_depth = b->depth;
+    b->mem = b->pair_mem;
+  }
+}
+
+/* A pair of the streamed mapping is complete: hand it over, then forget
+ * it. */
+static void stream_pair(builder_t *b) {
+  level_t *level = &b->levels[b->stream_depth];
+  b->stream->pair(b->stream->arg, &level->kids[0], &level->kids[1]);
+  level->n_kids = 0;
+  arena_reset(b->pair_mem);
+}
+
+static int tree_event(builder_t *b, const yaml_event_t *ev) {
   switch (ev->type) {
   case YAML_DOCUMENT_START_EVENT:
     if (++b->n_documents > 1) {
@@ -271,6 +327,10 @@ static int on_event(builder_t *b, const yaml_event_t *ev) {
                     ev->data.mapping_start.tag);
   case YAML_SEQUENCE_END_EVENT:
   case YAML_MAPPING_END_EVENT:
+    if (b->stream_depth != 0 && b->depth == b->stream_depth) {
+      b->stream_depth = 0;
+      b->mem = b->doc;
+    }
     on_end(b);
     return 0;
   default:
@@ -278,8 +338,34 @@ static int on_event(builder_t *b, const yaml_event_t *ev) {
   }
 }
 
+static int on_event(builder_t *b, const yaml_event_t *ev) {
+  bool node = ev->type == YAML_SCALAR_EVENT || ev->type == YAML_ALIAS_EVENT ||
+              ev->type == YAML_SEQUENCE_START_EVENT ||
+              ev->type == YAML_MAPPING_START_EVENT;
+  bool begin = false;
+  if (node && at_stream_key(b)) {
+    b->stream_seen = true;
+    begin = ev->type == YAML_MAPPING_START_EVENT;
+  }
+  int rc = tree_event(b, ev);
+  if (rc != 0)
+    return rc;
+  if (begin)
+    stream_begin(b);
+  else if (b->stream_depth != 0 && b->depth == b->stream_depth &&
+           b->levels[b->stream_depth].n_kids == 2)
+    stream_pair(b);
+  return 0;
+}
+
 int reg_yaml_parse(const char *data, size_t len, reg_yaml_doc_t **out,
                    reg_yaml_error_t *err) {
+  return reg_yaml_parse_stream(data, len, NULL, out, err);
+}
+
+int reg_yaml_parse_stream(const char *data, size_t len,
+                          const reg_yaml_stream_t *stream, reg_yaml_doc_t **out,
+                          reg_yaml_error_t *err) {
   builder_t *b = xcalloc(1, sizeof *b);
   yaml_parser_t parser;
   int rc = -EINVAL;
@@ -287,6 +373,9 @@ int reg_yaml_parse(const char *data, size_t len, reg_yaml_doc_t **out,
   *out = NULL;
   memset(err, 0, sizeof *err);
   b->doc = xcalloc(1, sizeof *b->doc);
+  b->mem = b->doc;
+  b->pair_mem = xcalloc(1, sizeof *b->pair_mem);
+  b->stream = stream;
   b->err = err;
   if (!yaml_parser_initialize(&parser)) {
     snprintf(err->message, sizeof err->message, "out of memory");
@@ -320,6 +409,7 @@ int reg_yaml_parse(const char *data, size_t len, reg_yaml_doc_t **out,
 done:
   for (size_t i = 0; i <= REG_YAML_MAX_DEPTH; i++)
     free(b->levels[i].kids);
+  reg_yaml_free(b->pair_mem);
   if (rc == 0)
     *out = b->doc;
   else

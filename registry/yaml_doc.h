@@ -48,6 +48,30 @@ typedef struct reg_yaml_error {
 int reg_yaml_parse(const char *data, size_t len, reg_yaml_doc_t **out,
                    reg_yaml_error_t *err);
 
+/* Streaming: the value of one key of the root mapping, when it is a
+ * mapping, is not kept in the tree but handed over pair by pair, so a
+ * registry of millions of devices costs the memory of one device. Only the
+ * first such key counts (a repeat is an ordinary duplicate key). */
+typedef struct reg_yaml_stream {
+  const char *key;
+  /* Called as that mapping starts with the root's pairs read so far (a
+   * mapping node, valid during the call). Returns whether to stream: false
+   * builds the mapping into the tree as usual. */
+  bool (*begin)(void *arg, reg_yaml_node_t *pairs_before);
+  /* One pair of the mapping, in file order; key and value (with all below
+   * them) are freed when the call returns. */
+  void (*pair)(void *arg, reg_yaml_node_t *key, reg_yaml_node_t *value);
+  void *arg;
+} reg_yaml_stream_t;
+
+/* reg_yaml_parse, streaming the mapping that stream names (NULL streams
+ * nothing). In the tree that mapping is left empty. When the document
+ * fails, pairs may already have been handed over: the caller undoes what
+ * it did with them. */
+int reg_yaml_parse_stream(const char *data, size_t len,
+                          const reg_yaml_stream_t *stream, reg_yaml_doc_t **out,
+                          reg_yaml_error_t *err);
+
 /* The document's root node or NULL; owned by doc. */
 reg_yaml_node_t *reg_yaml_root(reg_yaml_doc_t *doc);
 

@@ -1252,6 +1252,91 @@ static void test_registry_files(void) {
   remove_tmp_dir();
 }
 
+/* Devices are streamed one at a time from registry files and from a main
+ * file whose listeners and zones come first; the messages must be the ones
+ * a whole tree gave, and a file broken after its devices were read reports
+ * its syntax error only and leaves no devices behind. */
+static void test_streamed_devices(void) {
+  make_tmp_dir();
+  char sub[128];
+  snprintf(sub, sizeof sub, "%s/devices.d", tmp_dir);
+  ASSERT_EQ(mkdir(sub, 0700), 0);
+  write_text("ddport.yaml", BASE
+             "registry: [devices.d]\n"
+             "devices:\n"
+             "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  A.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  A.ddport.test: {address: 192.0.2.7}\n"
+             "  \"bad name\": {}\n"
+             "  \"bad name\": {}\n"
+             "  b.ddport.test.: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  b.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  b.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  b.ddport.test.: {address: 192.0.2.7, ports: {http: 80}}\n");
+  write_text("devices.d/a.yaml",
+             "devices:\n"
+             "  c.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  d.ddport.test: {address: 192.0.2.7, ports: {http: 99999}}\n"
+             "bad: [\n");
+  write_text("devices.d/b.yaml",
+             "devices:\n"
+             "  c.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  f.ddport.test: {address: 192.0.2.7, ports: {http: 80, "
+             "http: 81}}\n"
+             "devices:\n"
+             "  g.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n");
+  expect_dir_errors(
+      "ddport.yaml:9:3: duplicate device 'a.ddport.test'; already defined "
+      "at line 8, column 3\n"
+      "ddport.yaml:10:3: duplicate key 'a.ddport.test'; already given at "
+      "line 8, column 3\n"
+      "ddport.yaml:11:3: duplicate key 'A.ddport.test'; already given at "
+      "line 9, column 3\n"
+      "ddport.yaml:12:3: bad name 'bad name' for a device; expected a host "
+      "name such as cam.example.net or *.example.net\n"
+      "ddport.yaml:13:3: duplicate key 'bad name'; already given at line "
+      "12, column 3\n"
+      "ddport.yaml:15:3: duplicate device 'b.ddport.test'; already defined "
+      "at line 14, column 3\n"
+      "ddport.yaml:16:3: duplicate key 'b.ddport.test'; already given at "
+      "line 15, column 3\n"
+      "ddport.yaml:17:3: duplicate key 'b.ddport.test.'; already given at "
+      "line 14, column 3\n"
+      "devices.d/a.yaml:5:1: did not find expected node content (while "
+      "parsing a flow node at line 5, column 1)\n"
+      "devices.d/b.yaml:3:3: duplicate device 'a.ddport.test'; already "
+      "defined at ddport.yaml:8:3\n"
+      "devices.d/b.yaml:4:3: duplicate key 'a.ddport.test'; already given "
+      "at line 3, column 3\n"
+      "devices.d/b.yaml:5:57: duplicate key 'http'; already given at line "
+      "5, column 47\n"
+      "devices.d/b.yaml:6:1: duplicate key 'devices'; already given at "
+      "line 1, column 1\n");
+
+  /* Without the broken file the rest loads; the streamed devices are all
+   * there, in file order. */
+  snprintf(sub, sizeof sub, "%s/devices.d/a.yaml", tmp_dir);
+  ASSERT_EQ(unlink(sub), 0);
+  write_text("ddport.yaml",
+             BASE "registry: [devices.d]\n"
+                  "devices:\n"
+                  "  a.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n");
+  write_text("devices.d/b.yaml",
+             "devices:\n"
+             "  c.ddport.test: {address: 192.0.2.7, ports: {http: 80}}\n"
+             "  d.ddport.test: {address: 192.0.2.8, ports: {http: 81}}\n");
+  reg_config_t *c = load_dir_ok();
+  ASSERT_EQ(c->n_devices, 3);
+  ASSERT_STR_EQ(c->devices[0].name, "a.ddport.test");
+  ASSERT_STR_EQ(c->devices[2].name, "d.ddport.test");
+  ASSERT_EQ(c->devices[2].ports[0].port, 81);
+  reg_config_free(c);
+  remove_tmp_dir();
+}
+
 static void test_accounts(void) {
   /* Owners are checked against accounts from every file. */
   reg_config_t *c = load_ok(BASE "accounts:\n"
@@ -1576,6 +1661,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_many_errors);
   RUN_TEST(test_load_file);
   RUN_TEST(test_registry_files);
+  RUN_TEST(test_streamed_devices);
   RUN_TEST(test_accounts);
   RUN_TEST(test_secret_hash);
   RUN_TEST(test_idn);
