@@ -78,6 +78,22 @@ def _sigterm_to_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def started(env, teardown, start):
+    """What start() returns; if it raises, teardown(env) runs first, since
+    run_cases tears down only an env that setup returned."""
+    try:
+        return start()
+    except Exception:
+        teardown(env)
+        raise
+
+
+def stop_checked(ddport):
+    """Stops ddport if it still runs; it must exit 0 on SIGTERM."""
+    if ddport.running():
+        check_eq(ddport.stop(), 0, "ddport exit status after SIGTERM")
+
+
 def run_cases(cases, setup=None, teardown=None, verbose_env="DDTEST_VERBOSE"):
     """Runs cases [(name, fn)] in order; fn takes the object setup() returned
     (or no argument when setup is None). Prints one line per case and exits

@@ -31,11 +31,7 @@ def setup():
     env.config = ddtest.write_config(env.dir, env.proxy_port, env.dns_port, backend_port, dead_port)
     env.ddport = ddtest.Ddport(env.config, env.dir, tcp_ports=[env.proxy_port],
                                udp_ports=[env.dns_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 

@@ -59,18 +59,13 @@ def setup():
     config = write_config(env, ["base"])
     env.ddport = ddtest.Ddport(config, env.dir, tcp_ports=[env.http_port, env.dns_port],
                                udp_ports=[env.dns_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 
 def teardown(env):
     try:
-        if env.ddport.running():
-            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+        ddtest.stop_checked(env.ddport)
     finally:
         env.tmp.cleanup()
 

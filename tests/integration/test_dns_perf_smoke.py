@@ -50,11 +50,7 @@ def setup():
                                     "".join("%s %s\n" % (n, t) for n, t, _ in QUERIES))
     env.ddport = ddtest.Ddport(path, env.dir, tcp_ports=[env.proxy_port, env.dns_port],
                                udp_ports=[env.dns_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 

@@ -53,11 +53,7 @@ def setup():
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
     env.ddport = None
-    try:
-        env.ddport = start(env, "ddport", "1h", TCP_LIMIT)
-    except Exception:
-        teardown(env)
-        raise
+    env.ddport = ddtest.started(env, teardown, lambda: start(env, "ddport", "1h", TCP_LIMIT))
     return env
 
 

@@ -7,7 +7,6 @@ Loopback only."""
 import base64
 import os
 import shutil
-import socket
 import struct
 import sys
 
@@ -59,11 +58,7 @@ def setup():
     path = ddtest.write_file(env.dir, "ddport.yaml", config_text(env))
     env.ddport = ddtest.Ddport(path, env.dir, tcp_ports=[env.proxy_port, env.dns_port],
                                udp_ports=[env.dns_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 

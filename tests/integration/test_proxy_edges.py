@@ -53,18 +53,13 @@ def setup():
         home=env.home.port, resetter=env.resetter.port, talker=env.talker.port))
     env.ddport = ddtest.Ddport(config, env.dir,
                                tcp_ports=[env.http_port, env.tls_port, env.plain_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 
 def teardown(env):
     try:
-        if env.ddport.running():
-            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+        ddtest.stop_checked(env.ddport)
     finally:
         env.home.stop()
         env.resetter.stop()

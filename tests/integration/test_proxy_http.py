@@ -38,11 +38,7 @@ def setup():
                                      env.backend.port, env.dead_port, extra)
     env.ddport = ddtest.Ddport(env.config, env.dir, tcp_ports=[env.proxy_port],
                                udp_ports=[env.dns_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 

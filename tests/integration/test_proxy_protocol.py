@@ -47,18 +47,13 @@ def setup():
     config = ddtest.write_file(env.dir, "ddport.yaml", CONFIG.format(
         http_port=env.http_port, tls_port=env.tls_port, dev_port=env.device.port))
     env.ddport = ddtest.Ddport(config, env.dir, tcp_ports=[env.http_port, env.tls_port])
-    try:
-        env.ddport.start()
-    except Exception:
-        teardown(env)
-        raise
+    ddtest.started(env, teardown, env.ddport.start)
     return env
 
 
 def teardown(env):
     try:
-        if env.ddport.running():
-            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+        ddtest.stop_checked(env.ddport)
     finally:
         env.device.stop()
         env.tmp.cleanup()

@@ -164,18 +164,13 @@ def setup():
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
     env.device = Device()
-    try:
-        env.ddport = start(env, "main")
-    except Exception:
-        teardown(env)
-        raise
+    env.ddport = ddtest.started(env, teardown, lambda: start(env, "main"))
     return env
 
 
 def teardown(env):
     try:
-        if env.ddport.running():
-            check_eq(env.ddport.stop(), 0, "ddport exit status after SIGTERM")
+        ddtest.stop_checked(env.ddport)
     finally:
         env.device.stop()
         env.tmp.cleanup()
