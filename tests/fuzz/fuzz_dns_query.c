@@ -2,17 +2,10 @@
 /* fuzz_dns_query.c -- fuzz target for dns_answer_query and the name decoder */
 #include "dns/dns.h"
 #include "dns/dns_int.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(expr)                                                            \
-  do {                                                                         \
-    if (!(expr))                                                               \
-      abort();                                                                 \
-  } while (0)
 
 /* ---- a small fixed world, built on the first call ----------------------- */
 

@@ -3,18 +3,11 @@
  * (answers, transfers, TSIG) a TCP connection sends */
 #include "dns/dns.h"
 #include "dns/dns_int.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(expr)                                                            \
-  do {                                                                         \
-    if (!(expr))                                                               \
-      abort();                                                                 \
-  } while (0)
 
 /* ---- a small fixed world, built on the first call ----------------------- */
 

@@ -2,17 +2,10 @@
 /* fuzz_tsig_answer.c -- fuzz target for dns_tsig_verify_answer: the answers
  * to ddport's signed NOTIFYs come from the network */
 #include "dns/dns_int.h"
+#include "tests/fuzz/fuzz.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(expr)                                                            \
-  do {                                                                         \
-    if (!(expr))                                                               \
-      abort();                                                                 \
-  } while (0)
 
 #define NOW 1700000000u
 #define ANSWER_MAX 4096
@@ -40,9 +33,9 @@ static void world_build(void) {
   dns_tsig_ctx_for_key(&request, &key, NOW);
   CHECK(request.key != NULL);
   /* NOTIFY for ddport.test SOA, ID 0x1234. */
-  uint8_t msg[512] = {0x12, 0x34, 0x20, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-                      6,    'd',  'd',  'p',  'o', 'r', 't', 4, 't', 'e',
-                      's',  't',  0,    0,    6, 0, 1};
+  uint8_t msg[512] = {0x12, 0x34, 0x20, 0x00, 0,   1,   0,   0,   0,   0,
+                      0,    0,    6,    'd',  'd', 'p', 'o', 'r', 't', 4,
+                      't',  'e',  's',  't',  0,   0,   6,   0,   1};
   size_t n = dns_tsig_sign(&request, msg, 29, sizeof msg);
   CHECK(n > 29 && request.mac_len > 0);
 
@@ -71,8 +64,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     built = true;
   }
   uint16_t error;
-  CHECK(valid_status(
-      dns_tsig_verify_answer(&request, data, size, NOW, &error)));
+  CHECK(
+      valid_status(dns_tsig_verify_answer(&request, data, size, NOW, &error)));
 
   /* The same bytes signed with the shared key: the parser then meets a
    * TSIG whose MAC is right, behind whatever the input holds. */
