@@ -26,6 +26,23 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *ptr, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t len);
+/* A zeroed block for a big table (megabytes), on huge pages where the
+ * kernel gives them; freed with its size. Small sizes fall back to calloc. */
+void *xbig_alloc(size_t size);
+void xbig_free(void *p, size_t size);
+
+/* Memory for many small objects freed together (a table's entries, a
+ * configuration's devices). Zero-initialise; blocks are 8-byte aligned,
+ * zeroed, and live until core_arena_free. */
+typedef struct core_arena_chunk core_arena_chunk_t;
+typedef struct core_arena {
+  core_arena_chunk_t *chunks;
+  size_t next_size;
+} core_arena_t;
+
+void *core_arena_alloc(core_arena_t *a, size_t size);
+char *core_arena_strndup(core_arena_t *a, const char *s, size_t len);
+void core_arena_free(core_arena_t *a);
 
 typedef enum core_log_level {
   CORE_LOG_ERROR,

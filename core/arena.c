@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/* arena.c -- memory for millions of small objects that live and die
+ * together: no per-object allocation or header, freed in one go. */
+#include "core/core.h"
+
+#include <string.h>
+
+#define CHUNK_MIN ((size_t)64 * 1024)
+#define CHUNK_MAX ((size_t)32 * 1024 * 1024)
+
+struct core_arena_chunk {
+  struct core_arena_chunk *next;
+  size_t size, used;
+};
+
+static size_t align_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
+void *core_arena_alloc(core_arena_t *a, size_t size) {
+  core_arena_chunk_t *c = a->chunks;
+  size = align_up(size, 8);
+  if (c == NULL || c->size - c->used < size) {
+    /* Chunks double up to CHUNK_MAX: a small table stays small, and a big
+     * one is carved from few mappings, on huge pages (xbig_alloc). */
+    size_t want = a->next_size ? a->next_size : CHUNK_MIN;
+    if (want < CHUNK_MAX)
+      a->next_size = want * 2;
+    size_t need = align_up(sizeof *c, 8) + size;
+    want = align_up(want > need ? want : need, CHUNK_MIN);
+    c = xbig_alloc(want);
+    c->size = want;
+    c->used = align_up(sizeof *c, 8);
+    c->next = a->chunks;
+    a->chunks = c;
+  }
+  void *p = (char *)c + c->used;
+  c->used += size;
+  return p;
+}
+
+char *core_arena_strndup(core_arena_t *a, const char *s, size_t len) {
+  char *p = core_arena_alloc(a, len + 1);
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p;
+}
+
+void core_arena_free(core_arena_t *a) {
+  for (core_arena_chunk_t *c = a->chunks, *next; c != NULL; c = next) {
+    next = c->next;
+    xbig_free(c, c->size);
+  }
+  a->chunks = NULL;
+  a->next_size = 0;
+}
