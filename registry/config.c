@@ -1938,14 +1938,14 @@ static const char *const device_keys[DEV_COUNT] = {
     [DEV_ENABLED] = "enabled",
 };
 
-static void free_device(reg_device_t *d) {
-  free(d->name);
-  free(d->owner);
-  free(d->addrs);
-  free(d->target_host);
-  for (size_t j = 0; j < d->n_ports; j++)
-    free(d->ports[j].listener);
-  free(d->ports);
+/* Memory for what a device points to: the configuration's devices arena,
+ * freed with them. */
+static void *device_alloc(ctx_t *c, size_t size) {
+  return core_arena_alloc(&c->config->device_mem, size);
+}
+
+static char *device_strdup(ctx_t *c, const char *s) {
+  return core_arena_strndup(&c->config->device_mem, s, strlen(s));
 }
 
 /* "192.0.2.300" is a bad address, not a host name: a name's last label is
@@ -1965,7 +1965,13 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
   const node_t *v = slot->value;
   const char *what = "an IP address or a list of them";
   if (v->kind == REG_YAML_SEQUENCE) {
-    d->n_addrs = parse_ip_list(c, slot, "'address'", &d->addrs);
+    core_ip_t *list = NULL;
+    d->n_addrs = parse_ip_list(c, slot, "'address'", &list);
+    if (d->n_addrs) {
+      d->addrs = device_alloc(c, d->n_addrs * sizeof *d->addrs);
+      memcpy(d->addrs, list, d->n_addrs * sizeof *d->addrs);
+    }
+    free(list);
     /* The proxy tries each in turn for one visitor; a longer list would
      * only lengthen an offline device's timeout. */
     if (d->n_addrs > REG_MAX_ADDRESSES)
@@ -1980,7 +1986,7 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
     return;
   core_ip_t ip;
   if (core_ip_parse(s, &ip) == 0) {
-    d->addrs = xmalloc(sizeof *d->addrs);
+    d->addrs = device_alloc(c, sizeof *d->addrs);
     d->addrs[0] = ip;
     d->n_addrs = 1;
   } else if (looks_like_hostname(v)) {
@@ -1991,7 +1997,7 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
                quote_node(v, buf, sizeof buf));
       return;
     }
-    d->target_host = xstrdup(name);
+    d->target_host = device_strdup(c, name);
   } else {
     char buf[QUOTE_SIZE];
     error_at(c, v,
@@ -2037,7 +2043,7 @@ static void parse_device_ports(ctx_t *c, const slot_t *slot, reg_device_t *d) {
              d->name);
     return;
   }
-  d->ports = xcalloc(map->len, sizeof *d->ports);
+  d->ports = device_alloc(c, map->len * sizeof *d->ports);
   for (size_t i = 0; i < map->len; i++) {
     const node_t *k = reg_yaml_key(map, i), *v = reg_yaml_value(map, i);
     char buf[QUOTE_SIZE];
@@ -2067,7 +2073,7 @@ static void parse_device_ports(ctx_t *c, const slot_t *slot, reg_device_t *d) {
                where);
     } else if (known) {
       reg_port_t *p = &d->ports[d->n_ports++];
-      p->listener = xstrdup(k->text);
+      p->listener = device_strdup(c, k->text);
       p->port = (uint16_t)port;
     }
   }
@@ -2112,10 +2118,14 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
   if (!walk_mapping(c, value, key, where, device_keys, DEV_COUNT, s))
     return;
 
+  char *owner = NULL;
   if (present(&s[DEV_OWNER]) &&
       get_string(c, s[DEV_OWNER].value, s[DEV_OWNER].key, "an account name",
-                 "'owner'", &d->owner))
+                 "'owner'", &owner)) {
+    d->owner = device_strdup(c, owner);
     c->owner_at = pos_of(c, s[DEV_OWNER].value);
+  }
+  free(owner);
 
   if (!present(&s[DEV_ADDRESS]))
     error_at(c, s[DEV_ADDRESS].key ? s[DEV_ADDRESS].key : key,
@@ -2177,8 +2187,8 @@ static void device_set_rebuild(ctx_t *c, size_t n, size_t count) {
   size_t size = 1024;
   while (size < 2 * count)
     size *= 2;
-  free(set->slots);
-  set->slots = xcalloc(size, sizeof *set->slots);
+  xbig_free(set->slots, (set->mask + 1) * sizeof *set->slots);
+  set->slots = xbig_alloc(size * sizeof *set->slots);
   set->mask = size - 1;
   set->count = 0;
   for (size_t i = 0; i < n; i++) {
@@ -2269,18 +2279,15 @@ static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
     seen->canonical = canonical;
     d = &cfg->devices[cfg->n_devices++];
   }
-  char *copy = xmalloc(len + 1);
-  memcpy(copy, name, len + 1);
   memset(d, 0, sizeof *d);
-  d->name = copy;
+  d->name = core_arena_strndup(&cfg->device_mem, name, len);
   d->enabled = true;
   d->wildcard = name[0] == '*';
   if (d != &scratch)
     check_device_zone(c, key, d);
   parse_device_fields(c, key, value, d);
-  if (d == &scratch) {
-    free_device(&scratch);
-  } else if (d->owner != NULL) {
+  /* A repeat's memory stays in the arena, unused, until the devices go. */
+  if (d != &scratch && d->owner != NULL) {
     if (c->n_owners == c->cap_owners) {
       c->cap_owners = c->cap_owners ? c->cap_owners * 2 : 64;
       c->owners = xrealloc(c->owners, c->cap_owners * sizeof *c->owners);
@@ -2340,6 +2347,19 @@ static void stream_device(void *arg, node_t *key, node_t *value) {
   }
   remember_key(c, key);
   parse_device(c, key, value, true);
+}
+
+/* A device's key is read before its value: the slot its name probes first
+ * in the set of devices, a random place in a table of hundreds of
+ * megabytes at carrier scale, is fetched while the value is parsed. A key
+ * that is not written as its name probes elsewhere; the fetch is only a
+ * hint. */
+static void device_key_read(void *arg, const node_t *key) {
+  const ctx_t *c = arg;
+  const device_set_t *set = &c->devices_seen;
+  if (key->kind == REG_YAML_SCALAR && set->slots != NULL)
+    __builtin_prefetch(
+        &set->slots[(size_t)reg_name_hash(key->text, key->len) & set->mask]);
 }
 
 /* Owners name accounts from any file, so they are checked once every file
@@ -2647,8 +2667,7 @@ static void undo_file(ctx_t *c, const file_mark_t *m) {
   reg_config_t *cfg = c->config;
   truncate_messages(&c->errors, m->errors);
   truncate_messages(&c->warnings, m->warnings);
-  while (cfg->n_devices > m->devices)
-    free_device(&cfg->devices[--cfg->n_devices]);
+  cfg->n_devices = m->devices; /* their memory stays in the arena */
   device_set_rebuild(c, cfg->n_devices, c->devices_seen.mask / 2);
   c->n_owners = m->owners;
 }
@@ -2717,7 +2736,7 @@ static void load_registry_file(ctx_t *c, const node_t *item, const char *path) {
   reg_yaml_doc_t *doc = NULL;
   reg_yaml_error_t yerr;
   reg_yaml_stream_t stream = {"devices", begin_registry_devices, stream_device,
-                              c};
+                              c, device_key_read};
   file_mark_t mark = file_mark(c);
   reserve_devices_for(c, len);
   if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
@@ -2977,7 +2996,8 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   c.name = c.files[0];
   c.config = config_new(name);
   *out = NULL;
-  reg_yaml_stream_t stream = {"devices", begin_top_devices, stream_device, &c};
+  reg_yaml_stream_t stream = {"devices", begin_top_devices, stream_device, &c,
+                              device_key_read};
   reserve_devices_for(&c, len);
   if (reg_yaml_parse_stream(data, len, &stream, &doc, &yerr) != 0) {
     /* Only the syntax error, as when nothing was read before it. */
@@ -3009,7 +3029,8 @@ int reg_config_load_buffer(const char *name, const char *data, size_t len,
   free_messages(&c.errors);
   free_messages(&c.warnings);
   reg_config_free(c.config);
-  free(c.devices_seen.slots);
+  xbig_free(c.devices_seen.slots,
+            (c.devices_seen.mask + 1) * sizeof *c.devices_seen.slots);
   free(c.devices_seen.seen);
   set_free(&c.accounts_seen);
   free(c.owners);
@@ -3070,14 +3091,13 @@ static void free_zone(reg_zone_t *z) {
 }
 
 void reg_config_free_devices(reg_config_t *config) {
-  for (size_t i = 0; i < config->n_devices; i++)
-    free_device(&config->devices[i]);
+  core_arena_free(&config->device_mem);
   free(config->devices);
   config->devices = NULL;
   config->n_devices = 0;
 #ifdef __GLIBC__
-  /* Millions of small blocks were just freed in the middle of the heap,
-   * where glibc would keep them mapped for good: hand the pages back. */
+  /* Loading grew the heap with scratch memory that glibc would keep
+   * mapped for good: hand the pages back. */
   malloc_trim(0);
 #endif
 }

@@ -179,6 +179,9 @@ typedef struct reg_config {
 
   reg_device_t *devices; /* from the file and every registry file */
   size_t n_devices;
+  /* What the devices point to (names, addresses, ports, owners): millions
+   * of small blocks that go together, in reg_config_free_devices. */
+  core_arena_t device_mem;
 
   reg_account_t *accounts; /* likewise */
   size_t n_accounts;

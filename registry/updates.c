@@ -235,21 +235,23 @@ static void maybe_compact(reg_updates_t *u);
 
 /* ---- laying updates over YAML definitions -------------------------------- */
 
-/* Replaces d's addresses, ports and online state with rec's. */
+/* Replaces d's addresses, ports and online state with rec's, in memory
+ * from mem: a configuration's devices arena, or the heap for NULL (the
+ * caller frees addrs, ports and their listeners). What d pointed to is not
+ * freed: it belongs to a configuration or a table. */
 static void overlay(reg_device_t *d, const reg_journal_record_t *rec,
-                    bool yaml_enabled) {
-  free(d->addrs);
-  d->addrs = xcalloc(rec->n_addrs ? rec->n_addrs : 1, sizeof *d->addrs);
+                    bool yaml_enabled, core_arena_t *mem) {
+  size_t addrs_size = (rec->n_addrs ? rec->n_addrs : 1) * sizeof *d->addrs;
+  size_t ports_size = (rec->n_ports ? rec->n_ports : 1) * sizeof *d->ports;
+  d->addrs = mem ? core_arena_alloc(mem, addrs_size) : xmalloc(addrs_size);
   memcpy(d->addrs, rec->addrs, rec->n_addrs * sizeof *d->addrs);
   d->n_addrs = rec->n_addrs;
-  free(d->target_host);
   d->target_host = NULL;
-  for (size_t i = 0; i < d->n_ports; i++)
-    free(d->ports[i].listener);
-  free(d->ports);
-  d->ports = xcalloc(rec->n_ports ? rec->n_ports : 1, sizeof *d->ports);
+  d->ports = mem ? core_arena_alloc(mem, ports_size) : xmalloc(ports_size);
   for (size_t i = 0; i < rec->n_ports; i++) {
-    d->ports[i].listener = xstrdup(rec->ports[i].listener);
+    const char *l = rec->ports[i].listener;
+    d->ports[i].listener =
+        mem ? core_arena_strndup(mem, l, strlen(l)) : xstrdup(l);
     d->ports[i].port = rec->ports[i].port;
   }
   d->n_ports = rec->n_ports;
@@ -273,7 +275,7 @@ size_t reg_updates_merge(reg_updates_t *u, reg_config_t *config) {
       reg_journal_record_t rec;
       decode(s->applied, s->applied_len, &rec);
       if (rec.admin_tag == tag) {
-        overlay(d, &rec, d->enabled);
+        overlay(d, &rec, d->enabled, &config->device_mem);
         applied++;
       } else {
         /* The admin changed the device since it was updated: the YAML
@@ -516,14 +518,7 @@ static void apply(reg_updates_t *u, dev_state_t *s,
     return;
   }
   reg_device_t d = *cur;
-  /* overlay() frees what it replaces: give it copies of the borrowed
-   * arrays (the table keeps its own). */
-  d.addrs = NULL;
-  d.n_addrs = 0;
-  d.target_host = NULL;
-  d.ports = NULL;
-  d.n_ports = 0;
-  overlay(&d, rec, s->yaml_enabled);
+  overlay(&d, rec, s->yaml_enabled, NULL); /* the table copies it */
   reg_update_device(u->reg, &d);
   free(d.addrs);
   for (size_t i = 0; i < d.n_ports; i++)

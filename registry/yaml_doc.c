@@ -350,11 +350,15 @@ static int on_event(builder_t *b, const yaml_event_t *ev) {
   int rc = tree_event(b, ev);
   if (rc != 0)
     return rc;
-  if (begin)
+  if (begin) {
     stream_begin(b);
-  else if (b->stream_depth != 0 && b->depth == b->stream_depth &&
-           b->levels[b->stream_depth].n_kids == 2)
-    stream_pair(b);
+  } else if (b->stream_depth != 0 && b->depth == b->stream_depth) {
+    level_t *level = &b->levels[b->stream_depth];
+    if (level->n_kids == 2)
+      stream_pair(b);
+    else if (level->n_kids == 1 && b->stream->key_read != NULL)
+      b->stream->key_read(b->stream->arg, &level->kids[0]);
+  }
   return 0;
 }
 

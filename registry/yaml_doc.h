@@ -62,6 +62,10 @@ typedef struct reg_yaml_stream {
    * them) are freed when the call returns. */
   void (*pair)(void *arg, reg_yaml_node_t *key, reg_yaml_node_t *value);
   void *arg;
+  /* Optional: a pair's key, as soon as it is read and before its value
+   * is, so the caller can start fetching what it will need (valid during
+   * the call only). */
+  void (*key_read)(void *arg, const reg_yaml_node_t *key);
 } reg_yaml_stream_t;
 
 /* reg_yaml_parse, streaming the mapping that stream names (NULL streams
