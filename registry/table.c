@@ -105,8 +105,9 @@ typedef struct table {
   atomic_uint_least64_t wild[WILD_BITS / 64];
   atomic_size_t count;
   struct rcu_head rcu;
-  core_arena_t arena; /* the entries a reload built; writer only */
-  pool_t shared;      /* listener and owner names; writer only */
+  core_arena_t arena;   /* the entries a reload built; writer only */
+  unsigned bucket_bits; /* log2 of the buckets it was made with */
+  pool_t shared;        /* listener and owner names; writer only */
 } table_t;
 
 struct reg {
@@ -384,8 +385,10 @@ static void entry_retire(struct cds_lfht_node *node) {
 static table_t *table_new(size_t expected) {
   table_t *t = xcalloc(1, sizeof *t);
   unsigned long size = 1;
-  while (size < expected && size < (1ul << 30))
+  while (size < expected && size < (1ul << 30)) {
     size <<= 1;
+    t->bucket_bits++;
+  }
   /* Sized for the devices at once, and never shrunk below that: emptying
    * a replaced table must not set off a cascade of shrinking resizes. */
   t->ht = cds_lfht_new(size, size, 0,
@@ -399,37 +402,31 @@ static table_t *table_new(size_t expected) {
   return t;
 }
 
-static uint64_t bit_reverse64(uint64_t v) {
-  v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
-  v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
-  v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
-  return __builtin_bswap64(v);
-}
-
 #define ORDER_BITS 16
 #define PREFETCH_AHEAD 8
 
 /* Adds the config's devices; a name given twice (the loader refuses that)
  * keeps the first. Caller is online.
  *
- * rculfhash keeps one list ordered by the bit-reversed hash, with a bucket
- * array indexing into it. Added in file order, every device lands at a
- * random place in both, and at millions of devices each add waits for
- * memory several times. So the devices are added in list order, by the
- * top ORDER_BITS of their reversed hash: each then goes near the ones just
- * added, still in cache, and the bucket array is walked front to back.
- * The order is a counting sort of indices (4 bytes a device), stable, so
- * of two equal names the first still wins; reading the devices out of
- * file order instead is fetched ahead. */
+ * rculfhash finds a device's place from its bucket's node, in an array of
+ * one per bucket, then walks the list to it. Added in file order, each
+ * device starts from a random bucket and at millions of devices waits for
+ * memory several times an add. So the entries are made in file order and
+ * added in bucket order (by the top ORDER_BITS of the bucket index): the
+ * bucket array is walked front to back and the list around each add was
+ * just touched. The order is a counting sort, stable, so of two equal
+ * names the first still wins. */
 static void table_fill(table_t *t, const reg_config_t *config) {
   size_t n = config->n_devices;
-  uint32_t *key = xbig_alloc(n * sizeof *key);
-  uint32_t *order = xbig_alloc(n * sizeof *order);
+  unsigned shift =
+      t->bucket_bits > ORDER_BITS ? t->bucket_bits - ORDER_BITS : 0;
+  uint64_t buckets = ((uint64_t)1 << t->bucket_bits) - 1;
+  uint16_t *key = xbig_alloc(n * sizeof *key);
+  entry_t **order = xbig_alloc(n * sizeof *order);
   size_t *at = xcalloc((size_t)1 << ORDER_BITS, sizeof *at);
   for (size_t i = 0; i < n; i++) {
     const char *name = config->devices[i].name;
-    key[i] = (uint32_t)(bit_reverse64(reg_name_hash(name, strlen(name))) >>
-                        (64 - ORDER_BITS));
+    key[i] = (uint16_t)((reg_name_hash(name, strlen(name)) & buckets) >> shift);
     at[key[i]]++;
   }
   for (size_t k = 0, sum = 0; k < (size_t)1 << ORDER_BITS; k++) {
@@ -438,16 +435,14 @@ static void table_fill(table_t *t, const reg_config_t *config) {
     sum += count;
   }
   for (size_t i = 0; i < n; i++)
-    order[at[key[i]]++] = (uint32_t)i;
+    order[at[key[i]]++] = entry_new(t, &config->devices[i], false);
   free(at);
   xbig_free(key, n * sizeof *key);
 
   for (size_t i = 0; i < n; i++) {
-    if (i + 2 * PREFETCH_AHEAD < n)
-      __builtin_prefetch(&config->devices[order[i + 2 * PREFETCH_AHEAD]]);
     if (i + PREFETCH_AHEAD < n)
-      __builtin_prefetch(config->devices[order[i + PREFETCH_AHEAD]].name);
-    entry_t *e = entry_new(t, &config->devices[order[i]], false);
+      __builtin_prefetch(&order[i + PREFETCH_AHEAD]->node, 1);
+    entry_t *e = order[i];
     name_key_t name = {e->name, e->name_len};
     uint64_t hash = reg_name_hash(name.name, name.len);
     REG_TSAN_RELEASE(e);
