@@ -11,12 +11,19 @@
 #include <time.h>
 #include <unistd.h>
 
-/* libuv's recvmmsg reads up to 20 datagrams at once into 64 KiB chunks of
- * the buffer (each big enough for any datagram, so none arrives cut
- * short); the answers to one such batch go out in one sendmmsg. */
+/* Each socket is read with our own recvmmsg rather than libuv's, which
+ * takes at most 20 datagrams a call: up to BATCH datagrams per call into
+ * 64 KiB chunks of the buffer (each big enough for any datagram, so none
+ * arrives cut short), answered, and the answers sent in one sendmmsg; then
+ * the next batch, until a call finds the socket empty. The chunks cost
+ * address space, not memory: the kernel writes only the bytes a datagram
+ * has. */
 #define RECV_CHUNK 65536
-#define BATCH 20
+#define BATCH 64
 #define RECV_BUF_SIZE (BATCH * RECV_CHUNK)
+/* Batches per readable event: a flood on one socket must not starve the
+ * loop's other handles (TCP, the proxy). */
+#define BATCHES_PER_EVENT 4
 /* Room for bursts while the loop is busy; the kernel may grant less. */
 #define SOCKET_RCVBUF (4 * 1024 * 1024)
 
@@ -41,7 +48,8 @@ typedef struct pending {
 } pending_t;
 
 typedef struct dns_udp {
-  uv_udp_t handle; /* handle.data: the server */
+  uv_poll_t handle; /* handle.data: the server */
+  int fd;           /* ours: closed when the handle is */
   struct sockaddr_storage addr;
 } dns_udp_t;
 
@@ -55,6 +63,9 @@ struct dns_server {
   /* One loop, one thread: a packet is answered before the next is read, so
    * the buffers are shared by all the server's sockets. */
   uint8_t recv_buf[RECV_BUF_SIZE];
+  struct sockaddr_storage peers[BATCH];
+  struct iovec recv_iov[BATCH];
+  struct mmsghdr recv_msgs[BATCH];
   dns_rrl_t *rrl; /* NULL: rate_limit off */
   size_t n_pending;
   pending_t pending[BATCH];
@@ -62,29 +73,17 @@ struct dns_server {
   dns_udp_t udp[];
 };
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  dns_server_t *server = handle->data;
-  (void)suggested;
-  buf->base = (char *)server->recv_buf;
-  buf->len = sizeof(server->recv_buf);
-}
-
 /* Sends the batch's answers in one system call. No send queue: a full
  * socket buffer means the host is overloaded, and a resolver retries
  * sooner than a queued answer would arrive. */
-static void flush(dns_server_t *server, uv_udp_t *handle) {
+static void flush(dns_server_t *server, int fd) {
   struct mmsghdr msgs[BATCH];
   struct iovec iov[BATCH];
   size_t n = server->n_pending;
-  uv_os_fd_t fd;
 
   server->n_pending = 0;
   if (n == 0)
     return;
-  if (uv_fileno((uv_handle_t *)handle, &fd) != 0) {
-    server->n_dropped += n;
-    return;
-  }
   memset(msgs, 0, n * sizeof msgs[0]);
   for (size_t i = 0; i < n; i++) {
     pending_t *p = &server->pending[i];
@@ -117,22 +116,9 @@ static void flush(dns_server_t *server, uv_udp_t *handle) {
   server->n_dropped += n - sent;
 }
 
-static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
-                    const struct sockaddr *addr, unsigned flags) {
-  dns_server_t *server = handle->data;
-
-  /* The end of a recvmmsg batch (UV_UDP_MMSG_FREE), or libuv saying the
-   * socket ran dry (nread 0, no address): send what the batch answered.
-   * Read errors on UDP concern one datagram and never the socket. */
-  if (nread <= 0 || !addr || server->stopping) {
-    flush(server, handle);
-    return;
-  }
-  server->n_queries++;
-  if (flags & UV_UDP_PARTIAL) {
-    server->n_dropped++;
-    return;
-  }
+/* Answers one datagram of a batch into the next pending slot. */
+static void answer_datagram(dns_server_t *server, const uint8_t *msg,
+                            size_t len, const struct sockaddr *addr) {
   pending_t *p = &server->pending[server->n_pending];
   bool cookie_ok = false;
   const dns_request_t req = {.config = server->config,
@@ -142,8 +128,8 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                              .now = (uint64_t)time(NULL),
                              .cookie_secret = dns_cookie_secret(),
                              .cookie_ok = &cookie_ok,
-                             .msg = (const uint8_t *)buf->base,
-                             .len = (size_t)nread};
+                             .msg = msg,
+                             .len = len};
   dns_xfr_t *xfr;
   size_t n = dns_respond(&req, p->msg, sizeof p->msg, &xfr);
   if (n == 0)
@@ -170,14 +156,51 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
          addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                      : sizeof(struct sockaddr_in));
   server->n_pending++;
-  /* Outside a recvmmsg batch (the kernel lacks it), or with the batch
-   * full, send now. */
-  if (!(flags & UV_UDP_MMSG_CHUNK) || server->n_pending == BATCH)
-    flush(server, handle);
+}
+
+/* Reads one batch from fd and answers it. Returns the datagrams read, or
+ * 0 once the socket is empty. Read errors on UDP concern one datagram and
+ * never the socket, so they end the event like an empty socket does. */
+static size_t answer_batch(dns_server_t *server, int fd) {
+  struct mmsghdr *msgs = server->recv_msgs;
+  for (size_t i = 0; i < BATCH; i++) {
+    msgs[i].msg_hdr.msg_name = &server->peers[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof server->peers[i];
+    msgs[i].msg_hdr.msg_flags = 0;
+  }
+  int rc;
+  do
+    rc = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+  while (rc < 0 && errno == EINTR);
+  if (rc <= 0)
+    return 0;
+  for (size_t i = 0; i < (size_t)rc; i++) {
+    server->n_queries++;
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      server->n_dropped++;
+      continue;
+    }
+    answer_datagram(server, server->recv_iov[i].iov_base, msgs[i].msg_len,
+                    (const struct sockaddr *)&server->peers[i]);
+  }
+  flush(server, fd);
+  return (size_t)rc;
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  dns_server_t *server = handle->data;
+  dns_udp_t *udp = (dns_udp_t *)handle;
+  (void)events;
+  if (status < 0 || server->stopping)
+    return;
+  for (unsigned i = 0; i < BATCHES_PER_EVENT; i++)
+    if (answer_batch(server, udp->fd) == 0)
+      return;
 }
 
 static void on_close(uv_handle_t *handle) {
   dns_server_t *server = handle->data;
+  close(((dns_udp_t *)handle)->fd);
   if (--server->n_open == 0)
     free(server);
 }
@@ -228,7 +251,8 @@ static int udp_start(uv_loop_t *loop, dns_server_t *server, dns_udp_t *udp) {
              uv_strerror(fd));
     return fd;
   }
-  int err = uv_udp_init_ex(loop, &udp->handle, AF_UNSPEC | UV_UDP_RECVMMSG);
+  udp->fd = fd;
+  int err = uv_poll_init(loop, &udp->handle, fd);
   if (err != 0) {
     close(fd);
     what = "set up";
@@ -236,13 +260,7 @@ static int udp_start(uv_loop_t *loop, dns_server_t *server, dns_udp_t *udp) {
   }
   udp->handle.data = server;
   server->n_open++;
-  err = uv_udp_open(&udp->handle, fd);
-  if (err != 0) {
-    close(fd);
-    what = "open";
-    goto fail;
-  }
-  err = uv_udp_recv_start(&udp->handle, on_alloc, on_recv);
+  err = uv_poll_start(&udp->handle, UV_READABLE, on_readable);
   if (err != 0) {
     what = "read from";
     goto fail;
@@ -268,6 +286,12 @@ int dns_server_start(uv_loop_t *loop, const reg_config_t *config,
   server->config = config;
   server->reg = reg;
   server->n_udp = n;
+  for (size_t i = 0; i < BATCH; i++) {
+    server->recv_iov[i].iov_base = server->recv_buf + i * RECV_CHUNK;
+    server->recv_iov[i].iov_len = RECV_CHUNK;
+    server->recv_msgs[i].msg_hdr.msg_iov = &server->recv_iov[i];
+    server->recv_msgs[i].msg_hdr.msg_iovlen = 1;
+  }
   if (config->dns.rrl_responses_per_second > 0) {
     uv_once(&shared_rrl_once, shared_rrl_create);
     server->rrl = shared_rrl;
@@ -302,7 +326,7 @@ void dns_server_stop(dns_server_t *server) {
   /* The last close callback frees the server. */
   for (size_t i = 0; i < server->n_udp; i++) {
     uv_handle_t *h = (uv_handle_t *)&server->udp[i].handle;
-    /* A handle that never got through uv_udp_init has no data. */
+    /* A handle that never got through uv_poll_init has no data. */
     if (h->data == server)
       uv_close(h, on_close);
   }

@@ -4,12 +4,17 @@ against `ddport serve`. Loopback only."""
 
 import os
 import re
+import select
 import shutil
+import socket
+import struct
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ddtest  # noqa: E402
+import dnsmsg  # noqa: E402
 from ddtest import check, check_eq  # noqa: E402
 
 Z = ddtest.ZONE + "."
@@ -246,6 +251,60 @@ def t_kdig(env):
              "kdig +noedns demo AAAA records")
 
 
+def t_burst(env):
+    # More queries than one read takes, from three sockets, sent before any
+    # answer is read: each must come back once, to the socket that asked,
+    # with its own ID and the rcode its name calls for.
+    names = [("demo.ddport.test", 0), ("nobody.ddport.test", 3)]
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.connect(("127.0.0.1", env.dns_port))
+            s.setblocking(False)
+            socks.append(s)
+        want = {}  # (socket index, id) -> (name, rcode)
+        for qid in range(150):
+            k = qid % len(socks)
+            name, rcode = names[qid % 2]
+            socks[k].send(dnsmsg.build_query(name, "A", qid=qid, edns=1232))
+            want[(k, qid)] = (name, rcode)
+        got = {}
+        deadline = time.monotonic() + 10
+        while len(got) < len(want) and time.monotonic() < deadline:
+            ready, _, _ = select.select(socks, [], [], 0.5)
+            for s in ready:
+                k = socks.index(s)
+                while True:
+                    try:
+                        data = s.recv(65535)
+                    except BlockingIOError:
+                        break
+                    m = dnsmsg.Message(data)
+                    check((k, m.id) not in got, "answer %d on socket %d came twice" % (m.id, k))
+                    got[(k, m.id)] = (m.question[0][0].rstrip("."), m.rcode)
+        check_eq(sorted(got), sorted(want), "answers per socket and ID")
+        check_eq(got, want, "name and rcode of each answer")
+    finally:
+        for s in socks:
+            s.close()
+
+
+def t_big_query(env):
+    # The largest datagram IPv4 carries (an EDNS padding option fills it)
+    # is read whole and answered.
+    query = dnsmsg.build_query("demo.ddport.test", "A", qid=0x4242)
+    pad = 65507 - len(query) - 11 - 4
+    query = query[:10] + struct.pack("!H", 1) + query[12:]
+    query += b"\0" + struct.pack("!HHIH", 41, 1232, 0, 4 + pad) + struct.pack("!HH", 12, pad)
+    query += bytes(pad)
+    check_eq(len(query), 65507, "query size")
+    m = dnsmsg.Message(dnsmsg.udp_exchange(env.dns_port, query))
+    check_eq((m.id, m.rcode_name), (0x4242, "NOERROR"), "answer to the largest query")
+    check_eq([r.type for r in m.answer], [1], "answer records")
+
+
 def t_still_running(env):
     check(env.ddport.running(), "ddport exited during the tests (status %s); stderr: %s"
           % (env.ddport.proc.returncode, env.ddport.stderr_tail()))
@@ -277,6 +336,8 @@ CASES = [
     ("CHAOS version.bind refused by default", t_chaos_refused),
     ("DNS cookies: server cookie returned, dig calls it good", t_cookie),
     ("kdig query", t_kdig),
+    ("a burst from three sockets: every query answered to its sender", t_burst),
+    ("a 65507-byte query is read whole and answered", t_big_query),
     ("ddport still running after the cases above", t_still_running),
     ("SIGTERM: ddport exits 0", t_sigterm),
 ]
