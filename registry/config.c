@@ -1966,19 +1966,22 @@ static void parse_device_address(ctx_t *c, const slot_t *slot,
   const char *what = "an IP address or a list of them";
   if (v->kind == REG_YAML_SEQUENCE) {
     core_ip_t *list = NULL;
-    d->n_addrs = parse_ip_list(c, slot, "'address'", &list);
-    if (d->n_addrs) {
-      d->addrs = device_alloc(c, d->n_addrs * sizeof *d->addrs);
-      memcpy(d->addrs, list, d->n_addrs * sizeof *d->addrs);
-    }
-    free(list);
+    size_t n = parse_ip_list(c, slot, "'address'", &list);
     /* The proxy tries each in turn for one visitor; a longer list would
      * only lengthen an offline device's timeout. */
-    if (d->n_addrs > REG_MAX_ADDRESSES)
+    if (n > REG_MAX_ADDRESSES) {
       error_at(c, v,
                "%zu addresses for 'address'; a device may have at most "
                "%d",
-               d->n_addrs, REG_MAX_ADDRESSES);
+               n, REG_MAX_ADDRESSES);
+      n = REG_MAX_ADDRESSES;
+    }
+    d->n_addrs = (uint16_t)n;
+    if (n) {
+      d->addrs = device_alloc(c, n * sizeof *d->addrs);
+      memcpy(d->addrs, list, n * sizeof *d->addrs);
+    }
+    free(list);
     return;
   }
   const char *s = text_of(c, v, slot->key, what, "'address'");
@@ -2071,7 +2074,7 @@ static void parse_device_ports(ctx_t *c, const slot_t *slot, reg_device_t *d) {
     } else if (rc == -ERANGE || port < 1 || port > 65535) {
       error_at(c, v, "port %.40s for %s is out of range; expected 1..65535", s,
                where);
-    } else if (known) {
+    } else if (known && d->n_ports < UINT16_MAX) {
       reg_port_t *p = &d->ports[d->n_ports++];
       p->listener = device_strdup(c, k->text);
       p->port = (uint16_t)port;

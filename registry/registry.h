@@ -89,17 +89,21 @@ typedef struct reg_port {
 /* One device: a name and where its services are. A wildcard device's name
  * starts with "*." and matches every name below the rest. */
 typedef struct reg_device {
-  char *name;       /* normalised */
-  char *owner;      /* account name or NULL */
-  core_ip_t *addrs; /* literal addresses, in the order given */
-  size_t n_addrs;
+  char *name;        /* normalised */
+  char *owner;       /* account name or NULL */
+  core_ip_t *addrs;  /* literal addresses, in the order given */
   char *target_host; /* a hostname target instead of addrs, or NULL */
   reg_port_t *ports;
-  size_t n_ports;
-  reg_proxy_protocol_t proxy_protocol;
+  /* Small counts and flags last, packed: a table holds millions of these
+   * (48 bytes each, not 72). */
+  uint16_t n_addrs;       /* at most REG_MAX_ADDRESSES */
+  uint16_t n_ports;       /* one a listener name */
+  uint8_t proxy_protocol; /* a reg_proxy_protocol_t */
   bool enabled;
   bool wildcard;
 } reg_device_t;
+
+_Static_assert(sizeof(reg_device_t) <= 48, "a device stays small");
 
 /* An account that owns devices; secret is a crypt(3) hash. */
 typedef struct reg_account {
