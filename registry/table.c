@@ -550,21 +550,51 @@ static bool entry_visible(const entry_t *e) {
   return e != NULL && e->device.enabled;
 }
 
+static entry_t *walk_next(struct cds_lfht *ht, struct cds_lfht_iter *iter) {
+  cds_lfht_next(ht, iter);
+  return entry_of(cds_lfht_iter_get_node(iter));
+}
+
 /* Marks the names whose visibility differs between the table in force and
  * next, before next replaces it. (A reader walks one table or the other,
- * so other differences need no mark.) */
+ * so other differences need no mark.)
+ *
+ * Both lists are ordered by the reversed hash of the same hash function,
+ * so the two are walked side by side like sorted files: a name only one
+ * table has is found without a lookup, and only names whose hashes meet
+ * are looked up. Millions of lookups in each direction took a 10M reload
+ * most of a minute. */
 static void mark_flips(reg_t *reg, const table_t *next) {
   const table_t *old = reg->table;
-  struct cds_lfht_iter iter;
-  entry_t *e;
-  FOR_EACH_ENTRY(old->ht, &iter, e) {
-    if (e->device.enabled !=
-        entry_visible(find_exact(next, e->name, e->name_len)))
-      hist_mark(reg->hist, e->name, e->name_len, e->device.enabled);
-  }
-  FOR_EACH_ENTRY(next->ht, &iter, e) {
-    if (e->device.enabled && !find_exact(old, e->name, e->name_len))
-      hist_mark(reg->hist, e->name, e->name_len, false);
+  struct cds_lfht_iter a, b;
+  cds_lfht_first(old->ht, &a);
+  cds_lfht_first(next->ht, &b);
+  entry_t *x = entry_of(cds_lfht_iter_get_node(&a));
+  entry_t *y = entry_of(cds_lfht_iter_get_node(&b));
+  while (x != NULL || y != NULL) {
+    if (y == NULL ||
+        (x != NULL && x->node.reverse_hash < y->node.reverse_hash)) {
+      /* Only the old table has this name. */
+      if (x->device.enabled)
+        hist_mark(reg->hist, x->name, x->name_len, true);
+      x = walk_next(old->ht, &a);
+    } else if (x == NULL || y->node.reverse_hash < x->node.reverse_hash) {
+      /* Only the new one has it. */
+      if (y->device.enabled)
+        hist_mark(reg->hist, y->name, y->name_len, false);
+      y = walk_next(next->ht, &b);
+    } else {
+      /* The same hash in both: compare the names. */
+      unsigned long r = x->node.reverse_hash;
+      for (; x != NULL && x->node.reverse_hash == r; x = walk_next(old->ht, &a))
+        if (x->device.enabled !=
+            entry_visible(find_exact(next, x->name, x->name_len)))
+          hist_mark(reg->hist, x->name, x->name_len, x->device.enabled);
+      for (; y != NULL && y->node.reverse_hash == r;
+           y = walk_next(next->ht, &b))
+        if (y->device.enabled && !find_exact(old, y->name, y->name_len))
+          hist_mark(reg->hist, y->name, y->name_len, false);
+    }
   }
 }
 

@@ -405,6 +405,62 @@ static void test_published_too_big(void) {
   reg_free(reg);
 }
 
+/* A reload's batch is exactly the names whose visibility differs, over
+ * thousands of names: the tables are compared by walking both lists side
+ * by side, and this checks that walk against the sets it should find. */
+#define FLIP_NAMES 3000
+
+typedef struct flips {
+  signed char want[FLIP_NAMES]; /* +1 shown, -1 hidden, 0 no change */
+  size_t seen, wrong;
+} flips_t;
+
+static int check_flips(uint64_t number, const reg_change_t *changes, size_t n,
+                       void *arg) {
+  (void)number;
+  flips_t *f = arg;
+  for (size_t i = 0; i < n; i++) {
+    unsigned k = 0;
+    if (sscanf(changes[i].name, "f%u.test", &k) != 1 || k >= FLIP_NAMES ||
+        f->want[k] != (changes[i].visible ? 1 : -1))
+      f->wrong++;
+    else
+      f->want[k] = 0;
+    f->seen++;
+  }
+  return 0;
+}
+
+static void test_reload_flips_many(void) {
+  static char names[FLIP_NAMES][24];
+  static reg_device_t before[FLIP_NAMES], after[FLIP_NAMES];
+  static flips_t f;
+  size_t n_before = 0, n_after = 0, n_want = 0;
+  unsigned seed = 4242;
+  for (int i = 0; i < FLIP_NAMES; i++) {
+    snprintf(names[i], sizeof names[i], "f%d.test", i);
+    /* Each name: absent, disabled or enabled, before and after. */
+    int b = rand_r(&seed) % 3, a = rand_r(&seed) % 3;
+    if (b)
+      before[n_before++] = device(names[i], b == 2);
+    if (a)
+      after[n_after++] = device(names[i], a == 2);
+    f.want[i] = (signed char)((a == 2) - (b == 2));
+    n_want += f.want[i] != 0;
+  }
+  reg_config_t c1 = {.devices = before, .n_devices = n_before};
+  reg_config_t c2 = {.devices = after, .n_devices = n_after};
+  reg_t *reg = reg_new(&c1);
+  ASSERT_EQ(reg_replace_all(reg, &c2), 0);
+  ASSERT(reg_publish(reg));
+  uint64_t to = 0;
+  ASSERT_EQ(reg_batches_since(reg, 0, &to, check_flips, &f), 0);
+  ASSERT_EQ(f.wrong, 0);
+  ASSERT_EQ(f.seen, n_want);
+  ASSERT(n_want > FLIP_NAMES / 4); /* the draw did flip many */
+  reg_free(reg);
+}
+
 static void test_policy_defaults(void) {
   reg_config_t config = {0};
   ASSERT(allowed(&config, "203.0.113.7", 80));
@@ -467,6 +523,7 @@ int main(void) {
   RUN_TEST(test_grow_and_shrink);
   RUN_TEST(test_published_batches);
   RUN_TEST(test_published_too_big);
+  RUN_TEST(test_reload_flips_many);
   RUN_TEST(test_policy_defaults);
   RUN_TEST(test_policy_allow_list);
   RUN_TEST(test_policy_own_listener);
