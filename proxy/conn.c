@@ -45,7 +45,10 @@ typedef struct px_side {
   uint64_t bytes; /* read from this side */
   bool readable;
   bool writable;
-  bool rdhup;   /* epoll saw the FIN: a short read has taken the last byte */
+  bool rdhup; /* epoll saw the FIN: a short read has taken the last byte */
+  /* epoll saw an error, such as a reset: the bytes still unread end in
+   * it, not in a FIN, and it is told only by a read after them. */
+  bool error;
   bool eof;     /* this side sent FIN */
   bool shut;    /* FIN passed on to the peer (or to be, at the check) */
   bool fin_due; /* shut, but shutdown(2) of the peer waits for the check */
@@ -237,7 +240,7 @@ static void close_side(px_side_t *side) {
     return;
   close(side->fd);
   side->fd = -1;
-  side->readable = side->writable = side->rdhup = false;
+  side->readable = side->writable = side->rdhup = side->error = false;
 }
 
 /* Closes side with a reset rather than a FIN: the visitor or device must
@@ -287,7 +290,10 @@ void px_conn_abort_all(px_server_t *server) {
 /* read(2) as this file wants it: the bytes read, 0 at the end of the
  * stream, or a negative errno. A short read leaves nothing to read until
  * epoll reports more, and after a FIN it was the last one: the end of the
- * stream is then known without another read. */
+ * stream is then known without another read. After an error it is not:
+ * epoll will not report it again, so the side stays readable until a read
+ * returns it (taking it for a FIN would pass a reset stream off as
+ * complete). */
 static ssize_t read_side(px_side_t *side, char *buf, size_t len) {
   ssize_t n = read(side->fd, buf, len);
   if (n < 0) {
@@ -295,7 +301,7 @@ static ssize_t read_side(px_side_t *side, char *buf, size_t len) {
       side->readable = false;
     return -errno;
   }
-  if ((size_t)n < len) {
+  if ((size_t)n < len && !side->error) {
     side->readable = false;
     if (side->rdhup && n > 0)
       side->eof = true;
@@ -971,6 +977,8 @@ static void on_side_events(px_side_t *side, uint32_t events) {
     side->readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP))
     side->rdhup = true;
+  if (events & EPOLLERR)
+    side->error = true;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
     side->writable = true;
   switch (conn->state) {
