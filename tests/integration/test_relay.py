@@ -226,7 +226,7 @@ def connect(port, buffers=None):
     return s
 
 
-def read_to_eof(s, limit=64 * MIB, chunk=1 << 20, pause=0.0, deadline_s=60):
+def read_to_eof(s, limit=128 * MIB, chunk=1 << 20, pause=0.0, deadline_s=60):
     """What arrives until EOF, limit bytes or deadline_s; pause: seconds
     to sleep after each read (a slow reader)."""
     data = bytearray()
@@ -480,11 +480,12 @@ def test_drain_on_sigterm(env):
 
 
 def test_visitor_sends_before_reading(env):
-    # The visitor sends 32 MiB and reads nothing until its sending blocks:
+    # The visitor sends 64 MiB and reads nothing until its sending blocks:
     # the echo fills the way back, the device stops reading, and every
-    # socket on the way stalls. Then the visitor reads: each stalled side
+    # socket on the way stalls (receive buffers here may grow to 32 MiB:
+    # 32 MiB sometimes all fits). Then the visitor reads: each stalled side
     # must be woken as the one after it drains.
-    echo_both_ways(env, 32 * MIB, 11, buffers=256 * 1024, read_after=1.5)
+    echo_both_ways(env, 64 * MIB, 11, buffers=256 * 1024, read_after=1.5)
 
 
 def test_device_reads_late(env):
@@ -563,7 +564,7 @@ CASES = [
     ("a relay with no bytes for timeouts.idle is closed", test_idle_timeout),
     ("a slow reader holds the device back, not ddport's memory", test_slow_reader),
     ("SIGTERM lets a transfer in flight finish", test_drain_on_sigterm),
-    ("a visitor sending 32 MiB before reading its echo gets it all back",
+    ("a visitor sending 64 MiB before reading its echo gets it all back",
      test_visitor_sends_before_reading),
     ("a device reading late still gets the whole body", test_device_reads_late),
     ("a burst far above 16 reads, then silence, all reaches a slow reader",
