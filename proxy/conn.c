@@ -4,14 +4,23 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* After an error page, how long to swallow the rest of the request so the
  * visitor reads the page instead of a reset. */
 #define LINGER_MS 2000
+
+/* Reads (or splices) of one side per wakeup before other connections get
+ * their turn (libuv reads a stream up to 32 times). */
+#define RELAY_ROUNDS 16
+
+/* Events taken from the worker's epoll instance per wakeup of its loop. */
+#define EPOLL_BATCH 256
 
 typedef enum px_state {
   PX_STATE_PEEKING,
@@ -21,30 +30,28 @@ typedef enum px_state {
   PX_STATE_CLOSING,
 } px_state_t;
 
-/* One direction's worth of relay state, named after the side it reads. */
+/* One side's socket and the bytes read from it, named after the side it
+ * reads. The socket is watched edge-triggered, so what epoll said is kept
+ * here until a system call says otherwise: readable until a read comes
+ * back short, writable until a write does. */
 typedef struct px_side {
-  uv_tcp_t tcp; /* tcp.data points to the px_side */
   px_conn_t *conn;
-  char *buf; /* read buffer for bytes travelling to the peer side */
-  /* No two of these are ever in use at once, and a spliced side never
-   * writes through libuv again: they share memory so idle connections stay
-   * small, copied or spliced. */
-  union {
-    uv_write_t write_req;       /* writes of this side's bytes to the peer */
-    uv_shutdown_t shutdown_req; /* the client's, after an error page */
-    struct {
-      uv_poll_t poll; /* watches the socket taken over from tcp */
-      px_pipe_t pipe; /* this side's bytes waiting for the peer */
-      int events;     /* what poll watches */
-    };
-  };
+  int fd; /* -1: closed, or (device) none opened yet */
+  /* Bytes read from this side and not yet written to the peer: buf[off,
+   * len) when copying, pipe when spliced. */
+  char *buf;
+  size_t off, len;
+  px_pipe_t pipe;
   uint64_t bytes; /* read from this side */
-  bool open;      /* tcp (or, spliced, poll and its socket) not yet closed */
-  bool spliced;   /* the socket belongs to poll; tcp is closed */
-  bool eof;       /* this side sent FIN */
-  bool writing;   /* our bytes are queued on the peer: reading paused */
-  bool shut;      /* FIN passed on to the peer (or to be, at the check) */
-  bool fin_due;   /* shut, but shutdown(2) of the peer waits for the check */
+  bool readable;
+  bool writable;
+  bool rdhup; /* epoll saw the FIN: a short read has taken the last byte */
+  /* epoll saw an error, such as a reset: the bytes still unread end in
+   * it, not in a FIN, and it is told only by a read after them. */
+  bool error;
+  bool eof;     /* this side sent FIN */
+  bool shut;    /* FIN passed on to the peer (or to be, at the check) */
+  bool fin_due; /* shut, but shutdown(2) of the peer waits for the check */
 } px_side_t;
 
 /* What a connection needs only until its relay has started, held apart
@@ -65,21 +72,29 @@ struct px_conn {
   px_state_t state;
   px_listener_t *listener;
   px_conn_t *next, *prev;
-  px_conn_t *fin_next; /* in the server's fin_queue while fin_queued */
-  bool fin_queued;
+  /* In the server's fin_queue or fin_ripe while fin_link is set: the link
+   * pointing at this connection. */
+  px_conn_t *fin_next, **fin_link;
   px_side_t client, device;
+  /* The connection's only libuv handle: its close callback frees the
+   * connection, so a connection closed while the worker works through a
+   * batch of epoll events stays valid for the rest of that batch. */
   uv_timer_t timer;
   char *peek; /* request head bytes read so far */
   size_t peek_len, peek_cap;
-  px_route_t *route;         /* from routing until the head is written */
+  size_t head_off;   /* bytes of the head (PROXY header, peek) written */
+  px_route_t *route; /* from routing until the head is written */
+  core_str_t page;   /* answering: the refusal, page_off bytes written */
+  size_t page_off;
   char *name;                /* the name routed by, for the logs; NULL before */
   core_ip_t visitor, target; /* target.family 0: none tried yet */
   uint16_t visitor_port, port;
   bool routed;
-  bool splice; /* relaying: may still move to splice(2) */
-  bool bulk;   /* a read filled a relay buffer */
+  bool splice;  /* relaying: may still move to splice(2) */
+  bool spliced; /* relaying through pipes */
+  bool bulk;    /* a read filled a relay buffer */
   bool admitted;
-  int open_handles;
+  bool lingering; /* answering: the page is out, the rest is read and dropped */
   uint64_t started_ms, active_ms;
   const char *result;       /* for the access log */
   px_admission_t admission; /* what the limits counted for us */
@@ -170,6 +185,7 @@ static void release_head(px_conn_t *conn) {
 /* Gives side's buffer back once no bytes wait in it. */
 static void release_buf(px_side_t *side) {
   px_server_t *server = side->conn->listener->server;
+  side->off = side->len = 0;
   if (side->buf == NULL)
     return;
   if (server->n_spare_bufs < PX_SPARE_BUFS)
@@ -179,11 +195,9 @@ static void release_buf(px_side_t *side) {
   side->buf = NULL;
 }
 
-/* Drops one handle's hold on conn; frees conn with its last handle.
- * Returns true when conn is gone. */
-static bool release_handle(px_conn_t *conn) {
-  if (--conn->open_handles > 0)
-    return false;
+/* The timer, the connection's last handle, is closed: conn goes. */
+static void on_timer_closed(uv_handle_t *handle) {
+  px_conn_t *conn = handle->data;
   px_server_t *server = conn->listener->server;
   log_access(conn);
   if (conn->prev)
@@ -197,74 +211,55 @@ static bool release_handle(px_conn_t *conn) {
     px_limits_release(server->limits, &conn->admission);
   release_buf(&conn->client);
   release_buf(&conn->device);
-  if (conn->client.spliced)
-    px_pipe_release(server, &conn->client.pipe);
-  if (conn->device.spliced)
-    px_pipe_release(server, &conn->device.pipe);
+  px_pipe_release(server, &conn->client.pipe);
+  px_pipe_release(server, &conn->device.pipe);
   release_head(conn);
   free(conn->name);
   px_listener_t *listener = conn->listener;
   free(conn);
   px_server_conn_gone(server, listener);
-  return true;
 }
 
-static px_conn_t *conn_of_handle(uv_handle_t *handle) {
-  if (handle->type == UV_TIMER)
-    return handle->data;
-  return ((px_side_t *)handle->data)->conn;
+/* Watches side's socket for everything at once, edge-triggered (op
+ * EPOLL_CTL_ADD): no socket of a connection has its watch changed, and
+ * closing it removes the watch. EPOLL_CTL_MOD re-arms it: a side that
+ * stopped reading with bytes left, to let others have their turn, is
+ * reported again. */
+static int watch_side(px_side_t *side, int op) {
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.ptr = side,
+  };
+  int epoll_fd = side->conn->listener->server->epoll_fd;
+  return epoll_ctl(epoll_fd, op, side->fd, &ev) == 0 ? 0 : -errno;
 }
 
-static void on_handle_closed(uv_handle_t *handle) {
-  release_handle(conn_of_handle(handle));
-}
-
-static int side_fd(px_side_t *side) {
-  uv_os_fd_t fd = -1;
-  uv_fileno(side->spliced ? (uv_handle_t *)&side->poll
-                          : (uv_handle_t *)&side->tcp,
-            &fd);
-  return fd;
-}
-
+/* Closing the socket also drops it from the epoll instance. */
 static void close_side(px_side_t *side) {
-  if (!side->open)
+  if (side->fd < 0)
     return;
-  side->open = false;
-  if (!side->spliced) {
-    uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
-    return;
-  }
-  /* The poll handle stops watching at once, so its socket may go now. */
-  int fd = side_fd(side);
-  uv_close((uv_handle_t *)&side->poll, on_handle_closed);
-  close(fd);
+  close(side->fd);
+  side->fd = -1;
+  side->readable = side->writable = side->rdhup = side->error = false;
 }
 
 /* Closes side with a reset rather than a FIN: the visitor or device must
  * not take a broken relay for a clean end of data. */
 static void reset_side(px_side_t *side) {
-  if (!side->open)
+  if (side->fd < 0)
     return;
-  if (!side->spliced) {
-    if (uv_tcp_close_reset(&side->tcp, on_handle_closed) == 0)
-      side->open = false;
-    return;
-  }
   struct linger linger = {.l_onoff = 1, .l_linger = 0};
-  setsockopt(side_fd(side), SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
+  setsockopt(side->fd, SOL_SOCKET, SO_LINGER, &linger, sizeof linger);
   close_side(side);
 }
 
 static void unqueue_fins(px_conn_t *conn) {
-  if (!conn->fin_queued)
+  if (conn->fin_link == NULL)
     return;
-  px_server_t *server = conn->listener->server;
-  px_conn_t **link = &server->fin_queue;
-  while (*link != conn)
-    link = &(*link)->fin_next;
-  *link = conn->fin_next;
-  conn->fin_queued = false;
+  *conn->fin_link = conn->fin_next;
+  if (conn->fin_next)
+    conn->fin_next->fin_link = conn->fin_link;
+  conn->fin_link = NULL;
   conn->client.fin_due = conn->device.fin_due = false;
 }
 
@@ -282,7 +277,7 @@ static void conn_close(px_conn_t *conn, const char *result) {
   }
   close_side(&conn->client);
   close_side(&conn->device);
-  uv_close((uv_handle_t *)&conn->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&conn->timer, on_timer_closed);
 }
 
 void px_conn_abort_all(px_server_t *server) {
@@ -292,53 +287,81 @@ void px_conn_abort_all(px_server_t *server) {
     conn_close(conn, "drain timeout");
 }
 
+/* read(2) as this file wants it: the bytes read, 0 at the end of the
+ * stream, or a negative errno. A short read leaves nothing to read until
+ * epoll reports more, and after a FIN it was the last one: the end of the
+ * stream is then known without another read. After an error it is not:
+ * epoll will not report it again, so the side stays readable until a read
+ * returns it (taking it for a FIN would pass a reset stream off as
+ * complete). */
+static ssize_t read_side(px_side_t *side, char *buf, size_t len) {
+  ssize_t n = read(side->fd, buf, len);
+  if (n < 0) {
+    if (errno == EAGAIN)
+      side->readable = false;
+    return -errno;
+  }
+  if ((size_t)n < len && !side->error) {
+    side->readable = false;
+    if (side->rdhup && n > 0)
+      side->eof = true;
+  }
+  return n;
+}
+
 /* ---- error pages -------------------------------------------------------- */
-
-static void on_linger_read(uv_stream_t *stream, ssize_t nread,
-                           const uv_buf_t *buf) {
-  px_side_t *side = stream->data;
-  (void)buf;
-  if (nread < 0)
-    conn_close(side->conn, NULL);
-}
-
-static void alloc_discard(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
-  static _Thread_local char sink[4096];
-  (void)handle;
-  (void)size;
-  *buf = uv_buf_init(sink, sizeof sink);
-}
 
 static void on_linger_timeout(uv_timer_t *timer) {
   conn_close(timer->data, NULL);
 }
 
-static void on_page_shutdown(uv_shutdown_t *req, int status) {
-  px_side_t *side = req->data;
-  px_conn_t *conn = side->conn;
-  if (status < 0 || conn->state == PX_STATE_CLOSING) {
-    conn_close(conn, NULL);
-    return;
+/* Reads and drops what the visitor still sends until it closes, so its
+ * kernel does not answer our page with a reset before it is read. */
+static void linger_read(px_conn_t *conn) {
+  static _Thread_local char sink[4096];
+  px_side_t *client = &conn->client;
+  while (client->readable && !client->eof) {
+    ssize_t n = read_side(client, sink, sizeof sink);
+    if (n == -EAGAIN)
+      return;
+    if (n <= 0) {
+      conn_close(conn, NULL);
+      return;
+    }
   }
-  /* Read and drop what the visitor still sends until it closes, so its
-   * kernel does not answer our page with a reset before it is read. */
-  uv_timer_start(&conn->timer, on_linger_timeout, LINGER_MS, 0);
-  if (uv_read_start((uv_stream_t *)&side->tcp, alloc_discard, on_linger_read) !=
-      0)
+  if (client->eof)
     conn_close(conn, NULL);
 }
 
-static void on_page_written(uv_write_t *req, int status) {
-  px_side_t *side = req->data;
-  px_conn_t *conn = side->conn;
-  if (status < 0 || conn->state == PX_STATE_CLOSING) {
+/* Writes what is left of the page; once it is out, our side ends and the
+ * lingering starts. */
+static void answer_progress(px_conn_t *conn) {
+  assert(conn->state == PX_STATE_ANSWERING);
+  if (conn->lingering) {
+    linger_read(conn);
+    return;
+  }
+  px_side_t *client = &conn->client;
+  while (conn->page_off < conn->page.len) {
+    ssize_t n = write(client->fd, conn->page.ptr + conn->page_off,
+                      conn->page.len - conn->page_off);
+    if (n < 0 && errno == EAGAIN) {
+      client->writable = false;
+      return;
+    }
+    if (n < 0) {
+      conn_close(conn, NULL);
+      return;
+    }
+    conn->page_off += (size_t)n;
+  }
+  if (shutdown(client->fd, SHUT_WR) != 0) {
     conn_close(conn, NULL);
     return;
   }
-  side->shutdown_req.data = side;
-  if (uv_shutdown(&side->shutdown_req, (uv_stream_t *)&side->tcp,
-                  on_page_shutdown) != 0)
-    conn_close(conn, NULL);
+  conn->lingering = true;
+  uv_timer_start(&conn->timer, on_linger_timeout, LINGER_MS, 0);
+  linger_read(conn);
 }
 
 static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
@@ -348,245 +371,228 @@ static void answer_page(px_conn_t *conn, px_page_t page, const char *result) {
   if (conn->admitted)
     px_limits_peek_done(conn->listener->server->limits, &conn->admission);
   uv_timer_stop(&conn->timer);
-  uv_read_stop((uv_stream_t *)&conn->client.tcp);
   close_side(&conn->device);
-  core_str_t text = px_refusal(conn->listener->config->protocol, page);
-  if (text.len == 0) {
+  conn->page = px_refusal(conn->listener->config->protocol, page);
+  if (conn->page.len == 0) {
     conn_close(conn, NULL);
     return;
   }
-  uv_buf_t buf = uv_buf_init((char *)text.ptr, (unsigned)text.len);
-  conn->client.write_req.data = &conn->client;
-  if (uv_write(&conn->client.write_req, (uv_stream_t *)&conn->client.tcp, &buf,
-               1, on_page_written) != 0)
-    conn_close(conn, NULL);
+  answer_progress(conn);
 }
 
 /* ---- relaying ----------------------------------------------------------- */
 
-static void start_reading(px_side_t *side);
-static bool maybe_splice(px_conn_t *conn);
-
 /* Both directions finished cleanly: nothing left to carry. */
 static void maybe_finish(px_conn_t *conn) {
-  if (conn->client.shut && conn->device.shut && !conn->client.writing &&
-      !conn->device.writing)
+  if (conn->client.shut && conn->device.shut)
     conn_close(conn, "routed");
 }
 
-/* Passes this side's FIN on to the peer once its bytes are all written.
- * Only this side writes to the peer and it reads again only once its write
- * is done, so nothing waits in the peer's write queue and shutdown(2) can
- * go without uv_shutdown, which would wait a loop pass and re-arm the
- * peer's epoll watch for it. It waits for the end of this loop iteration
- * though: the other side's FIN has often arrived in the same batch of
- * events (a visitor closes as soon as it has the answer), and when both
- * have ended, closing both sockets sends both FINs and no shutdown(2) is
- * needed at all. */
+/* Passes this side's FIN on once its bytes are all written to the peer.
+ * It waits for the end of the next loop iteration though: a visitor
+ * closes as soon as it has the answer, and its FIN usually arrives by
+ * then; when both sides have ended, closing both sockets sends both FINs
+ * and no shutdown(2) is needed at all. (epoll tells a device's FIN with
+ * the last bytes of its answer, so waiting only for the end of this
+ * iteration would shut the visitor's side down almost every time.) */
 static void pass_eof(px_side_t *side) {
   px_conn_t *conn = side->conn;
   side->shut = true;
   if (!peer_of(side)->shut) {
     side->fin_due = true;
-    if (!conn->fin_queued) {
+    if (conn->fin_link == NULL) {
       px_server_t *server = conn->listener->server;
-      if (server->fin_queue == NULL)
-        uv_check_start(&server->fin_check, px_conn_pass_fins);
+      uv_check_start(&server->fin_check, px_conn_pass_fins);
       conn->fin_next = server->fin_queue;
+      if (conn->fin_next)
+        conn->fin_next->fin_link = &conn->fin_next;
       server->fin_queue = conn;
-      conn->fin_queued = true;
+      conn->fin_link = &server->fin_queue;
     }
     return;
   }
   /* The peer has ended and been passed on already (or is due to be):
-   * maybe_finish closes both at once, and the close sends the FINs. Both
-   * streams ended, so nothing unread in a socket turns a close into a
-   * reset. */
+   * closing both sends the FINs. Both streams ended, so nothing unread in
+   * a socket turns the close into a reset. */
   maybe_finish(conn);
 }
 
-/* Errors are ignored as uv_shutdown's would be: a peer that reset says so
- * when it is read. */
+/* Errors are ignored: a peer that reset says so when it is read. */
 static void shut_peer_now(px_side_t *side) {
-  px_side_t *peer = peer_of(side);
-  assert(peer->tcp.write_queue_size == 0);
   side->fin_due = false;
-  shutdown(side_fd(peer), SHUT_WR);
+  shutdown(peer_of(side)->fd, SHUT_WR);
+}
+
+static void on_fin_idle(uv_idle_t *idle) {
+  (void)idle;
 }
 
 void px_conn_pass_fins(uv_check_t *check) {
   px_server_t *server = check->data;
-  px_conn_t *conn = server->fin_queue;
+  px_conn_t *conn = server->fin_ripe;
+  server->fin_ripe = server->fin_queue;
+  if (server->fin_ripe)
+    server->fin_ripe->fin_link = &server->fin_ripe;
   server->fin_queue = NULL;
-  uv_check_stop(check);
   for (px_conn_t *next; conn != NULL; conn = next) {
     next = conn->fin_next;
-    conn->fin_queued = false;
+    conn->fin_link = NULL;
     if (conn->client.fin_due)
       shut_peer_now(&conn->client);
     if (conn->device.fin_due)
       shut_peer_now(&conn->device);
   }
-}
-
-static void on_relay_written(uv_write_t *req, int status) {
-  px_side_t *side = req->data;
-  px_conn_t *conn = side->conn;
-  side->writing = false;
-  release_buf(side);
-  if (conn->state == PX_STATE_CLOSING)
-    return;
-  if (status < 0) {
-    conn_close(conn, "routed");
+  if (server->fin_ripe != NULL) {
+    uv_idle_start(&server->fin_idle, on_fin_idle);
     return;
   }
-  /* The peeked bytes went out in the client's first write: only that
-   * write's completion may give their buffer back. */
-  if (side == &conn->client)
-    release_head(conn);
-  if (maybe_splice(conn))
-    return;
-  /* The peer drained our bytes: the one backpressure rule lifts. */
-  if (side->eof)
-    pass_eof(side);
-  else
-    start_reading(side);
+  uv_idle_stop(&server->fin_idle);
+  uv_check_stop(check);
 }
 
-static void alloc_relay(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
-  px_side_t *side = handle->data;
-  (void)size;
-  if (side->buf == NULL)
-    side->buf = take_buf(side->conn->listener->server);
-  *buf = uv_buf_init(side->buf, side->buf ? PX_RELAY_BUF_SIZE : 0);
+/* Bytes read from side that the peer has not taken yet. */
+static size_t waiting(const px_side_t *side) {
+  const px_conn_t *conn = side->conn;
+  if (side == &conn->client && conn->route != NULL)
+    return conn->route->proxy_header_len + conn->peek_len - conn->head_off;
+  if (conn->spliced)
+    return side->pipe.len;
+  return side->len - side->off;
 }
 
-static void on_relay_read(uv_stream_t *stream, ssize_t nread,
-                          const uv_buf_t *buf) {
-  px_side_t *side = stream->data;
+/* The rest of the head (PROXY header, then the peeked bytes) to the
+ * device. Returns the bytes written or a negative errno. */
+static ssize_t write_head(px_conn_t *conn) {
+  px_route_t *route = conn->route;
+  struct iovec iov[2];
+  int n = 0;
+  size_t off = conn->head_off;
+  if (off < route->proxy_header_len) {
+    iov[n++] = (struct iovec){route->proxy_header + off,
+                              route->proxy_header_len - off};
+    off = 0;
+  } else {
+    off -= route->proxy_header_len;
+  }
+  if (conn->peek_len > off)
+    iov[n++] = (struct iovec){conn->peek + off, conn->peek_len - off};
+  ssize_t w = writev(conn->device.fd, iov, n);
+  if (w < 0)
+    return -errno;
+  conn->head_off += (size_t)w;
+  return w;
+}
+
+/* Writes what side has waiting to its peer, as far as the peer takes it.
+ * Returns 0 or a negative errno other than -EAGAIN. */
+static int flush_side(px_side_t *side) {
   px_conn_t *conn = side->conn;
   px_side_t *peer = peer_of(side);
-  if (nread == UV_ENOBUFS) {
-    conn_close(conn, "out of memory");
-    return;
+  while (waiting(side) > 0 && peer->writable) {
+    size_t want = waiting(side);
+    ssize_t n;
+    if (side == &conn->client && conn->route != NULL)
+      n = write_head(conn);
+    else if (conn->spliced)
+      n = px_splice_out(conn->listener->server, &side->pipe, peer->fd);
+    else if ((n = write(peer->fd, side->buf + side->off, want)) < 0)
+      n = -errno;
+    else
+      side->off += (size_t)n;
+    if (n == -EAGAIN) {
+      peer->writable = false;
+      break;
+    }
+    if (n < 0)
+      return (int)n;
+    /* A short write means a full socket buffer; splice(2) may stop short
+     * at a pipe buffer's end instead, so it is asked again. */
+    if ((size_t)n < want && !conn->spliced)
+      peer->writable = false;
   }
-  /* Unless a write below keeps them, the bytes are gone from the buffer
-   * once this returns. */
-  if (nread <= 0)
+  if (waiting(side) > 0)
+    return 0;
+  if (side == &conn->client && conn->route != NULL)
+    release_head(conn);
+  else if (!conn->spliced)
     release_buf(side);
-  if (nread == 0)
-    return;
-  if (nread == UV_EOF) {
-    side->eof = true;
-    uv_read_stop(stream);
-    pass_eof(side);
-    return;
-  }
-  if (nread == UV_ECONNRESET) {
-    reset_side(peer);
-    conn_close(conn, "reset");
-    return;
-  }
-  if (nread < 0) {
-    conn_close(conn, "routed");
-    return;
-  }
-  side->bytes += (uint64_t)nread;
-  conn->active_ms = core_now_ms();
-
-  uv_buf_t out = uv_buf_init(buf->base, (unsigned)nread);
-  int n = uv_try_write((uv_stream_t *)&peer->tcp, &out, 1);
-  /* A read that fills the buffer is a bulk transfer: from here on it is
-   * worth the cost of moving the connection to splice(2). */
-  if (nread == PX_RELAY_BUF_SIZE)
-    conn->bulk = true;
-  if (n == nread) {
-    release_buf(side);
-    maybe_splice(conn);
-    return;
-  }
-  if (n < 0 && n != UV_EAGAIN) {
-    conn_close(conn, "routed");
-    return;
-  }
-  if (n > 0)
-    out = uv_buf_init(buf->base + n, (unsigned)(nread - n));
-  /* Backpressure: stop reading this side until the peer takes the rest. */
-  uv_read_stop(stream);
-  side->writing = true;
-  side->write_req.data = side;
-  if (uv_write(&side->write_req, (uv_stream_t *)&peer->tcp, &out, 1,
-               on_relay_written) != 0) {
-    side->writing = false;
-    conn_close(conn, "routed");
-  }
+  return 0;
 }
 
-static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf);
-static void on_client_read(uv_stream_t *stream, ssize_t nread,
-                           const uv_buf_t *buf);
-
-/* Reading again after backpressure; a side still being read is left so
- * (UV_EALREADY). */
-static void start_reading(px_side_t *side) {
-  bool client = side == &side->conn->client;
-  int rc = uv_read_start((uv_stream_t *)&side->tcp,
-                         client ? alloc_client : alloc_relay,
-                         client ? on_client_read : on_relay_read);
-  if (rc != 0 && rc != UV_EALREADY)
-    conn_close(side->conn, "routed");
-}
-
-/* ---- splicing ----------------------------------------------------------- */
-
-/* Reads per wakeup before other connections get their turn (libuv reads a
- * stream up to 32 times). */
-#define SPLICE_ROUNDS 16
-
-/* Passes side's FIN on once its bytes have all reached the peer. Returns
- * false when that closed conn. */
-static bool splice_pass_eof(px_side_t *side) {
-  if (!side->eof || side->shut || side->pipe.len > 0)
-    return true;
-  side->shut = true;
-  if (shutdown(side_fd(peer_of(side)), SHUT_WR) != 0) {
-    conn_close(side->conn, "routed");
-    return false;
-  }
-  maybe_finish(side->conn);
-  return side->conn->state != PX_STATE_CLOSING;
-}
-
-/* Writes side's waiting bytes to its peer, as far as the peer takes them.
- * Returns false when conn closed. */
-static bool splice_flush(px_side_t *side) {
+/* Reads from side what the buffer (or pipe) takes. Returns the bytes
+ * read, 0 at the end of the stream, or a negative errno. */
+static ssize_t read_relay(px_side_t *side) {
   px_conn_t *conn = side->conn;
-  if (side->pipe.len > 0) {
-    ssize_t n = px_splice_out(conn->listener->server, &side->pipe,
-                              side_fd(peer_of(side)));
-    if (n < 0 && n != -EAGAIN) {
+  px_server_t *server = conn->listener->server;
+  if (conn->spliced) {
+    /* Not read_side: a short splice may only mean a full pipe. */
+    ssize_t n = px_splice_in(server, &side->pipe, side->fd);
+    if (n == -EAGAIN)
+      side->readable = false;
+    return n;
+  }
+  if (side->buf == NULL && (side->buf = take_buf(server)) == NULL)
+    return -ENOMEM;
+  ssize_t n = read_side(side, side->buf, PX_RELAY_BUF_SIZE);
+  if (n > 0) {
+    side->off = 0;
+    side->len = (size_t)n;
+    /* A read that fills the buffer is a bulk transfer: from here on
+     * splice(2) is worth it. */
+    if (n == PX_RELAY_BUF_SIZE)
+      conn->bulk = true;
+  } else {
+    release_buf(side);
+  }
+  return n;
+}
+
+/* Moves the relay to splice(2) once it carries a bulk transfer and no
+ * bytes wait in a buffer; short exchanges keep copying, which costs them
+ * no pipe. */
+static void maybe_splice(px_conn_t *conn) {
+  if (conn->splice && conn->bulk && conn->route == NULL &&
+      waiting(&conn->client) == 0 && waiting(&conn->device) == 0) {
+    conn->splice = false;
+    conn->spliced = true;
+  }
+}
+
+/* Carries side's bytes to its peer: the one backpressure rule is that a
+ * side is read only while none of its bytes wait for the peer. Returns
+ * false when conn closed. */
+static bool relay_from(px_side_t *side) {
+  px_conn_t *conn = side->conn;
+  px_side_t *peer = peer_of(side);
+  for (int round = 0;; round++) {
+    int rc = flush_side(side);
+    if (rc != 0) {
       conn_close(conn, "routed");
       return false;
     }
-  }
-  return splice_pass_eof(side);
-}
-
-/* Moves what side has to say to its peer until it has no more for now or
- * the peer is full. Returns false when conn closed. */
-static bool splice_from(px_side_t *side) {
-  px_conn_t *conn = side->conn;
-  for (int round = 0; round < SPLICE_ROUNDS; round++) {
-    ssize_t n =
-        px_splice_in(conn->listener->server, &side->pipe, side_fd(side));
+    if (waiting(side) > 0)
+      return true;
+    if (side->eof) {
+      if (!side->shut)
+        pass_eof(side);
+      return conn->state != PX_STATE_CLOSING;
+    }
+    if (!side->readable)
+      return true;
+    if (round == RELAY_ROUNDS) {
+      watch_side(side, EPOLL_CTL_MOD);
+      return true;
+    }
+    maybe_splice(conn);
+    ssize_t n = read_relay(side);
     if (n == -EAGAIN)
-      break;
+      return true;
     if (n == 0) {
       side->eof = true;
-      break;
+      continue;
     }
     if (n == -ECONNRESET) {
-      reset_side(peer_of(side));
+      reset_side(peer);
       conn_close(conn, "reset");
       return false;
     }
@@ -598,112 +604,13 @@ static bool splice_from(px_side_t *side) {
     }
     side->bytes += (uint64_t)n;
     conn->active_ms = core_now_ms();
-    if (!splice_flush(side))
-      return false;
-    /* Backpressure: bytes still in the pipe wait for the peer; a short
-     * read means the socket is drained. */
-    if (side->pipe.len > 0 || n < PX_SPLICE_CHUNK)
-      break;
   }
-  return splice_pass_eof(side);
 }
 
-static void on_splice_event(uv_poll_t *poll, int status, int events);
-
-/* The one backpressure rule, for pipes: read a side only while its pipe is
- * empty; watch a side for room while the peer's pipe holds bytes for it. */
-static void splice_watch(px_side_t *side) {
-  int events = 0;
-  if (!side->eof && side->pipe.len == 0)
-    events |= UV_READABLE;
-  if (peer_of(side)->pipe.len > 0)
-    events |= UV_WRITABLE;
-  if (events == side->events)
-    return;
-  side->events = events;
-  uv_poll_start(&side->poll, events, on_splice_event);
-}
-
-static void on_splice_event(uv_poll_t *poll, int status, int events) {
-  px_side_t *side = poll->data;
-  px_conn_t *conn = side->conn;
-  if (status < 0) {
-    /* libuv stopped the handle on a socket error: find out which. */
-    side->events = 0;
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(side_fd(side), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err == ECONNRESET) {
-      reset_side(peer_of(side));
-      conn_close(conn, "reset");
-      return;
-    }
-    if (err != 0) {
-      conn_close(conn, "routed");
-      return;
-    }
-    events = UV_READABLE | UV_WRITABLE;
-  }
-  if ((events & UV_WRITABLE) && !splice_flush(peer_of(side)))
-    return;
-  if ((events & UV_READABLE) && side->pipe.len == 0 && !side->eof &&
-      !splice_from(side))
-    return;
-  splice_watch(&conn->client);
-  splice_watch(&conn->device);
-}
-
-/* Takes side's socket over from libuv's stream into a poll handle of its
- * own, on a duplicate descriptor: libuv must not watch one socket through
- * both. Returns 0 or a negative errno (side untouched). */
-static int take_over(px_side_t *side) {
-  int fd = fcntl(side_fd(side), F_DUPFD_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  int rc = uv_poll_init(side->conn->listener->server->loop, &side->poll, fd);
-  if (rc != 0) {
-    close(fd);
-    return rc;
-  }
-  side->poll.data = side;
-  side->pipe = (px_pipe_t){.rd = -1, .wr = -1};
-  side->events = 0;
-  side->conn->open_handles++;
-  uv_close((uv_handle_t *)&side->tcp, on_handle_closed);
-  side->spliced = true;
-  return 0;
-}
-
-/* Moves the rest of the relay to splice(2) once the connection carries a
- * bulk transfer and no bytes wait in libuv's write queues, while neither
- * side has ended (their shutdown requests share memory with the poll
- * handles). Short exchanges keep copying: taking two sockets over costs
- * about a dozen system calls. Returns true when conn spliced (or closed
- * trying); false leaves it copying, for good if the takeover failed. */
-static bool maybe_splice(px_conn_t *conn) {
-  if (!conn->splice || !conn->bulk || conn->state != PX_STATE_RELAYING ||
-      conn->client.writing || conn->device.writing || conn->client.eof ||
-      conn->device.eof)
-    return false;
-  conn->splice = false;
-  int rc = take_over(&conn->client);
-  if (rc == 0) {
-    rc = take_over(&conn->device);
-    if (rc != 0) {
-      /* The client is spliced already; there is no going back. */
-      conn_close(conn, "out of memory");
-      return true;
-    }
-  }
-  if (rc != 0) {
-    char visitor[PX_ADDRSTRLEN];
-    core_log(CORE_LOG_DEBUG, "cannot splice for %s, copying: %s",
-             format_visitor(conn, visitor), uv_strerror(rc));
-    return false;
-  }
-  splice_watch(&conn->client);
-  splice_watch(&conn->device);
-  return true;
+static void relay(px_conn_t *conn) {
+  assert(conn->state == PX_STATE_RELAYING);
+  if (relay_from(&conn->client))
+    relay_from(&conn->device);
 }
 
 static void on_idle_timer(uv_timer_t *timer) {
@@ -720,86 +627,38 @@ static void on_idle_timer(uv_timer_t *timer) {
 /* The visitor's address and the listener address it reached. */
 static int build_proxy_header(px_conn_t *conn) {
   struct sockaddr_storage src, dst;
-  int dst_len = sizeof dst;
+  socklen_t dst_len = sizeof dst;
   core_ip_to_sockaddr(&conn->visitor, conn->visitor_port, &src);
-  int rc =
-      uv_tcp_getsockname(&conn->client.tcp, (struct sockaddr *)&dst, &dst_len);
-  if (rc != 0)
-    return rc;
+  if (getsockname(conn->client.fd, (struct sockaddr *)&dst, &dst_len) != 0)
+    return -errno;
   return px_proxy_header(conn->route->proxy_protocol, (struct sockaddr *)&src,
                          (struct sockaddr *)&dst, conn->route->proxy_header,
                          sizeof conn->route->proxy_header);
 }
 
-/* The PROXY header and the peeked bytes: what the device gets first. */
-static unsigned head_bufs(px_conn_t *conn, uv_buf_t bufs[2]) {
-  unsigned n = 0;
-  if (conn->route->proxy_header_len > 0)
-    bufs[n++] = uv_buf_init((char *)conn->route->proxy_header,
-                            conn->route->proxy_header_len);
-  bufs[n++] = uv_buf_init(conn->peek, (unsigned)conn->peek_len);
-  return n;
-}
-
-/* The device has taken the first `written` bytes of the head (SIZE_MAX:
- * all of it), so the connection is up: relaying starts, the rest of the
- * head waiting like any client bytes the device has not taken. */
-static void start_relay(px_conn_t *conn, size_t written) {
+/* The device has taken the first bytes of the head, so the connection is
+ * up: relaying starts, the rest of the head waiting like any client bytes
+ * the device has not taken. */
+static void start_relay(px_conn_t *conn) {
   assert(conn->state == PX_STATE_CONNECTING);
   conn->state = PX_STATE_RELAYING;
   conn->splice = conn->listener->server->splice;
   conn->active_ms = core_now_ms();
+  conn->client.bytes = conn->peek_len;
   uv_timer_start(&conn->timer, on_idle_timer,
                  conn_config(conn)->proxy.idle_timeout_ms, 0);
-  px_side_t *client = &conn->client;
-  if (uv_read_start((uv_stream_t *)&conn->device.tcp, alloc_relay,
-                    on_relay_read) != 0) {
-    conn_close(conn, "routed");
-    return;
-  }
-  uv_buf_t bufs[2];
-  unsigned nbufs = head_bufs(conn, bufs);
-  unsigned first = 0;
-  for (; first < nbufs && written >= bufs[first].len; first++)
-    written -= bufs[first].len;
-  if (first == nbufs) {
-    release_head(conn);
-    if (client->eof)
-      pass_eof(client);
-    else
-      start_reading(client);
-    return;
-  }
-  bufs[first] = uv_buf_init(bufs[first].base + written,
-                            bufs[first].len - (unsigned)written);
-  /* Backpressure, as for any client bytes the device has not taken. */
-  uv_read_stop((uv_stream_t *)&client->tcp);
-  client->writing = true;
-  client->write_req.data = client;
-  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp,
-               bufs + first, nbufs - first, on_relay_written) != 0) {
-    client->writing = false;
-    conn_close(conn, "routed");
-  }
+  relay(conn);
 }
 
 /* ---- connecting --------------------------------------------------------- */
 
 static void try_next_address(px_conn_t *conn);
 
-/* A failed attempt's handle is gone; its memory may now serve the next. */
-static void on_attempt_closed(uv_handle_t *handle) {
-  px_conn_t *conn = conn_of_handle(handle);
-  if (!release_handle(conn) && conn->state == PX_STATE_CONNECTING)
-    try_next_address(conn);
-}
-
 static void abandon_attempt(px_conn_t *conn) {
-  if (!conn->device.open)
-    return;
-  conn->device.open = false;
   uv_timer_stop(&conn->timer);
-  uv_close((uv_handle_t *)&conn->device.tcp, on_attempt_closed);
+  close_side(&conn->device);
+  conn->head_off = 0;
+  try_next_address(conn);
 }
 
 static void on_connect_timeout(uv_timer_t *timer) {
@@ -810,57 +669,32 @@ static void on_connect_timeout(uv_timer_t *timer) {
   abandon_attempt(conn);
 }
 
-/* The head went out once the socket became writable: connected. */
-static void on_head_written(uv_write_t *req, int status) {
-  px_side_t *client = req->data;
-  px_conn_t *conn = client->conn;
-  client->writing = false;
-  /* ECANCELED: the attempt is already closing (timeout or shutdown). */
-  if (status == UV_ECANCELED || conn->state != PX_STATE_CONNECTING)
-    return;
-  if (status < 0) {
-    abandon_attempt(conn);
-    return;
-  }
-  start_relay(conn, SIZE_MAX);
-}
-
-/* Writes the head at once, without waiting to learn that the connection
- * is up: to a nearby device (loopback, a LAN) the handshake is usually
- * done by the time connect(2) returns, and then the device's socket gets
- * one epoll registration, for reading, instead of a registration for the
- * connect, a getsockopt(2) for its result and a change back to reading.
- * A refused connection fails this write or, still connecting, the write
- * libuv makes once the socket is writable; either tries the next address.
- * The visitor is not read meanwhile: its bytes would join the head. */
+/* Writes the head as soon as the device's socket takes it, without first
+ * learning that the connection is up: to a nearby device (loopback, a
+ * LAN) the handshake is usually done by the time connect(2) returns, and
+ * no getsockopt(2) is needed for its result. A refused connection fails
+ * this write, at once or when epoll reports the socket; either tries the
+ * next address. */
 static void send_head(px_conn_t *conn) {
-  px_side_t *client = &conn->client;
-  uv_buf_t bufs[2];
-  unsigned nbufs = head_bufs(conn, bufs);
-  client->bytes = conn->peek_len;
-  int n = uv_try_write((uv_stream_t *)&conn->device.tcp, bufs, nbufs);
-  if (n >= 0) {
-    start_relay(conn, (size_t)n);
+  assert(conn->state == PX_STATE_CONNECTING);
+  if (!conn->device.writable)
+    return;
+  ssize_t n = write_head(conn);
+  if (n == -EAGAIN) {
+    conn->device.writable = false;
     return;
   }
-  if (n != UV_EAGAIN) {
+  if (n < 0) {
     abandon_attempt(conn);
     return;
   }
-  uv_read_stop((uv_stream_t *)&client->tcp);
-  client->writing = true;
-  client->write_req.data = client;
-  if (uv_write(&client->write_req, (uv_stream_t *)&conn->device.tcp, bufs,
-               nbufs, on_head_written) != 0) {
-    client->writing = false;
-    abandon_attempt(conn);
-  }
+  start_relay(conn);
 }
 
-/* A non-blocking socket connecting to target, in the device's handle.
- * Returns 0; a negative errno with nothing left open; or 1 when the
- * handle is closing (its close callback tries the next address). */
+/* A non-blocking socket connecting to target, watched for the device's
+ * side. Returns 0 or a negative errno with nothing left open. */
 static int open_device(px_conn_t *conn, const struct sockaddr_storage *target) {
+  px_side_t *device = &conn->device;
   int fd =
       socket(target->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -873,25 +707,19 @@ static int open_device(px_conn_t *conn, const struct sockaddr_storage *target) {
     close(fd);
     return err;
   }
-  px_server_t *server = conn->listener->server;
-  int rc = uv_tcp_init(server->loop, &conn->device.tcp);
+  device->fd = fd;
+  int rc = watch_side(device, EPOLL_CTL_ADD);
   if (rc != 0) {
-    close(fd);
+    close_side(device);
     return rc;
   }
-  conn->device.tcp.data = &conn->device;
-  conn->device.open = true;
-  conn->open_handles++;
-  if (uv_tcp_open(&conn->device.tcp, fd) != 0) {
-    close(fd);
-    abandon_attempt(conn);
-    return 1;
-  }
+  /* Writable until a write says otherwise: see send_head. */
+  device->writable = true;
   return 0;
 }
 
 static void try_next_address(px_conn_t *conn) {
-  assert(conn->state == PX_STATE_CONNECTING && !conn->device.open);
+  assert(conn->state == PX_STATE_CONNECTING && conn->device.fd < 0);
   const reg_config_t *config = conn_config(conn);
   px_route_t *route = conn->route;
   while (route->next_addr < route->n_addrs) {
@@ -907,8 +735,6 @@ static void try_next_address(px_conn_t *conn) {
     struct sockaddr_storage target;
     core_ip_to_sockaddr(ip, conn->port, &target);
     int rc = open_device(conn, &target);
-    if (rc > 0)
-      return;
     if (rc < 0) {
       char where[PX_ADDRSTRLEN];
       core_log(CORE_LOG_DEBUG, "device %s: cannot connect to %s: %s",
@@ -1017,12 +843,11 @@ static void route_request(px_conn_t *conn, const char *name, size_t len) {
 
 /* ---- peeking ------------------------------------------------------------ */
 
-static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
-  px_side_t *side = handle->data;
-  px_conn_t *conn = side->conn;
+/* Room for the next read of the head: the buffer grows by doubling up to
+ * max_hello, so an idle visitor costs a small buffer only. Returns the
+ * bytes free (0: the head is as large as it may be, or memory is short). */
+static size_t peek_room(px_conn_t *conn) {
   uint32_t max = conn_config(conn)->proxy.max_hello;
-  (void)size;
-  /* Grow by doubling so an idle visitor costs a small buffer only. */
   if (conn->peek == NULL) {
     conn->peek = take_peek(conn->listener->server);
     conn->peek_cap = conn->peek ? PX_PEEK_FIRST_SIZE : 0;
@@ -1038,53 +863,59 @@ static void alloc_peek(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
       conn->peek_cap = cap;
     }
   }
-  *buf = uv_buf_init(conn->peek + conn->peek_len,
-                     (unsigned)(conn->peek_cap - conn->peek_len));
+  return conn->peek_cap - conn->peek_len;
+}
+
+/* Reads what the visitor has sent into the head buffer. Returns the bytes
+ * read, 0 at the end of the stream, -ENOBUFS when the buffer is full, or
+ * a negative errno. */
+static ssize_t read_head(px_conn_t *conn) {
+  size_t room = peek_room(conn);
+  if (room == 0)
+    return conn->peek_cap >= conn_config(conn)->proxy.max_hello ? -ENOBUFS
+                                                                : -ENOMEM;
+  ssize_t n = read_side(&conn->client, conn->peek + conn->peek_len, room);
+  if (n > 0)
+    conn->peek_len += (size_t)n;
+  return n;
 }
 
 /* While the device is being reached, what the visitor sends next joins
  * the head, up to max_hello; then the visitor waits. */
-static void on_early_read(px_conn_t *conn, ssize_t nread) {
-  uv_stream_t *stream = (uv_stream_t *)&conn->client.tcp;
-  if (nread == UV_ENOBUFS &&
-      conn->peek_cap >= conn_config(conn)->proxy.max_hello) {
-    uv_read_stop(stream);
-    return;
+static void early_read(px_conn_t *conn) {
+  px_side_t *client = &conn->client;
+  while (client->readable && !client->eof) {
+    ssize_t n = read_head(conn);
+    if (n == -EAGAIN || n == -ENOBUFS)
+      return;
+    if (n == 0) {
+      /* Passed on once the head is written. */
+      client->eof = true;
+      return;
+    }
+    if (n < 0) {
+      conn_close(conn, n == -ENOMEM ? "out of memory" : "client closed");
+      return;
+    }
   }
-  if (nread == UV_EOF) {
-    /* Passed on once the head is written. */
-    conn->client.eof = true;
-    uv_read_stop(stream);
-    return;
-  }
-  if (nread < 0) {
-    conn_close(conn, nread == UV_ENOBUFS ? "out of memory" : "client closed");
-    return;
-  }
-  conn->peek_len += (size_t)nread;
 }
 
-static void on_peek_read(uv_stream_t *stream, ssize_t nread,
-                         const uv_buf_t *buf) {
-  px_side_t *side = stream->data;
-  px_conn_t *conn = side->conn;
-  (void)buf;
-  if (nread == 0)
-    return;
-  if (conn->state == PX_STATE_CONNECTING) {
-    on_early_read(conn, nread);
-    return;
-  }
+static void peek_read(px_conn_t *conn) {
   assert(conn->state == PX_STATE_PEEKING);
-  if (nread == UV_ENOBUFS) {
+  px_side_t *client = &conn->client;
+  if (!client->readable)
+    return;
+  ssize_t n = read_head(conn);
+  if (n == -EAGAIN)
+    return;
+  if (n == -ENOMEM) {
     conn_close(conn, "out of memory");
     return;
   }
-  if (nread < 0) {
+  if (n <= 0) {
     conn_close(conn, "client closed");
     return;
   }
-  conn->peek_len += (size_t)nread;
 
   px_peek_result_t r;
   const char *name, *why;
@@ -1105,7 +936,7 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
   switch (r) {
   case PX_PEEK_COMPLETE:
     /* name_len 0 (no SNI, HTTP/1.0 without Host) routes to the fallback
-     * or is refused there. The visitor stays read: see on_early_read. */
+     * or is refused there. The visitor stays read: see early_read. */
     route_request(conn, name, name_len);
     return;
   case PX_PEEK_INVALID: {
@@ -1118,28 +949,12 @@ static void on_peek_read(uv_stream_t *stream, ssize_t nread,
   case PX_PEEK_NEED_MORE:
     if (conn->peek_len >= conn_config(conn)->proxy.max_hello)
       answer_page(conn, PX_PAGE_TOO_LARGE, "bad request");
+    else if (client->eof)
+      conn_close(conn, "client closed");
+    else if (client->readable)
+      peek_read(conn);
     return;
   }
-}
-
-/* The client is read through these from accept to close, so its epoll
- * watch is never dropped and re-added between peeking and relaying (each
- * such toggle costs two epoll_ctl calls). */
-static void alloc_client(uv_handle_t *handle, size_t size, uv_buf_t *buf) {
-  px_side_t *side = handle->data;
-  if (side->conn->state == PX_STATE_RELAYING)
-    alloc_relay(handle, size, buf);
-  else
-    alloc_peek(handle, size, buf);
-}
-
-static void on_client_read(uv_stream_t *stream, ssize_t nread,
-                           const uv_buf_t *buf) {
-  px_side_t *side = stream->data;
-  if (side->conn->state == PX_STATE_RELAYING)
-    on_relay_read(stream, nread, buf);
-  else
-    on_peek_read(stream, nread, buf);
 }
 
 static void on_peek_deadline(uv_timer_t *timer) {
@@ -1150,25 +965,76 @@ static void on_peek_deadline(uv_timer_t *timer) {
     answer_page(conn, PX_PAGE_TIMEOUT, "timeout");
 }
 
-int px_conn_accept(px_listener_t *listener) {
+/* What epoll reported for side's socket, remembered until a system call
+ * says otherwise (edge-triggered), then acted on as the state says. */
+static void on_side_events(px_side_t *side, uint32_t events) {
+  px_conn_t *conn = side->conn;
+  /* A socket closed earlier in this batch of events. */
+  if (side->fd < 0 || conn->state == PX_STATE_CLOSING)
+    return;
+  /* Errors and hang-ups are found out by the next read or write. */
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    side->readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP))
+    side->rdhup = true;
+  if (events & EPOLLERR)
+    side->error = true;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    side->writable = true;
+  switch (conn->state) {
+  case PX_STATE_PEEKING:
+    peek_read(conn);
+    return;
+  case PX_STATE_CONNECTING:
+    if (side == &conn->client)
+      early_read(conn);
+    else
+      send_head(conn);
+    return;
+  case PX_STATE_RELAYING:
+    relay(conn);
+    return;
+  case PX_STATE_ANSWERING:
+    answer_progress(conn);
+    return;
+  case PX_STATE_CLOSING:
+    return;
+  }
+}
+
+void px_conn_on_epoll(uv_poll_t *poll, int status, int events) {
+  px_server_t *server = poll->data;
+  struct epoll_event ready[EPOLL_BATCH];
+  (void)status;
+  (void)events;
+  /* More ready than fit here: the loop's poll reports the epoll instance
+   * again in its next iteration. */
+  int n = epoll_wait(server->epoll_fd, ready, EPOLL_BATCH, 0);
+  for (int i = 0; i < n; i++)
+    on_side_events(ready[i].data.ptr, ready[i].events);
+}
+
+int px_conn_accept(px_listener_t *listener, int fd,
+                   const struct sockaddr *peer) {
   px_server_t *server = listener->server;
+  core_ip_t visitor;
+  int rc = core_ip_from_sockaddr(peer, &visitor);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
   px_conn_t *conn = xcalloc(1, sizeof *conn);
   conn->listener = listener;
   conn->state = PX_STATE_PEEKING;
   conn->started_ms = core_now_ms();
-  conn->client.conn = conn;
-  conn->device.conn = conn;
-  conn->client.tcp.data = &conn->client;
-  conn->device.tcp.data = &conn->device;
-
-  int rc = uv_tcp_init(server->loop, &conn->client.tcp);
-  if (rc != 0) {
-    free(conn);
-    return rc;
-  }
-  conn->client.tcp.data = &conn->client;
-  conn->client.open = true;
-  conn->open_handles = 2;
+  conn->visitor = visitor;
+  conn->visitor_port =
+      ntohs(peer->sa_family == AF_INET
+                ? ((const struct sockaddr_in *)peer)->sin_port
+                : ((const struct sockaddr_in6 *)peer)->sin6_port);
+  conn->client = (px_side_t){.conn = conn, .fd = fd, .writable = true};
+  conn->device = (px_side_t){.conn = conn, .fd = -1};
+  conn->client.pipe = conn->device.pipe = (px_pipe_t){.rd = -1, .wr = -1};
   px_listener_hold(listener);
   uv_timer_init(server->loop, &conn->timer);
   conn->timer.data = conn;
@@ -1179,24 +1045,11 @@ int px_conn_accept(px_listener_t *listener) {
   server->conns = conn;
   server->n_conns++;
 
-  rc = uv_accept((uv_stream_t *)&listener->tcp,
-                 (uv_stream_t *)&conn->client.tcp);
+  rc = watch_side(&conn->client, EPOLL_CTL_ADD);
   if (rc != 0) {
     conn_close(conn, "accept failed");
     return rc;
   }
-  struct sockaddr_storage peer;
-  int len = sizeof peer;
-  rc = uv_tcp_getpeername(&conn->client.tcp, (struct sockaddr *)&peer, &len);
-  if (rc == 0)
-    rc = core_ip_from_sockaddr((struct sockaddr *)&peer, &conn->visitor);
-  if (rc != 0) {
-    conn_close(conn, "client closed");
-    return 0;
-  }
-  conn->visitor_port = ntohs(peer.ss_family == AF_INET
-                                 ? ((struct sockaddr_in *)&peer)->sin_port
-                                 : ((struct sockaddr_in6 *)&peer)->sin6_port);
   px_limit_t limit =
       px_limits_admit(server->limits, &conn->visitor, &conn->admission);
   if (limit != PX_LIMIT_NONE) {
@@ -1213,9 +1066,5 @@ int px_conn_accept(px_listener_t *listener) {
   /* An absolute deadline: a visitor dripping bytes cannot extend it. */
   uv_timer_start(&conn->timer, on_peek_deadline,
                  server->config->proxy.peek_timeout_ms, 0);
-  rc = uv_read_start((uv_stream_t *)&conn->client.tcp, alloc_client,
-                     on_client_read);
-  if (rc != 0)
-    conn_close(conn, "read failed");
   return 0;
 }

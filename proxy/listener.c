@@ -9,12 +9,14 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #define LISTEN_BACKLOG 4096
 
-/* libuv 1.44 cannot set SO_REUSEPORT itself: open the socket here, then
- * hand it to uv_tcp_open. Every worker binds its own socket to the same
+/* libuv 1.44 cannot set SO_REUSEPORT itself, and its accept loop cannot
+ * tell the visitor's address: the socket is opened and accepted on here,
+ * watched by a uv_poll_t. Every worker binds its own socket to the same
  * address and the kernel spreads new connections across them. */
 static int open_reuseport_socket(const struct sockaddr *addr, int type) {
   int fd = socket(addr->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -69,44 +71,85 @@ static void copy_listener(reg_listener_t *to, const reg_listener_t *from) {
 
 static void pause_listener(px_listener_t *listener);
 
-static void on_connection(uv_stream_t *stream, int status) {
-  px_listener_t *listener = stream->data;
-  if (status == UV_EMFILE || status == UV_ENFILE) {
-    pause_listener(listener);
-    return;
-  }
+/* Connections accepted per wakeup before other work gets its turn: the
+ * listening socket is watched level-triggered, so the rest wait for the
+ * next iteration of the loop. */
+#define ACCEPT_BATCH 16
+
+/* accept4(2) with the visitor's address, so no getpeername(2) follows,
+ * and the socket non-blocking from the start. */
+static void on_acceptable(uv_poll_t *poll, int status, int events) {
+  px_listener_t *listener = poll->data;
+  (void)events;
   if (status < 0) {
     core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
              uv_strerror(status));
     return;
   }
-  int rc = px_conn_accept(listener);
-  if (rc != 0)
-    core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
-             uv_strerror(rc));
+  for (int i = 0; i < ACCEPT_BATCH && listener->tcp_open; i++) {
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    int fd = accept4(listener->fd, (struct sockaddr *)&peer, &len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EAGAIN)
+        return;
+      if (errno == EMFILE || errno == ENFILE) {
+        pause_listener(listener);
+        return;
+      }
+      /* The visitor gave up while queued, or a signal came: next one. */
+      if (errno == ECONNABORTED || errno == EINTR)
+        continue;
+      core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
+               strerror(errno));
+      return;
+    }
+    int rc = px_conn_accept(listener, fd, (struct sockaddr *)&peer);
+    if (rc != 0)
+      core_log(CORE_LOG_WARN, "listener %s: accept: %s", listener->config->name,
+               uv_strerror(rc));
+  }
 }
 
 /* Starts accepting on fd, a listening socket at the listener's address,
  * or with fd -1 on a SO_REUSEPORT socket of its own. The socket is the
  * listener's from then on. Returns 0 or a negative errno / UV_E*; with
- * tcp_open set, the caller closes tcp. */
+ * tcp_open set, the caller closes it. */
 static int listen_on(px_listener_t *l, int fd) {
   if (fd < 0)
     fd = open_reuseport_socket((const struct sockaddr *)&l->config->addr,
                                SOCK_STREAM);
   if (fd < 0)
     return fd;
-  uv_tcp_init(l->server->loop, &l->tcp);
-  l->tcp.data = l;
+  /* A socket taken over is listening already; this only sets the backlog
+   * again. */
+  if (listen(fd, LISTEN_BACKLOG) != 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  int rc = uv_poll_init(l->server->loop, &l->poll, fd);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  l->poll.data = l;
+  l->fd = fd;
   l->tcp_open = true;
   l->holds++;
   l->server->open_handles++;
-  int rc = uv_tcp_open(&l->tcp, fd);
-  if (rc != 0)
-    close(fd);
-  if (rc == 0)
-    rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, on_connection);
-  return rc;
+  return uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+}
+
+/* Stops watching the listening socket and closes it; cb runs once the
+ * poll handle is closed. The handle stops watching at once, so the socket
+ * may go now. */
+static void close_socket(px_listener_t *l, uv_close_cb cb) {
+  l->tcp_open = false;
+  uv_close((uv_handle_t *)&l->poll, cb);
+  close(l->fd);
+  l->fd = -1;
 }
 
 /* A listener in server's set, not accepting yet. */
@@ -114,6 +157,7 @@ static px_listener_t *listener_new(px_server_t *server,
                                    const reg_listener_t *spec) {
   px_listener_t *l = xcalloc(1, sizeof *l);
   l->server = server;
+  l->fd = -1;
   copy_listener(&l->spec, spec);
   l->config = &l->spec;
   uv_timer_init(server->loop, &l->retry);
@@ -159,10 +203,8 @@ static void on_listener_handle_closed(uv_handle_t *handle) {
 
 /* Stops accepting for good: a stopping server's or a retired listener. */
 static void listener_close(px_listener_t *l) {
-  if (l->tcp_open) {
-    l->tcp_open = false;
-    uv_close((uv_handle_t *)&l->tcp, on_listener_handle_closed);
-  }
+  if (l->tcp_open)
+    close_socket(l, on_listener_handle_closed);
   uv_close((uv_handle_t *)&l->retry, on_listener_handle_closed);
 }
 
@@ -183,10 +225,9 @@ static void on_paused_closed(uv_handle_t *handle) {
   on_listener_handle_closed(handle);
 }
 
-/* Closes tcp; the retry timer opens a new socket after backoff_ms. */
+/* Closes the socket; the retry timer opens a new one after backoff_ms. */
 static void close_for_retry(px_listener_t *l) {
-  l->tcp_open = false;
-  uv_close((uv_handle_t *)&l->tcp, on_paused_closed);
+  close_socket(l, on_paused_closed);
 }
 
 static void pause_listener(px_listener_t *l) {
@@ -229,10 +270,14 @@ static void on_server_handle_closed(uv_handle_t *handle) {
 }
 
 /* The drain timer closes once, when no connection will queue a FIN any
- * more (those left are closing): the FIN check goes with it. */
+ * more (those left are closing, their sockets closed): the FIN handles
+ * and the connections' epoll instance go with it. */
 static void on_drain_closed(uv_handle_t *handle) {
   px_server_t *server = handle->data;
   uv_close((uv_handle_t *)&server->fin_check, on_server_handle_closed);
+  uv_close((uv_handle_t *)&server->fin_idle, on_server_handle_closed);
+  uv_close((uv_handle_t *)&server->epoll_poll, on_server_handle_closed);
+  close(server->epoll_fd);
   on_server_handle_closed(handle);
 }
 
@@ -269,13 +314,28 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
     free(server);
     return rc;
   }
+  server->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  rc = server->epoll_fd < 0
+           ? -errno
+           : uv_poll_init(loop, &server->epoll_poll, server->epoll_fd);
+  if (rc != 0) {
+    if (server->epoll_fd >= 0)
+      close(server->epoll_fd);
+    px_resolver_free(server->resolver);
+    free(server);
+    return rc;
+  }
+  server->epoll_poll.data = server;
+  uv_poll_start(&server->epoll_poll, UV_READABLE, px_conn_on_epoll);
   size_t n = config->n_listeners;
   server->listeners = xcalloc(n ? n : 1, sizeof *server->listeners);
   uv_timer_init(loop, &server->drain_timer);
   server->drain_timer.data = server;
   uv_check_init(loop, &server->fin_check);
   server->fin_check.data = server;
-  server->open_handles = 2;
+  uv_idle_init(loop, &server->fin_idle);
+  server->fin_idle.data = server;
+  server->open_handles = 4;
   for (size_t i = 0; i < n; i++) {
     px_listener_t *l = listener_new(server, &config->listeners[i]);
     server->listeners[server->n_listeners++] = l;
@@ -474,10 +534,9 @@ void px_listen_plan_release(px_listen_plan_t *plan) {
  * the socket, and the connections queued on it, outlive old's handle.
  * Returns it, or -1 when old holds none (paused) or it cannot be made. */
 static int take_over_socket(const px_listener_t *old) {
-  uv_os_fd_t fd;
-  if (!old->tcp_open || uv_fileno((const uv_handle_t *)&old->tcp, &fd) != 0)
+  if (!old->tcp_open)
     return -1;
-  int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  int dup_fd = fcntl(old->fd, F_DUPFD_CLOEXEC, 0);
   if (dup_fd < 0)
     core_log(CORE_LOG_WARN, "listener %s: cannot take over its socket: %s",
              old->config->name, strerror(errno));

@@ -149,14 +149,15 @@ typedef struct px_conn px_conn_t;
  * the listener's settings) until the last connection accepted on it is
  * gone, since a connection reads its name, protocol and fallback. */
 typedef struct px_listener {
-  uv_tcp_t tcp;     /* tcp.data points back here */
-  uv_timer_t retry; /* reopens tcp after running out of descriptors */
+  uv_poll_t poll;   /* watches fd; poll.data points back here */
+  int fd;           /* the listening socket while tcp_open */
+  uv_timer_t retry; /* reopens it after running out of descriptors */
   px_server_t *server;
   const reg_listener_t *config; /* &spec */
   reg_listener_t spec;          /* a copy: name and fallback are owned */
   unsigned holds; /* open handles (tcp, retry) plus one per connection */
   uint64_t backoff_ms;
-  bool tcp_open; /* tcp initialised, listening and not closing */
+  bool tcp_open; /* fd listening, poll watching it, neither closing */
   bool retired;  /* no longer in the server's set: never reopened */
 } px_listener_t;
 
@@ -188,15 +189,25 @@ struct px_server {
   px_resolver_t *resolver;
   px_listener_t **listeners; /* the set in force; retired ones not here */
   size_t n_listeners;
-  size_t open_handles; /* listeners' handles, drain timer and fin check */
+  size_t open_handles; /* listeners' handles, drain timer, fin check, epoll */
   px_conn_t *conns;    /* doubly linked through px_conn's next/prev */
   size_t n_conns;
   uv_timer_t drain_timer;
-  /* Connections with a FIN to pass on at the end of this loop iteration,
-   * linked through px_conn's fin_next, and the check handle that does it
-   * (conn.c: px_conn_pass_fins). */
-  px_conn_t *fin_queue;
+  /* Connections with a FIN to pass on, linked through px_conn's fin_next:
+   * fin_queue those queued in this loop iteration, fin_ripe those queued
+   * in the last one, whose FINs the check handle passes on at the end of
+   * this one (conn.c: px_conn_pass_fins); fin_idle keeps the loop from
+   * blocking while some are ripe. */
+  px_conn_t *fin_queue, *fin_ripe;
   uv_check_t fin_check;
+  uv_idle_t fin_idle;
+  /* The sockets of every connection are watched by this edge-triggered
+   * epoll instance, itself watched by the loop through epoll_poll (conn.c:
+   * px_conn_on_epoll): each socket is registered once, for everything, and
+   * leaves it when it is closed, where a libuv stream would change its
+   * registration as reading stops and starts and remove it before close. */
+  int epoll_fd;
+  uv_poll_t epoll_poll;
   bool stopping;
   /* Relay buffers not in use: a connection holds one only while bytes
    * wait in it, so idle connections cost no buffer memory. */
@@ -235,13 +246,19 @@ void px_pipe_release(px_server_t *server, px_pipe_t *pipe);
 /* Closes server's spare pipes. */
 void px_pipes_free(px_server_t *server);
 
-/* Takes over the next pending connection of listener: peeks, routes,
- * connects, relays, logs one access line and frees itself when both sides
- * are closed. Returns 0 or a UV_E* code (nothing is left open then). */
-int px_conn_accept(px_listener_t *listener);
+/* Takes over fd, a connection accepted on listener from peer: peeks,
+ * routes, connects, relays, logs one access line and frees itself when
+ * both sides are closed. Returns 0 or a negative errno / UV_E* code
+ * (nothing is left open then, fd closed). */
+int px_conn_accept(px_listener_t *listener, int fd,
+                   const struct sockaddr *peer);
+
+/* The callback of server's epoll_poll: acts on what the epoll instance of
+ * the connections' sockets reports. */
+void px_conn_on_epoll(uv_poll_t *poll, int status, int events);
 
 /* Passes on the FINs that connections of server deferred to the end of
- * the loop iteration (fin_check's callback). */
+ * the next loop iteration (fin_check's callback). */
 void px_conn_pass_fins(uv_check_t *check);
 
 /* Closes every connection of server at once (the drain deadline passed).

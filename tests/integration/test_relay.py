@@ -2,9 +2,13 @@
 """The relay after routing, run once per way of relaying (argument: the
 proxy.splice value, on or off): 10 MiB both ways at once, half-close either
 way, resets either way, the idle timeout, a slow reader, the access log's
-byte counts and a drain on SIGTERM. A scripted raw device plays the other
+byte counts and a drain on SIGTERM; and the wakeups when one side waits for
+the other: a visitor sending before it reads, a device reading late, a
+burst then silence (only re-arming gets it read), a reset behind unread
+bytes. A scripted raw device plays the other
 end. Loopback only; every wait bounded."""
 
+import hashlib
 import os
 import re
 import socket
@@ -50,7 +54,8 @@ def head(path):
 
 class Device(ddtest.RawDevice):
     """A raw device that reads each request head and acts on its path:
-    /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, each
+    /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, /late-sink/N,
+    /burst/N, /burst-reset/N, each
     connection in a thread of its own. What it saw goes to self.events (a
     list of (path, detail))."""
 
@@ -134,6 +139,39 @@ class Device(ddtest.RawDevice):
             got += len(chunk)
         self.events.append(("/half/" + parts[2], got))
 
+    def _late_sink(self, conn, parts, rest):
+        """Reads nothing for a second, then N bytes; answers their digest."""
+        time.sleep(1.0)
+        h, got = hashlib.sha256(rest), len(rest)
+        while got < int(parts[2]):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            got += len(chunk)
+            h.update(chunk)
+        conn.sendall(h.hexdigest().encode())
+        conn.shutdown(socket.SHUT_WR)
+        self.events.append(("/" + "/".join(parts[1:]), got))
+
+    def _burst(self, conn, parts, rest):
+        """Sends N bytes in one go, then stays quiet (no FIN) until the
+        visitor is gone: nothing new arrives to wake the proxy up."""
+        conn.sendall(pattern(int(parts[2]), 7))
+        while conn.recv(65536):
+            pass
+
+    def _burst_reset(self, conn, parts, rest):
+        """Sends what of N bytes its socket takes within a second, then
+        resets the connection."""
+        conn.settimeout(1.0)
+        try:
+            conn.sendall(pattern(int(parts[2]), 9))
+        except socket.timeout:
+            pass
+        time.sleep(0.3)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.events.append(("/" + "/".join(parts[1:]), "reset"))
+
     def _hold(self, conn, parts, rest):
         try:
             eof = conn.recv(1) == b""
@@ -176,18 +214,30 @@ def teardown(env):
         env.tmp.cleanup()
 
 
-def connect(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def connect(port, buffers=None):
+    """A connection to the proxy; buffers: its SO_RCVBUF and SO_SNDBUF, so
+    that little waits in the visitor's own kernel."""
+    s = socket.socket()
+    if buffers:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffers)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffers)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
     return s
 
 
-def read_to_eof(s, limit=64 * MIB):
+def read_to_eof(s, limit=128 * MIB, chunk=1 << 20, pause=0.0, deadline_s=60):
+    """What arrives until EOF, limit bytes or deadline_s; pause: seconds
+    to sleep after each read (a slow reader)."""
     data = bytearray()
-    while len(data) < limit:
-        chunk = s.recv(1 << 20)
-        if not chunk:
+    deadline = time.monotonic() + deadline_s
+    while len(data) < limit and time.monotonic() < deadline:
+        got = s.recv(min(chunk, limit - len(data)))
+        if not got:
             break
-        data += chunk
+        data += got
+        if pause:
+            time.sleep(pause)
     return bytes(data)
 
 
@@ -215,30 +265,38 @@ def n_lines(d):
         return 0
 
 
-def test_both_ways_at_once(env):
-    size = 10 * MIB
-    up = pattern(size, 1)
-    req = head("/echo/%d" % size)
-    s = connect(env.ddport.port)
+def echo_both_ways(env, size, seed, buffers=None, read_after=0.0):
+    """Sends size bytes to the echo device from a thread while this one
+    reads them back, starting read_after seconds later; all must arrive."""
+    up = pattern(size, seed)
+    path = "/echo/%d" % size
+    s = connect(env.ddport.port, buffers)
+    s.settimeout(20)
     sent_error = []
 
     def send():
         try:
-            s.sendall(req + up)
+            s.sendall(head(path) + up)
             s.shutdown(socket.SHUT_WR)
         except OSError as exc:
             sent_error.append(exc)
 
     t = threading.Thread(target=send, daemon=True)
     t.start()
-    s.settimeout(20)
+    if read_after:
+        time.sleep(read_after)
+        check(t.is_alive(), "%d bytes went through although nobody read the echo" % size)
     back = read_to_eof(s)
     t.join(20)
     s.close()
     check(not sent_error, "sending failed: %r" % sent_error)
     check_eq(len(back), size, "bytes echoed back")
     check(back == up, "the echo differs from what was sent")
-    check_eq(env.device.wait_event("/echo/%d" % size), size, "bytes at the device")
+    check_eq(env.device.wait_event(path), size, "bytes at the device")
+
+
+def test_both_ways_at_once(env):
+    echo_both_ways(env, 10 * MIB, 1)
 
 
 def test_download_and_access_log(env):
@@ -421,6 +479,71 @@ def test_drain_on_sigterm(env):
     check_eq(rc, 0, "exit status after draining")
 
 
+def test_visitor_sends_before_reading(env):
+    # The visitor sends 64 MiB and reads nothing until its sending blocks:
+    # the echo fills the way back, the device stops reading, and every
+    # socket on the way stalls (receive buffers here may grow to 32 MiB:
+    # 32 MiB sometimes all fits). Then the visitor reads: each stalled side
+    # must be woken as the one after it drains.
+    echo_both_ways(env, 64 * MIB, 11, buffers=256 * 1024, read_after=1.5)
+
+
+def test_device_reads_late(env):
+    # The device reads nothing for a second: the body waits in the proxy,
+    # which must carry on once the device drains its socket.
+    size = 8 * MIB
+    body = pattern(size, 12)
+    path = "/late-sink/%d" % size
+    s = connect(env.ddport.port)
+    s.settimeout(20)
+    s.sendall(head(path) + body)
+    s.shutdown(socket.SHUT_WR)
+    answer = read_to_eof(s, limit=1024)
+    s.close()
+    check_eq(env.device.wait_event(path), size, "bytes at the device")
+    check_eq(answer.decode(), hashlib.sha256(body).hexdigest(), "the device's digest")
+
+
+def test_burst_then_silence(env):
+    # Far more than 16 relay reads' worth waits in the proxy's socket when
+    # the visitor starts reading, and the device then sends nothing more:
+    # only re-arming the device's socket after 16 reads gets the rest out.
+    for size, wait, chunk, pause in ((8 * MIB, 1.0, 256 * 1024, 0.002),
+                                     (4 * MIB, 0.5, 1 << 20, 0.0)):
+        s = connect(env.ddport.port)
+        s.settimeout(20)
+        s.sendall(head("/burst/%d" % size))
+        time.sleep(wait)
+        try:
+            body = read_to_eof(s, limit=size, chunk=chunk, pause=pause, deadline_s=20)
+        except socket.timeout:
+            body = b""
+        s.close()
+        check_eq(len(body), size, "bytes of the burst (read %d at a time)" % chunk)
+        check(body == pattern(size, 7), "the burst differs from what the device sent")
+
+
+def test_reset_behind_unread_bytes(env):
+    # The device sends more than the proxy's socket buffers take, then
+    # resets while the visitor reads nothing: the bytes still come, then a
+    # reset, not a FIN that would pass a truncated stream off as complete.
+    size = 16 * MIB
+    path = "/burst-reset/%d" % size
+    s = connect(env.ddport.port, buffers=64 * 1024)
+    s.settimeout(20)
+    s.sendall(head(path))
+    check_eq(env.device.wait_event(path), "reset", "what the device did")
+    time.sleep(0.3)
+    data, err = bytearray(), None
+    try:
+        data += read_to_eof(s, deadline_s=20)
+    except OSError as exc:
+        err = exc
+    s.close()
+    check(err is not None, "a clean end after the device's reset")
+    check(isinstance(err, ConnectionResetError), "expected a reset, got %r" % (err,))
+
+
 def test_spliced_or_not(env):
     text = env.ddport.stderr_text()
     check(re.search(r"error|warn", text, re.I) is None,
@@ -441,6 +564,13 @@ CASES = [
     ("a relay with no bytes for timeouts.idle is closed", test_idle_timeout),
     ("a slow reader holds the device back, not ddport's memory", test_slow_reader),
     ("SIGTERM lets a transfer in flight finish", test_drain_on_sigterm),
+    ("a visitor sending 64 MiB before reading its echo gets it all back",
+     test_visitor_sends_before_reading),
+    ("a device reading late still gets the whole body", test_device_reads_late),
+    ("a burst far above 16 reads, then silence, all reaches a slow reader",
+     test_burst_then_silence),
+    ("a device's reset behind unread bytes reaches the visitor as a reset",
+     test_reset_behind_unread_bytes),
     ("no warnings logged", test_spliced_or_not),
 ]
 
