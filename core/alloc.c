@@ -57,21 +57,22 @@ char *xstrndup(const char *s, size_t len) {
 void *xbig_alloc(size_t size) {
   if (size < BIG_MIN)
     return xcalloc(1, size);
-  size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-  /* One huge page more, to start on a huge-page boundary. */
+  size = core_align_up(size, HUGE_PAGE);
+  /* One huge page more, to start on a huge-page boundary; what lies
+   * before and after the aligned block is unmapped again. */
   uint8_t *map = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (map == MAP_FAILED)
     out_of_memory(size);
-  uint8_t *p = (uint8_t *)(((uintptr_t)map + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
-  if (p > map)
-    munmap(map, (size_t)(p - map));
-  if (p + size < map + size + HUGE_PAGE)
-    munmap(p + size, (size_t)(map + size + HUGE_PAGE - (p + size)));
+  uint8_t *p = (uint8_t *)core_align_up((uintptr_t)map, HUGE_PAGE);
+  size_t head = (size_t)(p - map);
+  if (head > 0)
+    munmap(map, head);
+  munmap(p + size, HUGE_PAGE - head);
 #ifdef MADV_HUGEPAGE
-  /* Randomly probed tables of hundreds of megabytes: with 4 KiB pages
-   * nearly every probe also misses the TLB, and every first touch is a
-   * page fault. Advice only; without huge pages it works the same. */
+  /* Tables and arenas of hundreds of megabytes, touched once each: with
+   * 4 KiB pages every first touch is a fault, costly in a guest. Advice
+   * only; without huge pages it works the same. */
   (void)madvise(p, size, MADV_HUGEPAGE);
 #endif
   return p;
@@ -84,6 +85,5 @@ void xbig_free(void *p, size_t size) {
     free(p);
     return;
   }
-  size = (size + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
-  munmap(p, size);
+  munmap(p, core_align_up(size, HUGE_PAGE));
 }

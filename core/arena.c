@@ -13,24 +13,20 @@ struct core_arena_chunk {
   size_t size, used;
 };
 
-static size_t align_up(size_t n, size_t to) {
-  return (n + to - 1) / to * to;
-}
-
 void *core_arena_alloc(core_arena_t *a, size_t size) {
   core_arena_chunk_t *c = a->chunks;
-  size = align_up(size, 8);
+  size = core_align_up(size, 8);
   if (c == NULL || c->size - c->used < size) {
     /* Chunks double up to CHUNK_MAX: a small table stays small, and a big
      * one is carved from few mappings, on huge pages (xbig_alloc). */
     size_t want = a->next_size ? a->next_size : CHUNK_MIN;
     if (want < CHUNK_MAX)
       a->next_size = want * 2;
-    size_t need = align_up(sizeof *c, 8) + size;
-    want = align_up(want > need ? want : need, CHUNK_MIN);
+    size_t need = core_align_up(sizeof *c, 8) + size;
+    want = core_align_up(want > need ? want : need, CHUNK_MIN);
     c = xbig_alloc(want);
     c->size = want;
-    c->used = align_up(sizeof *c, 8);
+    c->used = core_align_up(sizeof *c, 8);
     c->next = a->chunks;
     a->chunks = c;
   }

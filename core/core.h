@@ -26,6 +26,11 @@ void *xcalloc(size_t count, size_t size);
 void *xrealloc(void *ptr, size_t size);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t len);
+/* n rounded up to a multiple of to. */
+static inline size_t core_align_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
+
 /* A zeroed block for a big table (megabytes), on huge pages where the
  * kernel gives them; freed with its size. Small sizes fall back to calloc. */
 void *xbig_alloc(size_t size);

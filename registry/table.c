@@ -276,10 +276,6 @@ static size_t entry_strings_size(const table_t *t, bool shared_only,
   return size;
 }
 
-static size_t align_up(size_t n, size_t to) {
-  return (n + to - 1) / to * to;
-}
-
 /* A copy of d for table t: in t's arena (a reload's entries, with owner
  * and listener names shared through t's pool), or with heap set in an
  * allocation of its own (an update, freed alone when replaced; names t
@@ -287,9 +283,9 @@ static size_t align_up(size_t n, size_t to) {
 static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
   size_t name_len = strlen(d->name);
   size_t size = offsetof(entry_t, name) + name_len + 1;
-  size_t ports_at = size = align_up(size, alignof(reg_port_t));
+  size_t ports_at = size = core_align_up(size, alignof(reg_port_t));
   size += d->n_ports * sizeof(reg_port_t);
-  size_t addrs_at = size = align_up(size, alignof(core_ip_t));
+  size_t addrs_at = size = core_align_up(size, alignof(core_ip_t));
   size += d->n_addrs * sizeof(core_ip_t);
   size_t strings_at = size;
   size += entry_strings_size(t, heap, d);
