@@ -619,15 +619,23 @@ static bool get_seconds(ctx_t *c, const node_t *n, const node_t *key,
   return true;
 }
 
+/* n's text if it is a non-empty string (valid while n is), else NULL
+ * after saying what was expected. */
+static const char *nonempty_text(ctx_t *c, const node_t *n, const node_t *key,
+                                 const char *what, const char *where) {
+  const char *s = text_of(c, n, key, what, where);
+  if (s != NULL && *s == '\0') {
+    expected(c, n, key, what, where);
+    return NULL;
+  }
+  return s;
+}
+
 static bool get_string(ctx_t *c, const node_t *n, const node_t *key,
                        const char *what, const char *where, char **out) {
-  const char *s = text_of(c, n, key, what, where);
+  const char *s = nonempty_text(c, n, key, what, where);
   if (s == NULL)
     return false;
-  if (*s == '\0') {
-    expected(c, n, key, what, where);
-    return false;
-  }
   free(*out);
   *out = xstrdup(s);
   return true;
@@ -2121,14 +2129,15 @@ static void parse_device_fields(ctx_t *c, const node_t *key,
   if (!walk_mapping(c, value, key, where, device_keys, DEV_COUNT, s))
     return;
 
-  char *owner = NULL;
-  if (present(&s[DEV_OWNER]) &&
-      get_string(c, s[DEV_OWNER].value, s[DEV_OWNER].key, "an account name",
-                 "'owner'", &owner)) {
+  const char *owner =
+      present(&s[DEV_OWNER])
+          ? nonempty_text(c, s[DEV_OWNER].value, s[DEV_OWNER].key,
+                          "an account name", "'owner'")
+          : NULL;
+  if (owner != NULL) {
     d->owner = device_strdup(c, owner);
     c->owner_at = pos_of(c, s[DEV_OWNER].value);
   }
-  free(owner);
 
   if (!present(&s[DEV_ADDRESS]))
     error_at(c, s[DEV_ADDRESS].key ? s[DEV_ADDRESS].key : key,
@@ -2283,7 +2292,7 @@ static void parse_named_device(ctx_t *c, node_t *key, const node_t *value,
     d = &cfg->devices[cfg->n_devices++];
   }
   memset(d, 0, sizeof *d);
-  d->name = core_arena_strndup(&cfg->device_mem, name, len);
+  d->name = device_strdup(c, name);
   d->enabled = true;
   d->wildcard = name[0] == '*';
   if (d != &scratch)

@@ -385,6 +385,18 @@ static void test_too_many_addresses(void) {
                 "at most 8\n");
 }
 
+/* An owner must be a non-empty account name. */
+static void test_bad_owner(void) {
+  expect_errors(BASE "devices:\n"
+                     "  a.ddport.test: {owner: \"\", address: 192.0.2.7, "
+                     "ports: {http: 80}}\n"
+                     "  b.ddport.test: {owner: [x], address: 192.0.2.7, "
+                     "ports: {http: 80}}\n",
+                "t.yaml:7:26: expected an account name for 'owner', got ''\n"
+                "t.yaml:8:26: expected an account name for 'owner', got a "
+                "sequence\n");
+}
+
 static void test_hostname_target_and_resolvers(void) {
   reg_config_t *c = load_ok(BASE "proxy: {resolvers: [127.0.0.1:5353, "
                                  "\"[::1]:53\"]}\n"
@@ -1635,6 +1647,7 @@ int main(int argc, char **argv) {
   RUN_TEST(test_tls_listener);
   RUN_TEST(test_hostname_target_and_resolvers);
   RUN_TEST(test_too_many_addresses);
+  RUN_TEST(test_bad_owner);
   RUN_TEST(test_proxy_protocol_values);
   RUN_TEST(test_booleans);
   RUN_TEST(test_no_devices_no_zones);
