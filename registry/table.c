@@ -15,7 +15,8 @@
 
 /* liburcu's QSBR flavour: a read costs nothing; readers announce
  * quiescent points (between loop iterations) and go offline while they
- * block. The table is rculfhash, a lock-free resizable hash table.
+ * block. The table is rculfhash, a lock-free resizable hash table, and
+ * beside it an index of its own that lookups go through (below).
  *
  * One writer, the control loop, changes entries in place (O(1) each) or
  * builds a whole new table and swaps the one pointer readers follow. What
@@ -24,9 +25,9 @@
  * own next one. */
 
 /* An entry is the device readers get a pointer to, the table's node and
- * the name, in that order: a lookup touches the node and the name only,
- * which lie side by side. Ports, addresses and strings of its own follow
- * the name. */
+ * the name, in that order: a lookup touches the device's flags and the
+ * name only, which lie 20 bytes apart. Ports, addresses and strings of its
+ * own follow the name. */
 typedef struct entry {
   reg_device_t device;
   struct cds_lfht_node node;
@@ -100,8 +101,11 @@ static const char *pool_intern(pool_t *p, core_arena_t *a, const char *s) {
  * their bit is set, so a miss costs one probe, not one per label. */
 #define WILD_BITS 4096
 
+typedef struct table_index table_index_t;
+
 typedef struct table {
   struct cds_lfht *ht;
+  table_index_t *index; /* REG_RCU_DEREF / REG_RCU_PUBLISH */
   atomic_uint_least64_t wild[WILD_BITS / 64];
   atomic_size_t count;
   struct rcu_head rcu;
@@ -320,12 +324,172 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
   return e;
 }
 
+/* ---- the index: where lookups go ---------------------------------------- */
+
+/* Lookups find entries through an index of their own, not through
+ * rculfhash's lists: an array of words probed linearly from the name's
+ * hash. A word holds an entry's address and, in the 16 bits above it, the
+ * top 16 bits of its name's hash (Linux hands user space addresses below
+ * 2^47 unless asked for more), so a probe follows no pointer to a name
+ * that cannot match. A hit waits for memory twice, for the word and the
+ * entry, where a list waited three times (the bucket's node, the entry's
+ * node, its name); the array lies on huge pages.
+ *
+ * Only the writer changes words, each with one atomic store: an entry in
+ * place of the one it replaces, a new entry into a free word, a removed
+ * one's word turned into a tombstone that probes pass over. A reader sees
+ * each word before or after the store. At most 3/4 of the words are ever
+ * in use (live or tombstone), so every probe ends at an empty word; before
+ * that the writer builds a new index from the live words, swaps it in and
+ * frees the old after a grace period. The rculfhash table stays the
+ * writer's: uniqueness, the order a reload compares in, walks. */
+#define INDEX_TAG_SHIFT 48
+#define INDEX_ADDR_MASK ((UINT64_C(1) << INDEX_TAG_SHIFT) - 1)
+#define INDEX_TOMBSTONE UINT64_C(1) /* no entry lives at address 1 */
+#define INDEX_MIN_WORDS 16
+
+struct table_index {
+  struct rcu_head rcu;
+  size_t mask; /* words - 1 */
+  size_t used; /* live and tombstone words; writer only */
+  size_t live; /* writer only */
+  _Atomic uint64_t word[];
+};
+
+static size_t index_bytes(size_t words) {
+  return offsetof(table_index_t, word) + words * sizeof(uint64_t);
+}
+
+/* An empty index with room for n entries before it must be rebuilt. */
+static table_index_t *index_new(size_t n) {
+  size_t words = INDEX_MIN_WORDS;
+  while (words / 4 * 3 < n + 1)
+    words *= 2;
+  table_index_t *ix = xbig_alloc(index_bytes(words));
+  ix->mask = words - 1;
+  return ix;
+}
+
+static void index_free(table_index_t *ix) {
+  xbig_free(ix, index_bytes(ix->mask + 1));
+}
+
+static void index_free_rcu(struct rcu_head *head) {
+  REG_TSAN_ACQUIRE(&reg_rcu_grace);
+  index_free(caa_container_of(head, table_index_t, rcu));
+  REG_TSAN_RELEASE(&reg_rcu_grace);
+}
+
+static uint64_t index_word(const entry_t *e, uint64_t hash) {
+  uintptr_t at = (uintptr_t)e;
+  if ((uint64_t)at & ~INDEX_ADDR_MASK) {
+    /* Not on Linux unless mmap is asked for such addresses. */
+    core_log(CORE_LOG_ERROR, "registry: entry at %p beyond 2^48", (void *)e);
+    abort();
+  }
+  return (hash >> INDEX_TAG_SHIFT) << INDEX_TAG_SHIFT | (uint64_t)at;
+}
+
+static const entry_t *word_entry(uint64_t w) {
+  return (const entry_t *)(uintptr_t)(w & INDEX_ADDR_MASK);
+}
+
+/* Whether word w may hold name (hash): live, with the same tag. */
+static bool word_may_be(uint64_t w, uint64_t hash) {
+  return ((w ^ hash) >> INDEX_TAG_SHIFT) == 0 && w != INDEX_TOMBSTONE;
+}
+
+/* The word of ix that holds name, or with *found false the first free
+ * word (a tombstone or the empty one ending the probe) where it goes.
+ * Writer only. */
+static size_t index_slot(const table_index_t *ix, const char *name, size_t len,
+                         uint64_t hash, bool *found) {
+  size_t free_at = SIZE_MAX;
+  for (size_t i = hash & ix->mask;; i = (i + 1) & ix->mask) {
+    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
+    if (w == 0) {
+      *found = false;
+      return free_at != SIZE_MAX ? free_at : i;
+    }
+    if (w == INDEX_TOMBSTONE) {
+      if (free_at == SIZE_MAX)
+        free_at = i;
+    } else if (word_may_be(w, hash) && word_entry(w)->name_len == len &&
+               memcmp(word_entry(w)->name, name, len) == 0) {
+      *found = true;
+      return i;
+    }
+  }
+}
+
+/* A new index for t's live entries with room for as many again, in place
+ * of the one readers follow now. */
+static void index_rebuild(table_t *t) {
+  table_index_t *old = t->index;
+  table_index_t *ix = index_new(2 * old->live + INDEX_MIN_WORDS);
+  for (size_t i = 0; i <= old->mask; i++) {
+    uint64_t w = atomic_load_explicit(&old->word[i], memory_order_relaxed);
+    if (w == 0 || w == INDEX_TOMBSTONE)
+      continue;
+    const entry_t *e = word_entry(w);
+    uint64_t hash = reg_name_hash(e->name, e->name_len);
+    size_t j = hash & ix->mask;
+    while (atomic_load_explicit(&ix->word[j], memory_order_relaxed) != 0)
+      j = (j + 1) & ix->mask;
+    atomic_store_explicit(&ix->word[j], w, memory_order_relaxed);
+  }
+  ix->used = ix->live = old->live;
+  REG_RCU_PUBLISH(t->index, ix);
+  reg_call_rcu(&old->rcu, index_free_rcu);
+}
+
+/* Writer: e is found by its name from now on, in place of the entry that
+ * had it. */
+static void index_put(table_t *t, const entry_t *e, uint64_t hash) {
+  table_index_t *ix = t->index;
+  if ((ix->used + 1) * 4 > (ix->mask + 1) * 3) {
+    index_rebuild(t);
+    ix = t->index;
+  }
+  bool found;
+  size_t i = index_slot(ix, e->name, e->name_len, hash, &found);
+  if (!found) {
+    ix->used += atomic_load_explicit(&ix->word[i], memory_order_relaxed) == 0;
+    ix->live++;
+  }
+  atomic_store_explicit(&ix->word[i], index_word(e, hash),
+                        memory_order_release);
+}
+
+/* Writer: the entry named name is found no more. */
+static void index_remove(table_t *t, const char *name, size_t len,
+                         uint64_t hash) {
+  table_index_t *ix = t->index;
+  bool found;
+  size_t i = index_slot(ix, name, len, hash, &found);
+  if (found) {
+    atomic_store_explicit(&ix->word[i], INDEX_TOMBSTONE, memory_order_relaxed);
+    ix->live--;
+  }
+}
+
 static const entry_t *find_hashed(const table_t *t, const char *name,
                                   size_t len, uint64_t hash) {
-  name_key_t key = {name, len};
-  struct cds_lfht_iter iter;
-  cds_lfht_lookup(t->ht, hash, match_name, &key, &iter);
-  return entry_of(cds_lfht_iter_get_node(&iter));
+  const table_index_t *ix = REG_RCU_DEREF(((table_t *)t)->index);
+  /* Bounded although a probe always ends at an empty word: a reader
+   * walking while the writer fills words never loops for long. */
+  for (size_t i = hash & ix->mask, n = 0; n <= ix->mask;
+       i = (i + 1) & ix->mask, n++) {
+    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_acquire);
+    if (w == 0)
+      break;
+    if (word_may_be(w, hash)) {
+      const entry_t *e = word_entry(w);
+      if (e->name_len == len && memcmp(e->name, name, len) == 0)
+        return e;
+    }
+  }
+  return NULL;
 }
 
 static const entry_t *find_exact(const table_t *t, const char *name,
@@ -395,6 +559,7 @@ static table_t *table_new(size_t expected) {
              expected);
     abort();
   }
+  t->index = index_new(expected);
   return t;
 }
 
@@ -448,6 +613,7 @@ static void table_fill(table_t *t, const reg_config_t *config) {
     if (got == &e->node) {
       atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
       wild_note(t, e, hash);
+      index_put(t, e, hash);
     }
   }
   xbig_free(order, n * sizeof *order);
@@ -492,6 +658,7 @@ static void entry_free(struct cds_lfht_node *node) {
  * registered, online thread. */
 static void table_destroy(table_t *t) {
   reg_lfht_destroy(t->ht, entry_on_heap, entry_free);
+  index_free(t->index);
   core_arena_free(&t->arena);
   free(t->shared.slots);
   free(t);
@@ -626,6 +793,7 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   REG_TSAN_RELEASE(e);
   struct cds_lfht_node *old =
       cds_lfht_add_replace(t->ht, hash, match_name, &key, &e->node);
+  index_put(t, e, hash);
   if (old != NULL)
     entry_retire(old);
   else
@@ -643,13 +811,14 @@ int reg_remove_device(reg_t *reg, const char *name) {
   table_t *t = reg->table;
   struct cds_lfht_iter iter;
   int rc = -ENOENT;
-  cds_lfht_lookup(t->ht, reg_name_hash(key.name, key.len), match_name, &key,
-                  &iter);
+  uint64_t hash = reg_name_hash(key.name, key.len);
+  cds_lfht_lookup(t->ht, hash, match_name, &key, &iter);
   struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
   if (node != NULL)
     hist_mark(reg->hist, key.name, key.len,
               entry_visible(caa_container_of(node, entry_t, node)));
   if (node != NULL && cds_lfht_del(t->ht, node) == 0) {
+    index_remove(t, key.name, key.len, hash);
     entry_retire(node);
     atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);

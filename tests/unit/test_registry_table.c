@@ -212,26 +212,40 @@ static void test_updates(void) {
   reg_free(reg);
 }
 
-/* Growing from empty to many, one update at a time (the table resizes
- * itself), then shrinking back. */
+/* Growing from empty to many, one update at a time (the table and its
+ * index resize themselves), then shrinking back, again and again. */
 static void test_grow_and_shrink(void) {
   enum { N = 20000 };
   static char names[N][32];
   reg_config_t empty = {0};
   reg_t *reg = reg_new(&empty);
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < N; i++)
     snprintf(names[i], sizeof names[i], "d%d.grow.test", i);
-    reg_device_t d = device(names[i], true);
-    ASSERT_EQ(reg_update_device(reg, &d), 0);
+  /* Round 0 adds every name, later rounds the removed half again: removed
+   * names leave tombstones in the lookup index, which adding them back
+   * reuses (no name twice), and the churn rebuilds the index without
+   * losing a name. */
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < N; i += round ? 2 : 1) {
+      reg_device_t d = device(names[i], true);
+      ASSERT_EQ(reg_update_device(reg, &d), 0);
+    }
+    ASSERT_EQ(reg_count(reg), N);
+    for (int i = 0; i < N; i++)
+      ASSERT_FINDS(reg, names[i], names[i]);
+    for (int i = 0; i < N; i += 2)
+      ASSERT_EQ(reg_remove_device(reg, names[i]), 0);
+    ASSERT_EQ(reg_count(reg), N / 2);
+    for (int i = 0; i < N; i++)
+      ASSERT_FINDS(reg, names[i], i % 2 ? names[i] : NULL);
   }
-  ASSERT_EQ(reg_count(reg), N);
-  for (int i = 0; i < N; i++)
-    ASSERT_FINDS(reg, names[i], names[i]);
-  for (int i = 0; i < N; i += 2)
+  for (int i = 1; i < N; i += 2)
     ASSERT_EQ(reg_remove_device(reg, names[i]), 0);
-  ASSERT_EQ(reg_count(reg), N / 2);
-  for (int i = 0; i < N; i++)
-    ASSERT_FINDS(reg, names[i], i % 2 ? names[i] : NULL);
+  ASSERT_EQ(reg_count(reg), 0);
+  for (int i = 0; i < N; i++) {
+    ASSERT_FINDS(reg, names[i], NULL);
+    ASSERT_EQ(reg_remove_device(reg, names[i]), -ENOENT);
+  }
   reg_free(reg);
 }
 
