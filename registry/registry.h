@@ -321,6 +321,13 @@ void reg_free(reg_t *reg);
  * with its route. Never blocks and takes no lock. */
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len);
 
+/* reg_lookup of n names at once: out[i] is what reg_lookup(reg, names[i],
+ * lens[i]) gives, all from the same registry. At millions of devices a
+ * lookup mostly waits for memory; here the waits of a batch overlap, which
+ * makes it several times faster than n calls. */
+void reg_lookup_many(const reg_t *reg, size_t n, const char *const names[],
+                     const size_t lens[], const reg_device_t *out[]);
+
 /* The device called exactly name (normalised), disabled or not, without
  * wildcard matching: what the update server and admins act on. Borrowed
  * like reg_lookup's pointer. */

@@ -946,13 +946,10 @@ int reg_batches_since(const reg_t *reg, uint64_t from, uint64_t *to,
 
 /* ---- lookups ------------------------------------------------------------- */
 
-const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
-  if (len == 0 || len > CORE_NAME_MAX)
-    return NULL;
-  /* One table for the whole lookup: a swap in between cannot mix the
-   * exact answer of one registry with the wildcards of another. */
-  const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
-  const entry_t *e = find_exact(t, name, len);
+/* reg_lookup in table t, the name's hash known. */
+static const reg_device_t *lookup_hashed(const table_t *t, const char *name,
+                                         size_t len, uint64_t hash) {
+  const entry_t *e = find_hashed(t, name, len, hash);
   if (e != NULL)
     return e->device.enabled ? &e->device : NULL;
 
@@ -963,13 +960,63 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
     size_t rest_len = len - (size_t)(rest - name);
     key[0] = '*';
     memcpy(key + 1, rest, rest_len);
-    uint64_t hash = reg_name_hash(key, rest_len + 1);
+    hash = reg_name_hash(key, rest_len + 1);
     e = wild_maybe(t, hash) ? find_hashed(t, key, rest_len + 1, hash) : NULL;
     if (e != NULL)
       return e->device.enabled ? &e->device : NULL;
     rest = memchr(rest + 1, '.', rest_len - 1);
   }
   return NULL;
+}
+
+static bool lookup_len_ok(size_t len) {
+  return len > 0 && len <= CORE_NAME_MAX;
+}
+
+const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
+  if (!lookup_len_ok(len))
+    return NULL;
+  /* One table for the whole lookup: a swap in between cannot mix the
+   * exact answer of one registry with the wildcards of another. */
+  const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
+  return lookup_hashed(t, name, len, reg_name_hash(name, len));
+}
+
+/* Lookups of a batch go in groups this big: each step of a lookup is
+ * taken for the whole group before the next, so its waits for memory
+ * overlap (a core has about ten misses in flight). */
+#define LOOKUP_GROUP 16
+
+void reg_lookup_many(const reg_t *reg, size_t n, const char *const names[],
+                     const size_t lens[], const reg_device_t *out[]) {
+  const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
+  const table_index_t *ix = REG_RCU_DEREF(((table_t *)t)->index);
+  uint64_t hash[LOOKUP_GROUP];
+  for (size_t at = 0; at < n; at += LOOKUP_GROUP) {
+    size_t m = n - at < LOOKUP_GROUP ? n - at : LOOKUP_GROUP;
+    /* The first word each name probes, */
+    for (size_t i = 0; i < m; i++) {
+      hash[i] = lookup_len_ok(lens[at + i])
+                    ? reg_name_hash(names[at + i], lens[at + i])
+                    : 0;
+      __builtin_prefetch(&ix->word[hash[i] & ix->mask]);
+    }
+    /* the entry it names when it may be the one, */
+    for (size_t i = 0; i < m; i++) {
+      uint64_t w = atomic_load_explicit(&ix->word[hash[i] & ix->mask],
+                                        memory_order_relaxed);
+      if (word_may_be(w, hash[i]) && w != 0) {
+        const entry_t *e = word_entry(w);
+        __builtin_prefetch(&e->device.enabled);
+        __builtin_prefetch(e->name);
+      }
+    }
+    /* then each lookup in full, from the cache. */
+    for (size_t i = 0; i < m; i++)
+      out[at + i] = lookup_len_ok(lens[at + i])
+                        ? lookup_hashed(t, names[at + i], lens[at + i], hash[i])
+                        : NULL;
+  }
 }
 
 const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len) {

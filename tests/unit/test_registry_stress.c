@@ -106,7 +106,19 @@ static void *reader_main(void *arg) {
     } else {
       snprintf(name, sizeof name, "%s", names[i]);
     }
-    const reg_device_t *d = reg_lookup(r->reg, name, strlen(name));
+    const reg_device_t *d;
+    if (n % 2) {
+      d = reg_lookup(r->reg, name, strlen(name));
+    } else {
+      /* The batched path, which reads the index ahead of the lookup. */
+      const char *batch[2] = {name, name};
+      size_t lens[2] = {strlen(name), strlen(name)};
+      const reg_device_t *got[2];
+      reg_lookup_many(r->reg, 2, batch, lens, got);
+      if (got[0] != got[1] && got[0] != NULL && got[1] != NULL)
+        verify(got[1], expect);
+      d = got[0];
+    }
     if (d != NULL) {
       verify(d, expect);
       if (n_held < 8) {

@@ -212,6 +212,70 @@ static void test_updates(void) {
   reg_free(reg);
 }
 
+/* reg_lookup_many answers each name as reg_lookup does, whatever the
+ * batch's size against its groups: hits, disabled devices, misses,
+ * wildcards and lengths no name has. */
+static void test_lookup_many(void) {
+  enum { DEVICES = 3000, QUERIES = 1000 };
+  static char dnames[DEVICES][32], qnames[QUERIES][CORE_NAME_MAX + 8];
+  static reg_device_t devices[DEVICES];
+  static const char *batch[QUERIES];
+  static size_t lens[QUERIES];
+  static const reg_device_t *got[QUERIES];
+  for (int i = 0; i < DEVICES; i++) {
+    snprintf(dnames[i], sizeof dnames[i], i % 10 ? "m%d.test" : "*.w%d.test",
+             i);
+    devices[i] = device(dnames[i], i % 7 != 0);
+  }
+  reg_config_t config = {.devices = devices, .n_devices = DEVICES};
+  reg_t *reg = reg_new(&config);
+  unsigned seed = 99;
+  for (int i = 0; i < QUERIES; i++) {
+    int k = rand_r(&seed) % (DEVICES + 500);
+    switch (rand_r(&seed) % 4) {
+    case 0:
+      snprintf(qnames[i], sizeof qnames[i], "m%d.test", k);
+      break;
+    case 1:
+      snprintf(qnames[i], sizeof qnames[i], "x.y.w%d.test", k);
+      break;
+    case 2:
+      snprintf(qnames[i], sizeof qnames[i], "w%d.test", k);
+      break;
+    default:
+      memset(qnames[i], 'a', sizeof qnames[i] - 1);
+      break;
+    }
+    batch[i] = qnames[i];
+    lens[i] = strlen(qnames[i]);
+  }
+  lens[3] = 0;
+  size_t sizes[] = {1, 15, 16, 17, 33, QUERIES};
+  size_t hits = 0, misses = 0;
+  static const reg_device_t poison = {.name = "(not written)"};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    for (size_t i = 0; i < QUERIES; i++)
+      got[i] = &poison;
+    for (size_t at = 0; at < QUERIES; at += sizes[s]) {
+      size_t m = QUERIES - at < sizes[s] ? QUERIES - at : sizes[s];
+      reg_lookup_many(reg, m, batch + at, lens + at, got + at);
+    }
+    for (size_t i = 0; i < QUERIES; i++) {
+      const reg_device_t *want = reg_lookup(reg, batch[i], lens[i]);
+      if (got[i] != want)
+        TEST_FAIL_("batch of %zu: %.*s: got %s, want %s", sizes[s],
+                   (int)lens[i], batch[i], got[i] ? got[i]->name : "nothing",
+                   want ? want->name : "nothing");
+      hits += want != NULL;
+      misses += want == NULL;
+    }
+  }
+  /* Every kind of answer was asked for. */
+  ASSERT(hits > QUERIES);
+  ASSERT(misses > QUERIES);
+  reg_free(reg);
+}
+
 /* Growing from empty to many, one update at a time (the table and its
  * index resize themselves), then shrinking back, again and again. */
 static void test_grow_and_shrink(void) {
@@ -534,6 +598,7 @@ int main(void) {
   RUN_TEST(test_empty_registry);
   RUN_TEST(test_copies);
   RUN_TEST(test_updates);
+  RUN_TEST(test_lookup_many);
   RUN_TEST(test_grow_and_shrink);
   RUN_TEST(test_published_batches);
   RUN_TEST(test_published_too_big);
