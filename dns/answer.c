@@ -252,9 +252,14 @@ static void answer_host(reply_t *r, const reg_zone_t *zone,
 /* The device that answers for name, if it belongs to zone: a wildcard or
  * name from a parent zone must not reach across the cut into a child. (So
  * no wildcard answers for an apex: it would sit above it.) */
-static const reg_device_t *device_find(const reg_t *reg, const reg_zone_t *zone,
-                                       const char *name, size_t len) {
-  const reg_device_t *dev = reg_lookup(reg, name, len);
+static const reg_device_t *device_find(const reply_t *r, const reg_t *reg,
+                                       const reg_zone_t *zone, const char *name,
+                                       size_t len) {
+  const dns_lookup_hint_t *hint = r->opts->hint;
+  const reg_device_t *dev =
+      hint != NULL && hint->len == len && memcmp(hint->name, name, len) == 0
+          ? hint->device
+          : reg_lookup(reg, name, len);
   if (!dev)
     return NULL;
   const char *base = dev->name;
@@ -295,7 +300,7 @@ static void answer_apex(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
   case DNS_TYPE_AAAA: {
     /* A device registered at the apex itself is served like any other. */
     const reg_device_t *dev =
-        device_find(reg, zone, zone->name, strlen(zone->name));
+        device_find(r, reg, zone, zone->name, strlen(zone->name));
     if (dev) {
       answer_host(r, zone, apex, zone->proxy, zone->n_proxy);
       return;
@@ -327,7 +332,7 @@ static void answer_zone(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
       answer_host(r, zone, apex, glue->addrs, glue->n_addrs);
       return;
     }
-    if (device_find(reg, zone, text, (size_t)len)) {
+    if (device_find(r, reg, zone, text, (size_t)len)) {
       answer_host(r, zone, apex, zone->proxy, zone->n_proxy);
       return;
     }

@@ -292,6 +292,16 @@ const uint8_t *dns_cookie_secret(void);
 
 /* ---- answering ---------------------------------------------------------- */
 
+/* The question's name looked up ahead of the answer, as reg_lookup gives
+ * it: the UDP server looks up a whole batch's names at once
+ * (reg_lookup_many), and the answer takes the device from here rather
+ * than look the same name up again. */
+typedef struct dns_lookup_hint {
+  const char *name; /* normalised text, as the answer looks it up */
+  size_t len;
+  const reg_device_t *device;
+} dns_lookup_hint_t;
+
 /* How a query arrived, for dns_answer_build. */
 typedef struct dns_answer_opts {
   bool tcp;       /* the answer may fill cap and is never truncated */
@@ -302,6 +312,7 @@ typedef struct dns_answer_opts {
   const struct sockaddr *peer;
   uint32_t now;
   bool *cookie_ok; /* if set: true when the query's server cookie is ours */
+  const dns_lookup_hint_t *hint; /* or NULL */
 } dns_answer_opts_t;
 
 /* dns_answer_query with the transport spelled out: over UDP the answer
@@ -410,6 +421,7 @@ typedef struct dns_request {
                     * so the client's address is not spoofed */
   const uint8_t *msg;
   size_t len;
+  const dns_lookup_hint_t *hint; /* or NULL */
 } dns_request_t;
 
 /* A zone transfer in progress on one TCP connection. */

@@ -196,7 +196,8 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
                                   .cookie_secret = req->cookie_secret,
                                   .peer = req->peer,
                                   .now = (uint32_t)req->now,
-                                  .cookie_ok = req->cookie_ok};
+                                  .cookie_ok = req->cookie_ok,
+                                  .hint = req->hint};
   size_t n = dns_answer_build(req->config, req->reg, req->msg, req->len, out,
                               cap, &opts);
   return n ? dns_tsig_sign(&tsig, out, n, cap) : 0;

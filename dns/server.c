@@ -67,6 +67,9 @@ struct dns_server {
   struct iovec recv_iov[BATCH];
   struct mmsghdr recv_msgs[BATCH];
   dns_rrl_t *rrl; /* NULL: rate_limit off */
+  /* The batch's question names, looked up together before the answers. */
+  char qname[BATCH][CORE_NAME_MAX + 1];
+  dns_lookup_hint_t hints[BATCH];
   size_t n_pending;
   pending_t pending[BATCH];
   size_t n_udp;
@@ -116,9 +119,40 @@ static void flush(dns_server_t *server, int fd) {
   server->n_dropped += n - sent;
 }
 
+/* Looks up the question names of the batch's n datagrams at once, so
+ * their waits for memory overlap (reg_lookup_many); at millions of devices
+ * a lookup is mostly that wait. A datagram whose name cannot be a device's
+ * gets no hint and its answer looks up whatever it needs itself. */
+static void look_up_batch(dns_server_t *server, size_t n) {
+  const char *names[BATCH];
+  size_t lens[BATCH], at[BATCH], k = 0;
+  const reg_device_t *devices[BATCH];
+  for (size_t i = 0; i < n; i++) {
+    server->hints[i].name = NULL;
+    const uint8_t *msg = server->recv_iov[i].iov_base;
+    size_t len = server->recv_msgs[i].msg_len, pos = DNS_HEADER_SIZE;
+    dns_name_t name;
+    char text[DNS_NAME_TEXT_MAX];
+    int text_len;
+    if (server->recv_msgs[i].msg_hdr.msg_flags & MSG_TRUNC ||
+        dns_name_decode(msg, len, &pos, &name) != DNS_WIRE_OK ||
+        (text_len = dns_name_to_text(&name, text, sizeof text, true)) <= 0 ||
+        text_len > CORE_NAME_MAX)
+      continue;
+    memcpy(server->qname[i], text, (size_t)text_len);
+    names[k] = server->qname[i];
+    lens[k] = (size_t)text_len;
+    at[k++] = i;
+  }
+  reg_lookup_many(server->reg, k, names, lens, devices);
+  for (size_t j = 0; j < k; j++)
+    server->hints[at[j]] = (dns_lookup_hint_t){names[j], lens[j], devices[j]};
+}
+
 /* Answers one datagram of a batch into the next pending slot. */
 static void answer_datagram(dns_server_t *server, const uint8_t *msg,
-                            size_t len, const struct sockaddr *addr) {
+                            size_t len, const struct sockaddr *addr,
+                            const dns_lookup_hint_t *hint) {
   pending_t *p = &server->pending[server->n_pending];
   bool cookie_ok = false;
   const dns_request_t req = {.config = server->config,
@@ -129,7 +163,8 @@ static void answer_datagram(dns_server_t *server, const uint8_t *msg,
                              .cookie_secret = dns_cookie_secret(),
                              .cookie_ok = &cookie_ok,
                              .msg = msg,
-                             .len = len};
+                             .len = len,
+                             .hint = hint->name != NULL ? hint : NULL};
   dns_xfr_t *xfr;
   size_t n = dns_respond(&req, p->msg, sizeof p->msg, &xfr);
   if (n == 0)
@@ -174,6 +209,7 @@ static size_t answer_batch(dns_server_t *server, int fd) {
   while (rc < 0 && errno == EINTR);
   if (rc <= 0)
     return 0;
+  look_up_batch(server, (size_t)rc);
   for (size_t i = 0; i < (size_t)rc; i++) {
     server->n_queries++;
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -181,7 +217,8 @@ static size_t answer_batch(dns_server_t *server, int fd) {
       continue;
     }
     answer_datagram(server, server->recv_iov[i].iov_base, msgs[i].msg_len,
-                    (const struct sockaddr *)&server->peers[i]);
+                    (const struct sockaddr *)&server->peers[i],
+                    &server->hints[i]);
   }
   flush(server, fd);
   return (size_t)rc;
