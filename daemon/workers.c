@@ -4,7 +4,6 @@
 #include "dns/dns.h"
 #include "proxy/proxy.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,26 +96,39 @@ static void send_listen_plan(px_listen_plan_t *plan, void *arg) {
   }
 }
 
-/* Runs loop until it has nothing left to do, as uv_run(UV_RUN_DEFAULT)
- * would, but as a registry reader: a quiescent point after every
- * iteration (no callback holds a reg_lookup pointer between iterations),
- * and offline while blocked in the poll for I/O, so a worker that waits
+/* libuv calls prepare callbacks right before it polls for I/O. The I/O
+ * callbacks run inside that same poll call, with nothing in between, so
+ * the thread stays offline only until the first of them reads the
+ * registry: reg_lookup brings it back online. */
+static void go_offline_before_poll(uv_prepare_t *prepare) {
+  (void)prepare;
+  reg_thread_offline();
+}
+
+static void on_before_poll_closed(uv_handle_t *handle) {
+  *(bool *)handle->data = true;
+}
+
+/* Runs loop until it has nothing left to do, with uv_run(UV_RUN_DEFAULT),
+ * as a registry reader: offline from right before every poll for I/O,
+ * which is a quiescent point each iteration (no callback holds a
+ * reg_lookup pointer between iterations) and means a worker that waits
  * for traffic never holds up the freeing of retired registry entries.
- * libuv's documented embedding interface (uv_backend_fd and
- * uv_backend_timeout) lets us do the blocking wait ourselves. */
+ * libuv's epoll_wait is the only one per iteration. Returns online. */
 static void run_loop(uv_loop_t *loop) {
-  for (;;) {
-    reg_quiescent();
-    int timeout = uv_backend_timeout(loop);
-    if (timeout != 0) {
-      struct pollfd pfd = {.fd = uv_backend_fd(loop), .events = POLLIN};
-      reg_thread_offline();
-      poll(&pfd, 1, timeout);
-      reg_thread_online();
-    }
-    if (uv_run(loop, UV_RUN_NOWAIT) == 0)
-      break;
-  }
+  uv_prepare_t before_poll;
+  bool closed = false;
+  uv_prepare_init(loop, &before_poll);
+  before_poll.data = &closed;
+  uv_prepare_start(&before_poll, go_offline_before_poll);
+  /* The loop ends when the servers' handles are gone, not this one. */
+  uv_unref((uv_handle_t *)&before_poll);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&before_poll, on_before_poll_closed);
+  while (!closed)
+    uv_run(loop, UV_RUN_NOWAIT);
+  /* The last iteration may have left the thread offline. */
+  reg_thread_online();
 }
 
 static void worker_main(void *arg) {

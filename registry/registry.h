@@ -278,7 +278,10 @@ bool reg_target_allowed(const reg_config_t *config, const core_ip_t *ip,
  *
  * What the writer replaces or removes is freed once every registered,
  * online thread has passed a quiescent point; an offline thread holds
- * nothing up. A thread that calls reg_new or another writer's call without
+ * nothing up. reg_lookup, reg_find and reg_count bring an offline thread
+ * back online themselves, so an event loop may go offline right before
+ * it polls without knowing which of the callbacks it runs next will read
+ * the registry. A thread that calls reg_new or another writer's call without
  * registering first (a test's main, a one-shot command) is registered by
  * that call and stays online; reg_free lets it wait for the grace periods
  * it holds up. */
@@ -295,7 +298,8 @@ void reg_thread_unregister(void);
 void reg_quiescent(void);
 
 /* Before and after blocking (epoll_wait, a join): while offline the
- * thread may not use pointers from reg_lookup, and never delays a writer. */
+ * thread may not use pointers from reg_lookup, and never delays a writer.
+ * A lookup made while offline brings the thread back online. */
 void reg_thread_offline(void);
 void reg_thread_online(void);
 
@@ -318,7 +322,8 @@ void reg_free(reg_t *reg);
  * The pointer is borrowed: valid until the calling thread's next
  * reg_quiescent or reg_thread_offline (for a worker: until its current
  * loop iteration ends). Copy what must live longer, as a connection does
- * with its route. Never blocks and takes no lock. */
+ * with its route. A registered thread that is offline comes back online
+ * for it. Never blocks and takes no lock. */
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len);
 
 /* reg_lookup of n names at once: out[i] is what reg_lookup(reg, names[i],

@@ -191,6 +191,17 @@ static void writer_leave(bool went_online) {
     reg_thread_offline();
 }
 
+/* Before a read whose result outlives the call: a registered thread that
+ * is offline comes back online, and stays so until its next quiescent
+ * point, so that the pointer it gets is safe. (An event loop goes offline
+ * right before it polls, and the I/O callbacks it runs next read the
+ * registry.) A thread that never registered reads unprotected, as it
+ * always has. */
+static inline void reader_enter(void) {
+  if (registered && !rcu_read_ongoing())
+    rcu_thread_online();
+}
+
 /* ---- entries ------------------------------------------------------------- */
 
 /* The 64 bits at p, any alignment. */
@@ -843,6 +854,7 @@ int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
 }
 
 size_t reg_count(const reg_t *reg) {
+  reader_enter();
   table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
   return atomic_load_explicit(&t->count, memory_order_relaxed);
 }
@@ -976,6 +988,7 @@ static bool lookup_len_ok(size_t len) {
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
   if (!lookup_len_ok(len))
     return NULL;
+  reader_enter();
   /* One table for the whole lookup: a swap in between cannot mix the
    * exact answer of one registry with the wildcards of another. */
   const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
@@ -989,6 +1002,7 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
 
 void reg_lookup_many(const reg_t *reg, size_t n, const char *const names[],
                      const size_t lens[], const reg_device_t *out[]) {
+  reader_enter();
   const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
   const table_index_t *ix = REG_RCU_DEREF(((table_t *)t)->index);
   uint64_t hash[LOOKUP_GROUP];
@@ -1022,6 +1036,7 @@ void reg_lookup_many(const reg_t *reg, size_t n, const char *const names[],
 const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len) {
   if (len == 0 || len > CORE_NAME_MAX)
     return NULL;
+  reader_enter();
   const entry_t *e =
       find_exact(REG_RCU_DEREF(((reg_t *)reg)->table), name, len);
   return e ? &e->device : NULL;

@@ -2,7 +2,8 @@
 /* test_registry_stress.c -- readers look up while the writer updates and
  * swaps whole tables; every entry read must be whole and stay whole until
  * the reader's quiescent point; a walk of the published state sees
- * exactly that state whatever the writer does meanwhile */
+ * exactly that state whatever the writer does meanwhile; a lookup made
+ * offline holds its table until the reader's next quiescent point */
 #include "registry/registry.h"
 #include "tests/test.h"
 
@@ -342,8 +343,96 @@ static void test_published_walks_during_updates(void) {
   reg_thread_unregister();
 }
 
+/* A reader that went offline (as a worker does right before its loop
+ * polls) and then looks up, from an I/O callback, must be online again:
+ * the table it read from is not freed before its next quiescent point. */
+static struct {
+  const reg_t *reg;
+  bool batched; /* through reg_lookup_many */
+  atomic_bool looked_up, may_check, checked, barrier_done;
+} held;
+
+static void *offline_reader_main(void *arg) {
+  (void)arg;
+  reg_thread_register();
+  reg_thread_offline();
+  const char *name = "offline.stress.test";
+  const reg_device_t *d;
+  if (held.batched) {
+    size_t len = strlen(name);
+    reg_lookup_many(held.reg, 1, &name, &len, &d);
+  } else {
+    d = reg_lookup(held.reg, name, strlen(name));
+  }
+  ASSERT(d != NULL);
+  atomic_store(&held.looked_up, true);
+  while (!atomic_load(&held.may_check))
+    sched_yield();
+  /* The table was replaced meanwhile; what we hold is still gen 1. */
+  verify(d, name);
+  ASSERT_STR_EQ(d->owner, "gen1");
+  atomic_store(&held.checked, true);
+  reg_quiescent();
+  reg_thread_unregister();
+  return NULL;
+}
+
+/* Waits, by rcu_barrier, for every grace period started so far. */
+static void *barrier_main(void *arg) {
+  reg_thread_register();
+  reg_free(arg);
+  atomic_store(&held.barrier_done, true);
+  reg_thread_unregister();
+  return NULL;
+}
+
+static void lookup_while_offline_holds_the_table(bool batched) {
+  static built_t b;
+  memset(&held, 0, sizeof held);
+  held.batched = batched;
+  reg_config_t config = {.devices = &b.device, .n_devices = 1};
+  reg_thread_register();
+  build(&b, "offline.stress.test", 1);
+  reg_t *reg = reg_new(&config);
+  reg_config_t empty = {0};
+  reg_t *other = reg_new(&empty);
+  held.reg = reg;
+
+  pthread_t reader, barrier;
+  ASSERT_EQ(pthread_create(&reader, NULL, offline_reader_main, NULL), 0);
+  while (!atomic_load(&held.looked_up))
+    sched_yield();
+  build(&b, "offline.stress.test", 2);
+  ASSERT_EQ(reg_replace_all(reg, &config), 0);
+  /* Nothing but the reader holds the old table up now. */
+  reg_thread_offline();
+  ASSERT_EQ(pthread_create(&barrier, NULL, barrier_main, other), 0);
+  /* Time for a grace period to end, were the reader offline. */
+  struct timespec pause = {.tv_nsec = 200 * 1000 * 1000};
+  nanosleep(&pause, NULL);
+  ASSERT(!atomic_load(&held.barrier_done));
+  atomic_store(&held.may_check, true);
+  ASSERT_EQ(pthread_join(reader, NULL), 0);
+  ASSERT(atomic_load(&held.checked));
+  ASSERT_EQ(pthread_join(barrier, NULL), 0);
+  ASSERT(atomic_load(&held.barrier_done));
+  reg_thread_online();
+  reg_free(reg);
+  reg_thread_unregister();
+}
+
+static void test_lookup_while_offline_holds_the_table(void) {
+  lookup_while_offline_holds_the_table(false);
+}
+
+static void test_batch_while_offline_holds_the_table(void) {
+  lookup_while_offline_holds_the_table(true);
+}
+
 int main(void) {
   RUN_TEST(test_readers_during_updates_and_swaps);
   RUN_TEST(test_published_walks_during_updates);
+  RUN_TEST(test_lookup_while_offline_holds_the_table);
+  RUN_TEST(test_batch_while_offline_holds_the_table);
   return 0;
 }
