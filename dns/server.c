@@ -230,8 +230,11 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
   if (status < 0 || server->stopping)
     return;
+  /* A short batch most likely emptied the socket: asking again would
+   * mostly cost a recvmmsg that says EAGAIN. Whatever came meanwhile is
+   * still readable, and the poll (level-triggered) reports it next. */
   for (unsigned i = 0; i < BATCHES_PER_EVENT; i++)
-    if (answer_batch(server, udp->fd) == 0)
+    if (answer_batch(server, udp->fd) < BATCH)
       return;
 }
 
