@@ -16,8 +16,9 @@
 #define LINGER_MS 2000
 
 /* Reads (or splices) of one side per wakeup before other connections get
- * their turn (libuv reads a stream up to 32 times). */
-#define RELAY_ROUNDS 16
+ * their turn (libuv reads a stream up to 32 times), relaying or lingering
+ * alike: a visitor sending without pause must not hold the worker. */
+#define READS_PER_TURN 16
 
 /* Events taken from the worker's epoll instance per wakeup of its loop. */
 #define EPOLL_BATCH 256
@@ -234,6 +235,16 @@ static int watch_side(px_side_t *side, int op) {
   return epoll_ctl(epoll_fd, op, side->fd, &ev) == 0 ? 0 : -errno;
 }
 
+/* Whether side has had its READS_PER_TURN reads for this wakeup. It then
+ * stops with bytes left, re-armed so that epoll reports it again once the
+ * others that are ready have had their turn. */
+static bool turn_over(px_side_t *side, int reads) {
+  if (reads < READS_PER_TURN)
+    return false;
+  watch_side(side, EPOLL_CTL_MOD);
+  return true;
+}
+
 /* Closing the socket also drops it from the epoll instance. */
 static void close_side(px_side_t *side) {
   if (side->fd < 0)
@@ -316,11 +327,15 @@ static void on_linger_timeout(uv_timer_t *timer) {
 }
 
 /* Reads and drops what the visitor still sends until it closes, so its
- * kernel does not answer our page with a reset before it is read. */
+ * kernel does not answer our page with a reset before it is read. A turn
+ * at a time, like the relay: a visitor that never stops sending must
+ * hold off neither other connections nor the linger's timeout. */
 static void linger_read(px_conn_t *conn) {
   static _Thread_local char sink[4096];
   px_side_t *client = &conn->client;
-  while (client->readable && !client->eof) {
+  for (int reads = 0; client->readable && !client->eof; reads++) {
+    if (turn_over(client, reads))
+      return;
     ssize_t n = read_side(client, sink, sizeof sink);
     if (n == -EAGAIN)
       return;
@@ -579,10 +594,8 @@ static bool relay_from(px_side_t *side) {
     }
     if (!side->readable)
       return true;
-    if (round == RELAY_ROUNDS) {
-      watch_side(side, EPOLL_CTL_MOD);
+    if (turn_over(side, round))
       return true;
-    }
     maybe_splice(conn);
     ssize_t n = read_relay(side);
     if (n == -EAGAIN)

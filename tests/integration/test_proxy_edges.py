@@ -1,10 +1,16 @@
 #!/usr/bin/python3
 """Edges of routing and relaying: per-listener fallback devices, a reset
-passed on as a reset, and a target refused by the policy. Raw TCP devices
-record what reaches them. Loopback only; every wait bounded."""
+passed on as a reset, a target refused by the policy, and a visitor
+flooding a connection that got an error page. Raw TCP devices record what
+reaches them. Loopback only; every wait bounded."""
 
 import os
+import signal
+import socket
+import struct
 import sys
+import threading
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +37,23 @@ devices:
   other-loopback.ddport.test: {{address: 127.0.0.2, ports: {{http: {home}}}}}
   talker.ddport.test: {{address: 127.0.0.1, ports: {{http: {talker}}}}}
 """
+
+
+# One worker, so that every connection shares its loop.
+ONE_WORKER_CONFIG = """\
+workers: 1
+listeners:
+  - {{name: plain, protocol: http, address: 127.0.0.1:{port}}}
+proxy:
+  timeouts: {{peek: 3s, connect: 3s, idle: 1m, drain: 1s}}
+  allow_targets: [127.0.0.1/32]
+  access_log: {log}
+devices:
+  home.ddport.test: {{address: 127.0.0.1, ports: {{plain: {home}}}}}
+"""
+
+BAD_REQUEST = b"GET / HTTP/1.0\r\n\r\n"  # no Host, no fallback: 400
+UNKNOWN = b"GET / HTTP/1.1\r\nHost: nobody.ddport.test\r\n\r\n"  # 404
 
 
 class Env:
@@ -135,6 +158,158 @@ def test_device_speaks_first(env):
         check_eq(env.talker.wait_received(before), req, "request at the device")
 
 
+def start_one_worker(env, name):
+    port = ddtest.free_port(udp_too=False)
+    log = os.path.join(env.dir, name + ".access.log")
+    config = ddtest.write_file(env.dir, name + ".yaml", ONE_WORKER_CONFIG.format(
+        port=port, log=log, home=env.home.port))
+    d = ddtest.Ddport(config, env.dir, tcp_ports=[port], name=name).start()
+    d.port = port
+    d.log = log
+    return d
+
+
+def refused(port, request):
+    """A connection that sent request and has read the error page up to
+    the proxy's FIN: the proxy now lingers on it."""
+    s = socket.create_connection((ddtest.LOOPBACK4, port), timeout=10)
+    s.sendall(request)
+    page = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        page += chunk
+    check(page.startswith(b"HTTP/1.1 400 "), "expected a 400 page, got %r" % page[:40])
+    return s
+
+
+def queued_at(local_port, remote_port):
+    """Bytes waiting unread in the receive queue of the loopback socket
+    local_port -> remote_port (/proc/net/tcp), or None if there is none."""
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if (int(fields[1].split(":")[1], 16) == local_port
+                    and int(fields[2].split(":")[1], 16) == remote_port):
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def access_index(d, visitor_port, tries=200):
+    """The position of the access line of the visitor at visitor_port."""
+    needle = "visitor=127.0.0.1:%d " % visitor_port
+    for _ in range(tries):
+        for i, line in enumerate(ddtest.access_lines(d.log)):
+            if needle in line:
+                return i
+        time.sleep(0.05)
+    return None
+
+
+def read_to_eof(s):
+    s.settimeout(10)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_lingering_flood_takes_turns(env):
+    # A visitor that got a 400 page keeps sending; the proxy reads and
+    # drops it (lingering), a turn of reads at a time like the relay. With
+    # ddport stopped (SIGSTOP), the visitor fills the proxy's socket far
+    # beyond one turn and resets; another visitor's request arrives
+    # behind it. Resumed, the one worker must answer the second visitor
+    # before it has read its way through the first one's backlog: the
+    # second access line is written first.
+    d = start_one_worker(env, "linger")
+    try:
+        flooder = refused(d.port, BAD_REQUEST)
+        # Bytes read quickly grow the proxy's receive buffer (the kernel
+        # tunes it to the reader), so that it can hold many turns.
+        flooder.sendall(bytes(64 << 20))
+        pid = d.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _, status = os.waitpid(pid, os.WUNTRACED)
+            check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+            flooder.setblocking(False)
+            piece = bytes(1 << 20)
+            for _ in range(256):
+                try:
+                    flooder.send(piece)
+                except BlockingIOError:
+                    break
+            me = flooder.getsockname()[1]
+            backlog = queued_at(d.port, me)
+            # More than two turns (16 reads of 4 KiB): the second visitor
+            # is served in the first or second turn's loop iteration.
+            check(backlog is not None and backlog > 2 * 16 * 4096,
+                  "only %s bytes wait for the proxy: too few to tell turns apart" % backlog)
+            # A reset, unlike a FIN, does not wait behind the bytes the
+            # proxy's window did not take: they are all in its socket.
+            flooder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            flooder.close()
+            other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
+            other.sendall(UNKNOWN)
+            other.shutdown(socket.SHUT_WR)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        page = read_to_eof(other)
+        check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
+        first = access_index(d, me)
+        second = access_index(d, other.getsockname()[1])
+        other.close()
+        check(first is not None and second is not None,
+              "access lines: flooder %s, other %s" % (first, second))
+        check(second < first, "the flooded connection was read to its end (%d bytes) "
+              "before another connection was served" % backlog)
+    finally:
+        check_eq(d.stop(), 0, "exit status")
+
+
+def test_lingering_flood_times_out(env):
+    # A visitor flooding a connection that got a 400 page without pause:
+    # other visitors are served meanwhile, and the linger still ends at its
+    # timeout (the proxy closes with the flood unread: a reset).
+    d = start_one_worker(env, "flood")
+    try:
+        flooder = refused(d.port, BAD_REQUEST)
+        flooder.settimeout(None)
+        state = {"sent": 0, "end": None}
+        piece = memoryview(bytes(1 << 20))
+        started = threading.Event()
+
+        def flood():
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    state["sent"] += flooder.send(piece)
+                    started.set()
+                state["end"] = "our deadline"
+            except OSError as exc:
+                state["end"] = exc
+            started.set()
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        check(started.wait(10), "the flood did not start")
+        for _ in range(5):
+            _, reply, err = ddtest.send_and_read(d.port, UNKNOWN)
+            check(reply.startswith(b"HTTP/1.1 404 "),
+                  "another visitor during the flood: %r, %r" % (reply[:40], err))
+        t.join(40)
+        flooder.close()
+        check(isinstance(state["end"], (ConnectionResetError, BrokenPipeError)),
+              "the flood ended by %r after %d bytes, not by the proxy's close"
+              % (state["end"], state["sent"]))
+    finally:
+        check_eq(d.stop(), 0, "exit status")
+
+
 CASES = [
     ("a device that speaks first with 4 MiB relays both ways intact",
      test_device_speaks_first),
@@ -144,6 +319,10 @@ CASES = [
     ("ClientHello without SNI goes to the fallback device", test_fallback_tls_without_sni),
     ("a device's reset reaches the visitor as a reset", test_reset_passed_on),
     ("a loopback target outside allow_targets is refused: 502", test_refused_target),
+    ("a flood after an error page is read a turn at a time: others are served first",
+     test_lingering_flood_takes_turns),
+    ("a flood after an error page: others served meanwhile, the linger times out",
+     test_lingering_flood_times_out),
 ]
 
 if __name__ == "__main__":

@@ -245,12 +245,7 @@ def access_line(d, before, tries=100):
     """The first access line for the device after the first before lines,
     once it is written (readiness probes log lines with name=-)."""
     for _ in range(tries):
-        try:
-            with open(d.log, encoding="utf-8") as f:
-                lines = [line for line in f if "access " in line]
-        except FileNotFoundError:
-            lines = []
-        for line in lines[before:]:
+        for line in ddtest.access_lines(d.log)[before:]:
             if "name=dev.ddport.test" in line:
                 return line
         time.sleep(0.05)
@@ -258,11 +253,7 @@ def access_line(d, before, tries=100):
 
 
 def n_lines(d):
-    try:
-        with open(d.log, encoding="utf-8") as f:
-            return sum(1 for line in f if "access " in line)
-    except FileNotFoundError:
-        return 0
+    return len(ddtest.access_lines(d.log))
 
 
 def echo_both_ways(env, size, seed, buffers=None, read_after=0.0):
