@@ -573,6 +573,22 @@ static void maybe_splice(px_conn_t *conn) {
   }
 }
 
+/* A read from or a write to failed's socket returned err: conn closes.
+ * A reset (-EPIPE: one that a write has already been told of) is passed
+ * on as a reset, so that the other side cannot take the broken stream for
+ * a complete one. */
+static void relay_failed(px_side_t *failed, int err) {
+  px_conn_t *conn = failed->conn;
+  if (err == -ECONNRESET || err == -EPIPE) {
+    reset_side(peer_of(failed));
+    conn_close(conn, "reset");
+    return;
+  }
+  conn_close(conn, err == -EMFILE || err == -ENFILE || err == -ENOMEM
+                       ? "out of memory"
+                       : "routed");
+}
+
 /* Carries side's bytes to its peer: the one backpressure rule is that a
  * side is read only while none of its bytes wait for the peer. Returns
  * false when conn closed. */
@@ -582,7 +598,7 @@ static bool relay_from(px_side_t *side) {
   for (int round = 0;; round++) {
     int rc = flush_side(side);
     if (rc != 0) {
-      conn_close(conn, "routed");
+      relay_failed(peer, rc);
       return false;
     }
     if (waiting(side) > 0)
@@ -604,15 +620,8 @@ static bool relay_from(px_side_t *side) {
       side->eof = true;
       continue;
     }
-    if (n == -ECONNRESET) {
-      reset_side(peer);
-      conn_close(conn, "reset");
-      return false;
-    }
     if (n < 0) {
-      conn_close(conn, n == -EMFILE || n == -ENFILE || n == -ENOMEM
-                           ? "out of memory"
-                           : "routed");
+      relay_failed(side, (int)n);
       return false;
     }
     side->bytes += (uint64_t)n;

@@ -1,16 +1,17 @@
 #!/usr/bin/python3
 """The relay after routing, run once per way of relaying (argument: the
 proxy.splice value, on or off): 10 MiB both ways at once, half-close either
-way, resets either way, the idle timeout, a slow reader, the access log's
-byte counts and a drain on SIGTERM; and the wakeups when one side waits for
-the other: a visitor sending before it reads, a device reading late, a
-burst then silence (only re-arming gets it read), a reset behind unread
-bytes. A scripted raw device plays the other
-end. Loopback only; every wait bounded."""
+way, resets either way (found by a read or by a failed write), the idle
+timeout, a slow reader, the access log's byte counts and a drain on
+SIGTERM; and the wakeups when one side waits for the other: a visitor
+sending before it reads, a device reading late, a burst then silence
+(only re-arming gets it read), a reset behind unread bytes. A scripted
+raw device plays the other end. Loopback only; every wait bounded."""
 
 import hashlib
 import os
 import re
+import select
 import socket
 import struct
 import subprocess
@@ -52,16 +53,61 @@ def head(path):
     return b"GET %s HTTP/1.1\r\nHost: dev.ddport.test\r\n\r\n" % path.encode()
 
 
+def send_until_stalled(sock, quiet=0.5, limit=256 * MIB, deadline_s=30):
+    """Sends until sock has taken no byte for quiet seconds: every buffer
+    on the way to a peer that does not read is full. Returns the bytes
+    sent."""
+    chunk = memoryview(pattern(1 << 20, 21))
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + deadline_s
+    while sent < limit and time.monotonic() < deadline:
+        _, writable, _ = select.select([], [sock], [], quiet)
+        if not writable:
+            break
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            continue
+    sock.settimeout(20)
+    return sent
+
+
+def how_it_ends(sock, timeout=10):
+    """Waits up to timeout seconds for the connection to end (a FIN or a
+    reset), then reads what is left: "reset" or "eof" ("open" if neither
+    came)."""
+    poll = select.poll()
+    poll.register(sock, select.POLLRDHUP | select.POLLERR | select.POLLHUP)
+    poll.poll(timeout * 1000)
+    sock.settimeout(20)
+    try:
+        read_to_eof(sock, deadline_s=20)
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "open"
+    return "eof"
+
+
 class Device(ddtest.RawDevice):
     """A raw device that reads each request head and acts on its path:
     /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, /late-sink/N,
-    /burst/N, /burst-reset/N, each
-    connection in a thread of its own. What it saw goes to self.events (a
-    list of (path, detail))."""
+    /burst/N, /burst-reset/N, /stall-sink, /stall-reset, each connection
+    in a thread of its own. What it saw goes to self.events (a list of
+    (path, detail)); go(path) lets a device waiting for the test carry
+    on."""
 
     def __init__(self):
         self.events = []
+        self.signals = {}
         super().__init__()
+
+    def go(self, path):
+        self.signals.setdefault(path, threading.Event()).set()
+
+    def _told(self, path):
+        return self.signals.setdefault(path, threading.Event()).wait(20)
 
     def wait_event(self, path, timeout=15):
         deadline = time.monotonic() + timeout
@@ -171,6 +217,23 @@ class Device(ddtest.RawDevice):
         time.sleep(0.3)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.events.append(("/" + "/".join(parts[1:]), "reset"))
+
+    def _stall_sink(self, conn, parts, rest):
+        """Says "ready" and reads nothing; once told, says "more", then
+        records whether the connection ended in a reset or a FIN."""
+        conn.sendall(b"ready")
+        if not self._told("/stall-sink"):
+            return
+        conn.sendall(b"more")
+        self.events.append(("/stall-sink", how_it_ends(conn)))
+
+    def _stall_reset(self, conn, parts, rest):
+        """Sends until nothing more fits on the way to the visitor, then
+        resets the connection."""
+        send_until_stalled(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.events.append(("/stall-reset", "reset"))
 
     def _hold(self, conn, parts, rest):
         try:
@@ -535,6 +598,46 @@ def test_reset_behind_unread_bytes(env):
     check(isinstance(err, ConnectionResetError), "expected a reset, got %r" % (err,))
 
 
+def check_reset_logged(env, before):
+    line = access_line(env.ddport, before)
+    check(line is not None and "result=reset" in line, "access line: %r" % line)
+
+
+def test_write_to_reset_visitor(env):
+    # The visitor's upload waits in the proxy for a device that reads
+    # nothing, and the visitor resets: the proxy does not read it again
+    # until the upload moves on. The device then answers; writing that to
+    # the visitor fails, and the device must be reset, not sent a FIN.
+    before = n_lines(env.ddport)
+    s = connect(env.ddport.port, buffers=64 * 1024)
+    s.settimeout(20)
+    s.sendall(head("/stall-sink"))
+    check_eq(s.recv(5), b"ready", "the device answered")
+    check(send_until_stalled(s) > 0, "nothing could be uploaded")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    env.device.go("/stall-sink")
+    check_eq(env.device.wait_event("/stall-sink", timeout=60), "reset",
+             "how the connection ended at the device")
+    check_reset_logged(env, before)
+
+
+def test_write_to_reset_device(env):
+    # The device's download waits in the proxy for a visitor that reads
+    # nothing, and the device resets. The visitor then sends; writing that
+    # to the device fails, and the visitor must be reset, not sent a FIN.
+    before = n_lines(env.ddport)
+    s = connect(env.ddport.port, buffers=64 * 1024)
+    s.settimeout(20)
+    s.sendall(head("/stall-reset"))
+    check_eq(env.device.wait_event("/stall-reset", timeout=60), "reset",
+             "what the device did")
+    s.sendall(b"more")
+    check_eq(how_it_ends(s), "reset", "how the connection ended at the visitor")
+    s.close()
+    check_reset_logged(env, before)
+
+
 def test_spliced_or_not(env):
     text = env.ddport.stderr_text()
     check(re.search(r"error|warn", text, re.I) is None,
@@ -562,6 +665,8 @@ CASES = [
      test_burst_then_silence),
     ("a device's reset behind unread bytes reaches the visitor as a reset",
      test_reset_behind_unread_bytes),
+    ("a write to a visitor that reset resets the device", test_write_to_reset_visitor),
+    ("a write to a device that reset resets the visitor", test_write_to_reset_device),
     ("no warnings logged", test_spliced_or_not),
 ]
 
