@@ -573,6 +573,22 @@ static void maybe_splice(px_conn_t *conn) {
   }
 }
 
+/* How side's stream ended, once a read has returned its end or epoll has
+ * reported an error after it: 0 for a FIN, else the negative errno of the
+ * reset (or other error) that came with it or after it. Linux returns the
+ * FIN first when a reset follows it, and epoll may not have reported the
+ * reset yet, so the socket is asked. */
+static int stream_end(px_side_t *side) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    err = errno;
+  /* epoll saw an error that something has taken from the socket since. */
+  if (err == 0 && side->error)
+    err = ECONNRESET;
+  return -err;
+}
+
 /* A read from or a write to failed's socket returned err: conn closes.
  * A reset (-EPIPE: one that a write has already been told of) is passed
  * on as a reset, so that the other side cannot take the broken stream for
@@ -604,6 +620,12 @@ static bool relay_from(px_side_t *side) {
     if (waiting(side) > 0)
       return true;
     if (side->eof) {
+      /* A reset after the FIN: what the other side still sends here is
+       * lost, and it must be told. */
+      if (side->error) {
+        relay_failed(side, stream_end(side));
+        return false;
+      }
       if (!side->shut)
         pass_eof(side);
       return conn->state != PX_STATE_CLOSING;
@@ -616,7 +638,7 @@ static bool relay_from(px_side_t *side) {
     ssize_t n = read_relay(side);
     if (n == -EAGAIN)
       return true;
-    if (n == 0) {
+    if (n == 0 && (n = stream_end(side)) == 0) {
       side->eof = true;
       continue;
     }

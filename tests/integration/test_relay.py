@@ -1,17 +1,20 @@
 #!/usr/bin/python3
 """The relay after routing, run once per way of relaying (argument: the
 proxy.splice value, on or off): 10 MiB both ways at once, half-close either
-way, resets either way (found by a read or by a failed write), the idle
-timeout, a slow reader, the access log's byte counts and a drain on
-SIGTERM; and the wakeups when one side waits for the other: a visitor
-sending before it reads, a device reading late, a burst then silence
-(only re-arming gets it read), a reset behind unread bytes. A scripted
-raw device plays the other end. Loopback only; every wait bounded."""
+way, resets either way (found by a read or by a failed write, or after a
+FIN), the idle timeout, a slow reader, the access log's byte counts and a
+drain on SIGTERM; and the wakeups when one side waits for the other: a
+visitor sending before it reads, a device reading late, a burst then
+silence (only re-arming gets it read), a reset behind unread bytes. A
+scripted raw device plays the other end. Loopback only; every wait
+bounded."""
 
+import errno
 import hashlib
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -90,13 +93,34 @@ def how_it_ends(sock, timeout=10):
     return "eof"
 
 
+def reset_after_eof(sock, timeout=10):
+    """After the FIN has been read: the error of a reset that follows it
+    within timeout seconds, or 0."""
+    poll = select.poll()
+    poll.register(sock, select.POLLERR | select.POLLHUP)
+    poll.poll(timeout * 1000)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+def stopped(d):
+    """ddport stopped with SIGSTOP: its sockets carry on in the kernel
+    while it reads none of them. Give it back with resumed()."""
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    _, status = os.waitpid(d.proc.pid, os.WUNTRACED)
+    check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+
+
+def resumed(d):
+    os.kill(d.proc.pid, signal.SIGCONT)
+
+
 class Device(ddtest.RawDevice):
     """A raw device that reads each request head and acts on its path:
     /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, /late-sink/N,
-    /burst/N, /burst-reset/N, /stall-sink, /stall-reset, each connection
-    in a thread of its own. What it saw goes to self.events (a list of
-    (path, detail)); go(path) lets a device waiting for the test carry
-    on."""
+    /burst/N, /burst-reset/N, /stall-sink, /stall-reset, /fin-reset/N,
+    /close/N, each connection in a thread of its own. What it saw goes to
+    self.events (a list of (path, detail)); go(path) lets a device waiting
+    for the test carry on."""
 
     def __init__(self):
         self.events = []
@@ -234,6 +258,23 @@ class Device(ddtest.RawDevice):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
         self.events.append(("/stall-reset", "reset"))
+
+    def _fin_reset(self, conn, parts, rest):
+        """Sends N bytes; once told, "tail", a FIN and then a reset."""
+        conn.sendall(pattern(int(parts[2]), 13))
+        if not self._told("/fin-reset"):
+            return
+        conn.sendall(b"tail")
+        conn.shutdown(socket.SHUT_WR)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.events.append(("/fin-reset", "reset"))
+
+    def _close(self, conn, parts, rest):
+        """Sends N bytes and closes: bytes arriving later are answered by
+        its kernel with a reset."""
+        conn.sendall(pattern(int(parts[2]), 14))
+        conn.close()
 
     def _hold(self, conn, parts, rest):
         try:
@@ -638,6 +679,56 @@ def test_write_to_reset_device(env):
     check_reset_logged(env, before)
 
 
+def read_first(env, path, seed):
+    """A connection asking path of the device, which sends the N bytes of
+    pattern(N, seed) (N the path's number) first: they are read."""
+    size = int(path.split("/")[2])
+    s = connect(env.ddport.port)
+    s.settimeout(20)
+    s.sendall(head(path))
+    body = read_to_eof(s, limit=size)
+    check(body == pattern(size, seed), "the first %d bytes differ (%d read)" % (size, len(body)))
+    return s
+
+
+def test_fin_then_reset_unread(env):
+    # With ddport stopped, the device sends its last bytes, a FIN and a
+    # reset: resumed, the proxy reads the bytes and then the end of the
+    # stream, which Linux returns as a FIN although a reset followed it.
+    # The visitor must get the bytes and then a reset.
+    before = n_lines(env.ddport)
+    s = read_first(env, "/fin-reset/%d" % MIB, 13)
+    stopped(env.ddport)
+    try:
+        env.device.go("/fin-reset")
+        check_eq(env.device.wait_event("/fin-reset"), "reset", "what the device did")
+    finally:
+        resumed(env.ddport)
+    tail, err = b"", None
+    try:
+        tail = read_to_eof(s, deadline_s=20)
+    except OSError as exc:
+        err = exc
+    s.close()
+    check(isinstance(err, ConnectionResetError),
+          "expected a reset after the tail, got %r after %r" % (err, tail))
+    check_reset_logged(env, before)
+
+
+def test_reset_after_fin(env):
+    # The device sends and closes: its FIN reaches the visitor. The
+    # visitor's later bytes meet the closed socket, whose kernel resets;
+    # the visitor must be told by a reset too.
+    before = n_lines(env.ddport)
+    s = read_first(env, "/close/%d" % MIB, 14)
+    check_eq(s.recv(16), b"", "the device's FIN reaches the visitor")
+    s.sendall(b"more")
+    check(reset_after_eof(s) in (errno.EPIPE, errno.ECONNRESET),
+          "no reset reached the visitor after the device's")
+    s.close()
+    check_reset_logged(env, before)
+
+
 def test_spliced_or_not(env):
     text = env.ddport.stderr_text()
     check(re.search(r"error|warn", text, re.I) is None,
@@ -667,6 +758,9 @@ CASES = [
      test_reset_behind_unread_bytes),
     ("a write to a visitor that reset resets the device", test_write_to_reset_visitor),
     ("a write to a device that reset resets the visitor", test_write_to_reset_device),
+    ("a device's FIN with a reset behind it, read together, reaches the visitor as a reset",
+     test_fin_then_reset_unread),
+    ("a device's reset after its FIN reaches the visitor as a reset", test_reset_after_fin),
     ("no warnings logged", test_spliced_or_not),
 ]
 
