@@ -4,11 +4,13 @@ passed on as a reset, a target refused by the policy, and a visitor
 flooding a connection that got an error page. Raw TCP devices record what
 reaches them. Loopback only; every wait bounded."""
 
+import fcntl
 import os
 import signal
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 
@@ -217,25 +219,50 @@ def read_to_eof(s):
         data += chunk
 
 
+def siocoutq(sock):
+    """Bytes sock has sent that its peer's kernel has not acknowledged."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def wait_read(d, sock):
+    """Waits until the proxy has read all that sock sent it."""
+    port = sock.getsockname()[1]
+    for _ in range(200):
+        if siocoutq(sock) == 0 and queued_at(d.port, port) == 0:
+            return
+        time.sleep(0.05)
+    raise ddtest.Failure("the proxy left %s bytes of visitor port %d unread"
+                         % (queued_at(d.port, port), port))
+
+
 def test_lingering_flood_takes_turns(env):
     # A visitor that got a 400 page keeps sending; the proxy reads and
-    # drops it (lingering), a turn of reads at a time like the relay. With
-    # ddport stopped (SIGSTOP), the visitor fills the proxy's socket far
-    # beyond one turn and resets; another visitor's request arrives
-    # behind it. Resumed, the one worker must answer the second visitor
-    # before it has read its way through the first one's backlog: the
-    # second access line is written first.
+    # drops it (lingering), a turn of 16 reads at a time like the relay.
+    # With ddport stopped (SIGSTOP), another visitor completes its request
+    # and then the first fills the proxy's socket and resets: epoll hands
+    # out both in one batch. Resumed, the worker answers the second and
+    # reads one turn of the flood; the rest, and the close that ends it,
+    # must wait for the next pass of the loop. (libuv runs the close
+    # callbacks, which write the access lines, of one pass last closed
+    # first: a flood read to its end in the same pass is logged first.)
     d = start_one_worker(env, "linger")
     try:
         flooder = refused(d.port, BAD_REQUEST)
         # Bytes read quickly grow the proxy's receive buffer (the kernel
-        # tunes it to the reader), so that it can hold many turns.
+        # tunes it to the reader), so that it can hold more than a turn.
         flooder.sendall(bytes(64 << 20))
+        other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
+        other.sendall(UNKNOWN[:16])
+        wait_read(d, flooder)
+        wait_read(d, other)
+        me, them = flooder.getsockname()[1], other.getsockname()[1]
         pid = d.proc.pid
         os.kill(pid, signal.SIGSTOP)
         try:
             _, status = os.waitpid(pid, os.WUNTRACED)
             check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+            other.sendall(UNKNOWN[16:])
+            other.shutdown(socket.SHUT_WR)
             flooder.setblocking(False)
             piece = bytes(1 << 20)
             for _ in range(256):
@@ -243,30 +270,25 @@ def test_lingering_flood_takes_turns(env):
                     flooder.send(piece)
                 except BlockingIOError:
                     break
-            me = flooder.getsockname()[1]
             backlog = queued_at(d.port, me)
-            # More than two turns (16 reads of 4 KiB): the second visitor
-            # is served in the first or second turn's loop iteration.
-            check(backlog is not None and backlog > 2 * 16 * 4096,
+            # Over 15 reads of 4 KiB: the turn's 16th read still finds
+            # bytes, and the reset behind them waits for the next turn.
+            check(backlog is not None and backlog > 15 * 4096,
                   "only %s bytes wait for the proxy: too few to tell turns apart" % backlog)
             # A reset, unlike a FIN, does not wait behind the bytes the
             # proxy's window did not take: they are all in its socket.
             flooder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             flooder.close()
-            other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
-            other.sendall(UNKNOWN)
-            other.shutdown(socket.SHUT_WR)
         finally:
             os.kill(pid, signal.SIGCONT)
         page = read_to_eof(other)
-        check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
-        first = access_index(d, me)
-        second = access_index(d, other.getsockname()[1])
         other.close()
+        check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
+        first, second = access_index(d, me), access_index(d, them)
         check(first is not None and second is not None,
               "access lines: flooder %s, other %s" % (first, second))
-        check(second < first, "the flooded connection was read to its end (%d bytes) "
-              "before another connection was served" % backlog)
+        check(second < first, "the flood (%d bytes) was read to its end in the loop pass "
+              "that answered another visitor" % backlog)
     finally:
         check_eq(d.stop(), 0, "exit status")
 
@@ -319,7 +341,7 @@ CASES = [
     ("ClientHello without SNI goes to the fallback device", test_fallback_tls_without_sni),
     ("a device's reset reaches the visitor as a reset", test_reset_passed_on),
     ("a loopback target outside allow_targets is refused: 502", test_refused_target),
-    ("a flood after an error page is read a turn at a time: others are served first",
+    ("a flood after an error page is read a turn at a time, not to its end in one pass",
      test_lingering_flood_takes_turns),
     ("a flood after an error page: others served meanwhile, the linger times out",
      test_lingering_flood_times_out),
