@@ -16,8 +16,9 @@
 #define LINGER_MS 2000
 
 /* Reads (or splices) of one side per wakeup before other connections get
- * their turn (libuv reads a stream up to 32 times). */
-#define RELAY_ROUNDS 16
+ * their turn (libuv reads a stream up to 32 times), relaying or lingering
+ * alike: a visitor sending without pause must not hold the worker. */
+#define READS_PER_TURN 16
 
 /* Events taken from the worker's epoll instance per wakeup of its loop. */
 #define EPOLL_BATCH 256
@@ -234,6 +235,16 @@ static int watch_side(px_side_t *side, int op) {
   return epoll_ctl(epoll_fd, op, side->fd, &ev) == 0 ? 0 : -errno;
 }
 
+/* Whether side has had its READS_PER_TURN reads for this wakeup. It then
+ * stops with bytes left, re-armed so that epoll reports it again once the
+ * others that are ready have had their turn. */
+static bool turn_over(px_side_t *side, int reads) {
+  if (reads < READS_PER_TURN)
+    return false;
+  watch_side(side, EPOLL_CTL_MOD);
+  return true;
+}
+
 /* Closing the socket also drops it from the epoll instance. */
 static void close_side(px_side_t *side) {
   if (side->fd < 0)
@@ -316,11 +327,15 @@ static void on_linger_timeout(uv_timer_t *timer) {
 }
 
 /* Reads and drops what the visitor still sends until it closes, so its
- * kernel does not answer our page with a reset before it is read. */
+ * kernel does not answer our page with a reset before it is read. A turn
+ * at a time, like the relay: a visitor that never stops sending must
+ * hold off neither other connections nor the linger's timeout. */
 static void linger_read(px_conn_t *conn) {
   static _Thread_local char sink[4096];
   px_side_t *client = &conn->client;
-  while (client->readable && !client->eof) {
+  for (int reads = 0; client->readable && !client->eof; reads++) {
+    if (turn_over(client, reads))
+      return;
     ssize_t n = read_side(client, sink, sizeof sink);
     if (n == -EAGAIN)
       return;
@@ -558,6 +573,38 @@ static void maybe_splice(px_conn_t *conn) {
   }
 }
 
+/* How side's stream ended, once a read has returned its end or epoll has
+ * reported an error after it: 0 for a FIN, else the negative errno of the
+ * reset (or other error) that came with it or after it. Linux returns the
+ * FIN first when a reset follows it, and epoll may not have reported the
+ * reset yet, so the socket is asked. */
+static int stream_end(px_side_t *side) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    err = errno;
+  /* epoll saw an error that something has taken from the socket since. */
+  if (err == 0 && side->error)
+    err = ECONNRESET;
+  return -err;
+}
+
+/* A read from or a write to failed's socket returned err: conn closes.
+ * A reset (-EPIPE: one that a write has already been told of) is passed
+ * on as a reset, so that the other side cannot take the broken stream for
+ * a complete one. */
+static void relay_failed(px_side_t *failed, int err) {
+  px_conn_t *conn = failed->conn;
+  if (err == -ECONNRESET || err == -EPIPE) {
+    reset_side(peer_of(failed));
+    conn_close(conn, "reset");
+    return;
+  }
+  conn_close(conn, err == -EMFILE || err == -ENFILE || err == -ENOMEM
+                       ? "out of memory"
+                       : "routed");
+}
+
 /* Carries side's bytes to its peer: the one backpressure rule is that a
  * side is read only while none of its bytes wait for the peer. Returns
  * false when conn closed. */
@@ -567,39 +614,36 @@ static bool relay_from(px_side_t *side) {
   for (int round = 0;; round++) {
     int rc = flush_side(side);
     if (rc != 0) {
-      conn_close(conn, "routed");
+      relay_failed(peer, rc);
       return false;
     }
     if (waiting(side) > 0)
       return true;
     if (side->eof) {
+      /* A reset after the FIN: what the other side still sends here is
+       * lost, and it must be told. */
+      if (side->error) {
+        relay_failed(side, stream_end(side));
+        return false;
+      }
       if (!side->shut)
         pass_eof(side);
       return conn->state != PX_STATE_CLOSING;
     }
     if (!side->readable)
       return true;
-    if (round == RELAY_ROUNDS) {
-      watch_side(side, EPOLL_CTL_MOD);
+    if (turn_over(side, round))
       return true;
-    }
     maybe_splice(conn);
     ssize_t n = read_relay(side);
     if (n == -EAGAIN)
       return true;
-    if (n == 0) {
+    if (n == 0 && (n = stream_end(side)) == 0) {
       side->eof = true;
       continue;
     }
-    if (n == -ECONNRESET) {
-      reset_side(peer);
-      conn_close(conn, "reset");
-      return false;
-    }
     if (n < 0) {
-      conn_close(conn, n == -EMFILE || n == -ENFILE || n == -ENOMEM
-                           ? "out of memory"
-                           : "routed");
+      relay_failed(side, (int)n);
       return false;
     }
     side->bytes += (uint64_t)n;

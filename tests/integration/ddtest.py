@@ -1026,6 +1026,16 @@ class RawDevice:
         self.thread.join(timeout=5)
 
 
+def access_lines(path):
+    """The access lines in the access log file at path so far (none
+    before ddport has created it)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line for line in f if "access " in line]
+    except FileNotFoundError:
+        return []
+
+
 def send_and_read(port, payload, timeout=10, host=LOOPBACK4):
     """Sends payload on a fresh connection and reads until EOF. Returns
     (our address, reply, the error that ended the read or None)."""

@@ -1,10 +1,18 @@
 #!/usr/bin/python3
 """Edges of routing and relaying: per-listener fallback devices, a reset
-passed on as a reset, and a target refused by the policy. Raw TCP devices
-record what reaches them. Loopback only; every wait bounded."""
+passed on as a reset, a target refused by the policy, and a visitor
+flooding a connection that got an error page. Raw TCP devices record what
+reaches them. Loopback only; every wait bounded."""
 
+import fcntl
 import os
+import signal
+import socket
+import struct
 import sys
+import termios
+import threading
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +39,23 @@ devices:
   other-loopback.ddport.test: {{address: 127.0.0.2, ports: {{http: {home}}}}}
   talker.ddport.test: {{address: 127.0.0.1, ports: {{http: {talker}}}}}
 """
+
+
+# One worker, so that every connection shares its loop.
+ONE_WORKER_CONFIG = """\
+workers: 1
+listeners:
+  - {{name: plain, protocol: http, address: 127.0.0.1:{port}}}
+proxy:
+  timeouts: {{peek: 3s, connect: 3s, idle: 1m, drain: 1s}}
+  allow_targets: [127.0.0.1/32]
+  access_log: {log}
+devices:
+  home.ddport.test: {{address: 127.0.0.1, ports: {{plain: {home}}}}}
+"""
+
+BAD_REQUEST = b"GET / HTTP/1.0\r\n\r\n"  # no Host, no fallback: 400
+UNKNOWN = b"GET / HTTP/1.1\r\nHost: nobody.ddport.test\r\n\r\n"  # 404
 
 
 class Env:
@@ -135,6 +160,178 @@ def test_device_speaks_first(env):
         check_eq(env.talker.wait_received(before), req, "request at the device")
 
 
+def start_one_worker(env, name):
+    port = ddtest.free_port(udp_too=False)
+    log = os.path.join(env.dir, name + ".access.log")
+    config = ddtest.write_file(env.dir, name + ".yaml", ONE_WORKER_CONFIG.format(
+        port=port, log=log, home=env.home.port))
+    d = ddtest.Ddport(config, env.dir, tcp_ports=[port], name=name).start()
+    d.port = port
+    d.log = log
+    return d
+
+
+def refused(port, request):
+    """A connection that sent request and has read the error page up to
+    the proxy's FIN: the proxy now lingers on it."""
+    s = socket.create_connection((ddtest.LOOPBACK4, port), timeout=10)
+    s.sendall(request)
+    page = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        page += chunk
+    check(page.startswith(b"HTTP/1.1 400 "), "expected a 400 page, got %r" % page[:40])
+    return s
+
+
+def queued_at(local_port, remote_port):
+    """Bytes waiting unread in the receive queue of the loopback socket
+    local_port -> remote_port (/proc/net/tcp), or None if there is none."""
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if (int(fields[1].split(":")[1], 16) == local_port
+                    and int(fields[2].split(":")[1], 16) == remote_port):
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def access_index(d, visitor_port, tries=200):
+    """The position of the access line of the visitor at visitor_port."""
+    needle = "visitor=127.0.0.1:%d " % visitor_port
+    for _ in range(tries):
+        for i, line in enumerate(ddtest.access_lines(d.log)):
+            if needle in line:
+                return i
+        time.sleep(0.05)
+    return None
+
+
+def read_to_eof(s):
+    s.settimeout(10)
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def siocoutq(sock):
+    """Bytes sock has sent that its peer's kernel has not acknowledged."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def wait_read(d, sock):
+    """Waits until the proxy has read all that sock sent it."""
+    port = sock.getsockname()[1]
+    for _ in range(200):
+        if siocoutq(sock) == 0 and queued_at(d.port, port) == 0:
+            return
+        time.sleep(0.05)
+    raise ddtest.Failure("the proxy left %s bytes of visitor port %d unread"
+                         % (queued_at(d.port, port), port))
+
+
+def test_lingering_flood_takes_turns(env):
+    # A visitor that got a 400 page keeps sending; the proxy reads and
+    # drops it (lingering), a turn of 16 reads at a time like the relay.
+    # With ddport stopped (SIGSTOP), another visitor completes its request
+    # and then the first fills the proxy's socket and resets: epoll hands
+    # out both in one batch. Resumed, the worker answers the second and
+    # reads one turn of the flood; the rest, and the close that ends it,
+    # must wait for the next pass of the loop. (libuv runs the close
+    # callbacks, which write the access lines, of one pass last closed
+    # first: a flood read to its end in the same pass is logged first.)
+    d = start_one_worker(env, "linger")
+    try:
+        flooder = refused(d.port, BAD_REQUEST)
+        # Bytes read quickly grow the proxy's receive buffer (the kernel
+        # tunes it to the reader), so that it can hold more than a turn.
+        flooder.sendall(bytes(64 << 20))
+        other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
+        other.sendall(UNKNOWN[:16])
+        wait_read(d, flooder)
+        wait_read(d, other)
+        me, them = flooder.getsockname()[1], other.getsockname()[1]
+        pid = d.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _, status = os.waitpid(pid, os.WUNTRACED)
+            check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+            other.sendall(UNKNOWN[16:])
+            other.shutdown(socket.SHUT_WR)
+            flooder.setblocking(False)
+            piece = bytes(1 << 20)
+            for _ in range(256):
+                try:
+                    flooder.send(piece)
+                except BlockingIOError:
+                    break
+            backlog = queued_at(d.port, me)
+            # Over 15 reads of 4 KiB: the turn's 16th read still finds
+            # bytes, and the reset behind them waits for the next turn.
+            check(backlog is not None and backlog > 15 * 4096,
+                  "only %s bytes wait for the proxy: too few to tell turns apart" % backlog)
+            # A reset, unlike a FIN, does not wait behind the bytes the
+            # proxy's window did not take: they are all in its socket.
+            flooder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            flooder.close()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        page = read_to_eof(other)
+        other.close()
+        check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
+        first, second = access_index(d, me), access_index(d, them)
+        check(first is not None and second is not None,
+              "access lines: flooder %s, other %s" % (first, second))
+        check(second < first, "the flood (%d bytes) was read to its end in the loop pass "
+              "that answered another visitor" % backlog)
+    finally:
+        check_eq(d.stop(), 0, "exit status")
+
+
+def test_lingering_flood_times_out(env):
+    # A visitor flooding a connection that got a 400 page without pause:
+    # other visitors are served meanwhile, and the linger still ends at its
+    # timeout (the proxy closes with the flood unread: a reset).
+    d = start_one_worker(env, "flood")
+    try:
+        flooder = refused(d.port, BAD_REQUEST)
+        flooder.settimeout(None)
+        state = {"sent": 0, "end": None}
+        piece = memoryview(bytes(1 << 20))
+        started = threading.Event()
+
+        def flood():
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    state["sent"] += flooder.send(piece)
+                    started.set()
+                state["end"] = "our deadline"
+            except OSError as exc:
+                state["end"] = exc
+            started.set()
+
+        t = threading.Thread(target=flood, daemon=True)
+        t.start()
+        check(started.wait(10), "the flood did not start")
+        for _ in range(5):
+            _, reply, err = ddtest.send_and_read(d.port, UNKNOWN)
+            check(reply.startswith(b"HTTP/1.1 404 "),
+                  "another visitor during the flood: %r, %r" % (reply[:40], err))
+        t.join(40)
+        flooder.close()
+        check(isinstance(state["end"], (ConnectionResetError, BrokenPipeError)),
+              "the flood ended by %r after %d bytes, not by the proxy's close"
+              % (state["end"], state["sent"]))
+    finally:
+        check_eq(d.stop(), 0, "exit status")
+
+
 CASES = [
     ("a device that speaks first with 4 MiB relays both ways intact",
      test_device_speaks_first),
@@ -144,6 +341,10 @@ CASES = [
     ("ClientHello without SNI goes to the fallback device", test_fallback_tls_without_sni),
     ("a device's reset reaches the visitor as a reset", test_reset_passed_on),
     ("a loopback target outside allow_targets is refused: 502", test_refused_target),
+    ("a flood after an error page is read a turn at a time, not to its end in one pass",
+     test_lingering_flood_takes_turns),
+    ("a flood after an error page: others served meanwhile, the linger times out",
+     test_lingering_flood_times_out),
 ]
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 #!/usr/bin/python3
 """The relay after routing, run once per way of relaying (argument: the
 proxy.splice value, on or off): 10 MiB both ways at once, half-close either
-way, resets either way, the idle timeout, a slow reader, the access log's
-byte counts and a drain on SIGTERM; and the wakeups when one side waits for
-the other: a visitor sending before it reads, a device reading late, a
-burst then silence (only re-arming gets it read), a reset behind unread
-bytes. A scripted raw device plays the other
-end. Loopback only; every wait bounded."""
+way, resets either way (found by a read or by a failed write, or after a
+FIN), the idle timeout, a slow reader, the access log's byte counts and a
+drain on SIGTERM; and the wakeups when one side waits for the other: a
+visitor sending before it reads, a device reading late, a burst then
+silence (only re-arming gets it read), a reset behind unread bytes. A
+scripted raw device plays the other end. Loopback only; every wait
+bounded."""
 
+import errno
 import hashlib
 import os
 import re
+import select
+import signal
 import socket
 import struct
 import subprocess
@@ -52,16 +56,82 @@ def head(path):
     return b"GET %s HTTP/1.1\r\nHost: dev.ddport.test\r\n\r\n" % path.encode()
 
 
+def send_until_stalled(sock, quiet=0.5, limit=256 * MIB, deadline_s=30):
+    """Sends until sock has taken no byte for quiet seconds: every buffer
+    on the way to a peer that does not read is full. Returns the bytes
+    sent."""
+    chunk = memoryview(pattern(1 << 20, 21))
+    sock.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + deadline_s
+    while sent < limit and time.monotonic() < deadline:
+        _, writable, _ = select.select([], [sock], [], quiet)
+        if not writable:
+            break
+        try:
+            sent += sock.send(chunk)
+        except BlockingIOError:
+            continue
+    sock.settimeout(20)
+    return sent
+
+
+def how_it_ends(sock, timeout=10):
+    """Waits up to timeout seconds for the connection to end (a FIN or a
+    reset), then reads what is left: "reset" or "eof" ("open" if neither
+    came)."""
+    poll = select.poll()
+    poll.register(sock, select.POLLRDHUP | select.POLLERR | select.POLLHUP)
+    poll.poll(timeout * 1000)
+    sock.settimeout(20)
+    try:
+        read_to_eof(sock, deadline_s=20)
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "open"
+    return "eof"
+
+
+def reset_after_eof(sock, timeout=10):
+    """After the FIN has been read: the error of a reset that follows it
+    within timeout seconds, or 0."""
+    poll = select.poll()
+    poll.register(sock, select.POLLERR | select.POLLHUP)
+    poll.poll(timeout * 1000)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+def stopped(d):
+    """ddport stopped with SIGSTOP: its sockets carry on in the kernel
+    while it reads none of them. Give it back with resumed()."""
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    _, status = os.waitpid(d.proc.pid, os.WUNTRACED)
+    check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+
+
+def resumed(d):
+    os.kill(d.proc.pid, signal.SIGCONT)
+
+
 class Device(ddtest.RawDevice):
     """A raw device that reads each request head and acts on its path:
     /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, /late-sink/N,
-    /burst/N, /burst-reset/N, each
-    connection in a thread of its own. What it saw goes to self.events (a
-    list of (path, detail))."""
+    /burst/N, /burst-reset/N, /stall-sink, /stall-reset, /fin-reset/N,
+    /close/N, each connection in a thread of its own. What it saw goes to
+    self.events (a list of (path, detail)); go(path) lets a device waiting
+    for the test carry on."""
 
     def __init__(self):
         self.events = []
+        self.signals = {}
         super().__init__()
+
+    def go(self, path):
+        self.signals.setdefault(path, threading.Event()).set()
+
+    def _told(self, path):
+        return self.signals.setdefault(path, threading.Event()).wait(20)
 
     def wait_event(self, path, timeout=15):
         deadline = time.monotonic() + timeout
@@ -172,6 +242,40 @@ class Device(ddtest.RawDevice):
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.events.append(("/" + "/".join(parts[1:]), "reset"))
 
+    def _stall_sink(self, conn, parts, rest):
+        """Says "ready" and reads nothing; once told, says "more", then
+        records whether the connection ended in a reset or a FIN."""
+        conn.sendall(b"ready")
+        if not self._told("/stall-sink"):
+            return
+        conn.sendall(b"more")
+        self.events.append(("/stall-sink", how_it_ends(conn)))
+
+    def _stall_reset(self, conn, parts, rest):
+        """Sends until nothing more fits on the way to the visitor, then
+        resets the connection."""
+        send_until_stalled(conn)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.events.append(("/stall-reset", "reset"))
+
+    def _fin_reset(self, conn, parts, rest):
+        """Sends N bytes; once told, "tail", a FIN and then a reset."""
+        conn.sendall(pattern(int(parts[2]), 13))
+        if not self._told("/fin-reset"):
+            return
+        conn.sendall(b"tail")
+        conn.shutdown(socket.SHUT_WR)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        self.events.append(("/fin-reset", "reset"))
+
+    def _close(self, conn, parts, rest):
+        """Sends N bytes and closes: bytes arriving later are answered by
+        its kernel with a reset."""
+        conn.sendall(pattern(int(parts[2]), 14))
+        conn.close()
+
     def _hold(self, conn, parts, rest):
         try:
             eof = conn.recv(1) == b""
@@ -245,12 +349,7 @@ def access_line(d, before, tries=100):
     """The first access line for the device after the first before lines,
     once it is written (readiness probes log lines with name=-)."""
     for _ in range(tries):
-        try:
-            with open(d.log, encoding="utf-8") as f:
-                lines = [line for line in f if "access " in line]
-        except FileNotFoundError:
-            lines = []
-        for line in lines[before:]:
+        for line in ddtest.access_lines(d.log)[before:]:
             if "name=dev.ddport.test" in line:
                 return line
         time.sleep(0.05)
@@ -258,11 +357,7 @@ def access_line(d, before, tries=100):
 
 
 def n_lines(d):
-    try:
-        with open(d.log, encoding="utf-8") as f:
-            return sum(1 for line in f if "access " in line)
-    except FileNotFoundError:
-        return 0
+    return len(ddtest.access_lines(d.log))
 
 
 def echo_both_ways(env, size, seed, buffers=None, read_after=0.0):
@@ -544,6 +639,96 @@ def test_reset_behind_unread_bytes(env):
     check(isinstance(err, ConnectionResetError), "expected a reset, got %r" % (err,))
 
 
+def check_reset_logged(env, before):
+    line = access_line(env.ddport, before)
+    check(line is not None and "result=reset" in line, "access line: %r" % line)
+
+
+def test_write_to_reset_visitor(env):
+    # The visitor's upload waits in the proxy for a device that reads
+    # nothing, and the visitor resets: the proxy does not read it again
+    # until the upload moves on. The device then answers; writing that to
+    # the visitor fails, and the device must be reset, not sent a FIN.
+    before = n_lines(env.ddport)
+    s = connect(env.ddport.port, buffers=64 * 1024)
+    s.settimeout(20)
+    s.sendall(head("/stall-sink"))
+    check_eq(s.recv(5), b"ready", "the device answered")
+    check(send_until_stalled(s) > 0, "nothing could be uploaded")
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    env.device.go("/stall-sink")
+    check_eq(env.device.wait_event("/stall-sink", timeout=60), "reset",
+             "how the connection ended at the device")
+    check_reset_logged(env, before)
+
+
+def test_write_to_reset_device(env):
+    # The device's download waits in the proxy for a visitor that reads
+    # nothing, and the device resets. The visitor then sends; writing that
+    # to the device fails, and the visitor must be reset, not sent a FIN.
+    before = n_lines(env.ddport)
+    s = connect(env.ddport.port, buffers=64 * 1024)
+    s.settimeout(20)
+    s.sendall(head("/stall-reset"))
+    check_eq(env.device.wait_event("/stall-reset", timeout=60), "reset",
+             "what the device did")
+    s.sendall(b"more")
+    check_eq(how_it_ends(s), "reset", "how the connection ended at the visitor")
+    s.close()
+    check_reset_logged(env, before)
+
+
+def read_first(env, path, seed):
+    """A connection asking path of the device, which sends the N bytes of
+    pattern(N, seed) (N the path's number) first: they are read."""
+    size = int(path.split("/")[2])
+    s = connect(env.ddport.port)
+    s.settimeout(20)
+    s.sendall(head(path))
+    body = read_to_eof(s, limit=size)
+    check(body == pattern(size, seed), "the first %d bytes differ (%d read)" % (size, len(body)))
+    return s
+
+
+def test_fin_then_reset_unread(env):
+    # With ddport stopped, the device sends its last bytes, a FIN and a
+    # reset: resumed, the proxy reads the bytes and then the end of the
+    # stream, which Linux returns as a FIN although a reset followed it.
+    # The visitor must get the bytes and then a reset.
+    before = n_lines(env.ddport)
+    s = read_first(env, "/fin-reset/%d" % MIB, 13)
+    stopped(env.ddport)
+    try:
+        env.device.go("/fin-reset")
+        check_eq(env.device.wait_event("/fin-reset"), "reset", "what the device did")
+    finally:
+        resumed(env.ddport)
+    tail, err = b"", None
+    try:
+        tail = read_to_eof(s, deadline_s=20)
+    except OSError as exc:
+        err = exc
+    s.close()
+    check(isinstance(err, ConnectionResetError),
+          "expected a reset after the tail, got %r after %r" % (err, tail))
+    check_reset_logged(env, before)
+
+
+def test_reset_after_fin(env):
+    # The device sends and closes: its FIN reaches the visitor. The
+    # visitor's later bytes meet the closed socket, whose kernel resets;
+    # the visitor must be told by a reset too.
+    before = n_lines(env.ddport)
+    s = read_first(env, "/close/%d" % MIB, 14)
+    check_eq(s.recv(16), b"", "the device's FIN reaches the visitor")
+    s.sendall(b"more")
+    check(reset_after_eof(s) in (errno.EPIPE, errno.ECONNRESET),
+          "no reset reached the visitor after the device's")
+    s.close()
+    check_reset_logged(env, before)
+
+
 def test_spliced_or_not(env):
     text = env.ddport.stderr_text()
     check(re.search(r"error|warn", text, re.I) is None,
@@ -571,6 +756,11 @@ CASES = [
      test_burst_then_silence),
     ("a device's reset behind unread bytes reaches the visitor as a reset",
      test_reset_behind_unread_bytes),
+    ("a write to a visitor that reset resets the device", test_write_to_reset_visitor),
+    ("a write to a device that reset resets the visitor", test_write_to_reset_device),
+    ("a device's FIN with a reset behind it, read together, reaches the visitor as a reset",
+     test_fin_then_reset_unread),
+    ("a device's reset after its FIN reaches the visitor as a reset", test_reset_after_fin),
     ("no warnings logged", test_spliced_or_not),
 ]
 
