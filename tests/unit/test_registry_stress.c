@@ -5,6 +5,7 @@
  * exactly that state whatever the writer does meanwhile; a lookup made
  * offline holds its table until the reader's next quiescent point */
 #include "registry/registry.h"
+#include "registry/registry_int.h"
 #include "tests/test.h"
 
 #include <errno.h>
@@ -429,9 +430,130 @@ static void test_batch_while_offline_holds_the_table(void) {
   lookup_while_offline_holds_the_table(true);
 }
 
+/* ---- lookups while the lookup index is rebuilt ---------------------------- */
+
+/* The writer churns names in and out, which fills the lookup index with
+ * tombstones and rebuilds it again and again, while readers look up
+ * pinned names: names the writer replaces but never removes, so every
+ * lookup of one must find it. Pinned names and half the churn share the
+ * low 9 bits of their hash: they probe from the same word, across each
+ * other's tombstones and around the end of the index. */
+enum {
+  PINNED = 32,
+  CLASH_POOL = 200, /* churned names that clash with the pinned ones */
+  CLASH_LIVE = 100,
+  FRESH_LIVE = 60, /* churned names of their own, never used again */
+  CHURN_STEPS = 40000,
+};
+
+static char pinned[PINNED][40], clash[CLASH_POOL][40];
+
+static void clashing(const char *prefix, int *k, char *out, size_t size) {
+  for (;; (*k)++) {
+    snprintf(out, size, "%s%d.rebuild.test", prefix, *k);
+    if ((reg_name_hash(out, strlen(out)) & 511) == 509) {
+      (*k)++;
+      return;
+    }
+  }
+}
+
+static void *pinned_reader_main(void *arg) {
+  reader_t *r = arg;
+  reg_thread_register();
+  uint64_t n = 0;
+  while (!atomic_load(&writer_done) && n < MAX_READS) {
+    unsigned i = (unsigned)rand_r(&r->seed) % PINNED;
+    unsigned c = (unsigned)rand_r(&r->seed) % CLASH_POOL;
+    const reg_device_t *d, *other = NULL;
+    if (n % 2) {
+      d = reg_lookup(r->reg, pinned[i], strlen(pinned[i]));
+    } else {
+      const char *batch[2] = {clash[c], pinned[i]};
+      size_t lens[2] = {strlen(clash[c]), strlen(pinned[i])};
+      const reg_device_t *got[2];
+      reg_lookup_many(r->reg, 2, batch, lens, got);
+      other = got[0];
+      d = got[1];
+    }
+    if (d == NULL)
+      TEST_FAIL_("pinned %s not found", pinned[i]);
+    verify(d, pinned[i]);
+    if (other != NULL)
+      verify(other, clash[c]);
+    if (++n % 64 == 0)
+      reg_quiescent();
+  }
+  atomic_fetch_add(&checked, n);
+  reg_thread_unregister();
+  return NULL;
+}
+
+static void test_pinned_names_during_index_rebuilds(void) {
+  int k = 0;
+  for (int i = 0; i < PINNED; i++)
+    clashing("p", &k, pinned[i], sizeof pinned[i]);
+  for (int i = 0; i < CLASH_POOL; i++)
+    clashing("c", &k, clash[i], sizeof clash[i]);
+  static built_t b[PINNED];
+  reg_config_t config = {.devices = xcalloc(PINNED, sizeof(reg_device_t)),
+                         .n_devices = PINNED};
+  for (int i = 0; i < PINNED; i++) {
+    build(&b[i], pinned[i], 1);
+    config.devices[i] = b[i].device;
+  }
+  reg_thread_register();
+  reg_t *reg = reg_new(&config);
+  free(config.devices);
+  atomic_store(&writer_done, false);
+  atomic_store(&checked, 0);
+
+  enum { READERS = 2 };
+  reader_t readers[READERS];
+  for (int i = 0; i < READERS; i++) {
+    readers[i].reg = reg;
+    readers[i].seed = 104729u * (unsigned)(i + 1);
+    ASSERT_EQ(pthread_create(&readers[i].thread, NULL, pinned_reader_main,
+                             &readers[i]),
+              0);
+  }
+  uint32_t gen = 2;
+  time_t start = time(NULL);
+  for (int w = 0; w < CHURN_STEPS && time(NULL) - start < TIME_LIMIT_S; w++) {
+    built_t one;
+    char fresh[40];
+    build(&one, clash[w % CLASH_POOL], gen++);
+    ASSERT_EQ(reg_update_device(reg, &one.device), 0);
+    int rc = reg_remove_device(reg, clash[(w + CLASH_LIVE) % CLASH_POOL]);
+    ASSERT(rc == 0 || rc == -ENOENT);
+    snprintf(fresh, sizeof fresh, "f%d.rebuild.test", w);
+    build(&one, fresh, gen++);
+    ASSERT_EQ(reg_update_device(reg, &one.device), 0);
+    if (w >= FRESH_LIVE) {
+      snprintf(fresh, sizeof fresh, "f%d.rebuild.test", w - FRESH_LIVE);
+      ASSERT_EQ(reg_remove_device(reg, fresh), 0);
+    }
+    if (w % 8 == 0) {
+      build(&one, pinned[w / 8 % PINNED], gen++);
+      ASSERT_EQ(reg_update_device(reg, &one.device), 0);
+    }
+    reg_quiescent();
+  }
+  atomic_store(&writer_done, true);
+  for (int i = 0; i < READERS; i++)
+    ASSERT_EQ(pthread_join(readers[i].thread, NULL), 0);
+  ASSERT(atomic_load(&checked) > 0);
+  printf("# %ju lookups of pinned names checked\n",
+         (uintmax_t)atomic_load(&checked));
+  ASSERT_EQ(reg_count(reg), PINNED + CLASH_LIVE + FRESH_LIVE);
+  reg_free(reg);
+  reg_thread_unregister();
+}
+
 int main(void) {
   RUN_TEST(test_readers_during_updates_and_swaps);
   RUN_TEST(test_published_walks_during_updates);
+  RUN_TEST(test_pinned_names_during_index_rebuilds);
   RUN_TEST(test_lookup_while_offline_holds_the_table);
   RUN_TEST(test_batch_while_offline_holds_the_table);
   return 0;

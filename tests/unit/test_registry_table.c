@@ -2,6 +2,7 @@
 /* test_registry_table.c -- lookups, wildcards, published batches and the
  * target policy */
 #include "registry/registry.h"
+#include "registry/registry_int.h"
 #include "tests/test.h"
 
 #include <errno.h>
@@ -313,6 +314,92 @@ static void test_grow_and_shrink(void) {
   reg_free(reg);
 }
 
+/* Names whose hashes share their low 9 bits: they all start probing the
+ * lookup index at one word near its end (for any index up to 512 words),
+ * so their probes are long, wrap around the end, and cross each other's
+ * tombstones. Writes "<prefix><k>.clash.test" into out. */
+static void clashing_name(const char *prefix, int *k, char *out, size_t size) {
+  for (;; (*k)++) {
+    snprintf(out, size, "%s%d.clash.test", prefix, *k);
+    if ((reg_name_hash(out, strlen(out)) & 511) == 509) {
+      (*k)++;
+      return;
+    }
+  }
+}
+
+/* Every name of the pool is found exactly when the model says so, by each
+ * kind of lookup. */
+static void check_clash_pool(const reg_t *reg, char (*pool)[32],
+                             const bool *present, size_t n) {
+  static const char *batch[512];
+  static size_t lens[512];
+  static const reg_device_t *got[512];
+  for (size_t i = 0; i < n; i++) {
+    batch[i] = pool[i];
+    lens[i] = strlen(pool[i]);
+  }
+  reg_lookup_many(reg, n, batch, lens, got);
+  size_t live = 0;
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_FINDS(reg, pool[i], present[i] ? pool[i] : NULL);
+    const reg_device_t *d = reg_find(reg, pool[i], lens[i]);
+    if ((d != NULL) != present[i] || got[i] != d)
+      TEST_FAIL_("%s: present %d, reg_find %s, reg_lookup_many %s", pool[i],
+                 present[i], d ? d->name : "nothing",
+                 got[i] ? got[i]->name : "nothing");
+    live += present[i];
+  }
+  ASSERT_EQ(reg_count(reg), live);
+}
+
+/* Updates, removals, re-adds and reloads of names that all probe the
+ * index from the same word, against a model of which are present:
+ * tombstone reuse, rebuilds and wrap-around never lose a name or keep one
+ * twice (a removed name found again would be the second copy). */
+static void test_index_collisions(void) {
+  enum { POOL = 300, OPS = 6000 };
+  static char pool[POOL][32];
+  static bool present[POOL];
+  static reg_device_t devices[POOL + 1];
+  int k = 0;
+  for (int i = 0; i < POOL; i++)
+    clashing_name("n", &k, pool[i], sizeof pool[i]);
+  reg_config_t empty = {0};
+  reg_t *reg = reg_new(&empty);
+  unsigned seed = 2026;
+  for (int op = 0; op < OPS; op++) {
+    int i = rand_r(&seed) % POOL;
+    int what = rand_r(&seed) % 16;
+    if (what < 8) {
+      reg_device_t d = device(pool[i], true);
+      ASSERT_EQ(reg_update_device(reg, &d), 0);
+      present[i] = true;
+    } else if (what < 15) {
+      ASSERT_EQ(reg_remove_device(reg, pool[i]), present[i] ? 0 : -ENOENT);
+      present[i] = false;
+    } else if (op % 7 == 0) {
+      /* A reload with the present names, one of them given twice: the
+       * first wins, in the index as in the table. */
+      size_t n = 0;
+      for (int j = 0; j < POOL; j++)
+        if (present[j])
+          devices[n++] = device(pool[j], true);
+      if (n > 0)
+        devices[n++] = device(devices[0].name, false);
+      reg_config_t config = {.devices = devices, .n_devices = n};
+      ASSERT_EQ(reg_replace_all(reg, &config), 0);
+      if (n > 0)
+        ASSERT_FINDS(reg, devices[0].name, devices[0].name);
+    }
+    ASSERT_FINDS(reg, pool[i], present[i] ? pool[i] : NULL);
+    if (op % 50 == 0)
+      check_clash_pool(reg, pool, present, POOL);
+  }
+  check_clash_pool(reg, pool, present, POOL);
+  reg_free(reg);
+}
+
 static bool allowed(const reg_config_t *config, const char *ip_text,
                     uint16_t port) {
   core_ip_t ip;
@@ -600,6 +687,7 @@ int main(void) {
   RUN_TEST(test_updates);
   RUN_TEST(test_lookup_many);
   RUN_TEST(test_grow_and_shrink);
+  RUN_TEST(test_index_collisions);
   RUN_TEST(test_published_batches);
   RUN_TEST(test_published_too_big);
   RUN_TEST(test_reload_flips_many);
