@@ -843,6 +843,71 @@ static void test_truncation(void) {
   ASSERT_EQ(a->h.ancount, 1);
 }
 
+/* ---- the UDP server's lookup hint --------------------------------------- */
+
+/* The answer to q with the hint the UDP server derives from it (the name
+ * at the question's place, as lowercase text, looked up in the batch),
+ * or with hint if one is given. */
+static size_t answer_hinted(const query_t *q, const dns_lookup_hint_t *given,
+                            uint8_t *out, size_t cap) {
+  char text[DNS_NAME_TEXT_MAX];
+  dns_lookup_hint_t hint = {0};
+  dns_name_t name;
+  size_t pos = DNS_HEADER_SIZE;
+  if (given != NULL) {
+    hint = *given;
+  } else if (dns_name_decode(q->b, q->len, &pos, &name) == DNS_WIRE_OK) {
+    int len = dns_name_to_text(&name, text, sizeof text, true);
+    if (len > 0 && len <= CORE_NAME_MAX) {
+      const char *names[1] = {text};
+      size_t lens[1] = {(size_t)len};
+      const reg_device_t *dev[1];
+      reg_lookup_many(reg, 1, names, lens, dev);
+      hint = (dns_lookup_hint_t){text, (size_t)len, dev[0]};
+    }
+  }
+  const dns_answer_opts_t opts = {.tcp = false,
+                                  .hint = hint.name ? &hint : NULL};
+  return dns_answer_build(&config, reg, q->b, q->len, out, cap, &opts);
+}
+
+/* An answer given the server's hint is the answer without one, byte for
+ * byte; a hint for another name changes nothing. */
+static void test_lookup_hint(void) {
+  static const char *names[] = {
+      "demo.ddport.test",   "DEMO.ddport.TEST",    "x.wild.ddport.test",
+      "off.ddport.test",    "nope.ddport.test",    "ddport.test",
+      "big.test",           "host.big.test",       "a.sub.ddport.test",
+      "sub.ddport.test",    "a\\.demo.ddport.test", "x.y.wild.ddport.test",
+      "ns1.ddport.test",    "elsewhere.test",      "wild.ddport.test"};
+  static const uint16_t types[] = {DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_ANY,
+                                   DNS_TYPE_MX};
+  static uint8_t plain[DNS_EDNS_SIZE], hinted[DNS_EDNS_SIZE];
+  const reg_device_t *demo = reg_lookup(reg, "demo.ddport.test", 16);
+  ASSERT(demo != NULL);
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+      query_t q = make_query(names[i], types[t]);
+      const dns_answer_opts_t none = {.tcp = false};
+      size_t n = dns_answer_build(&config, reg, q.b, q.len, plain,
+                                  sizeof plain, &none);
+      ASSERT(n > 0);
+      size_t m = answer_hinted(&q, NULL, hinted, sizeof hinted);
+      if (m != n || memcmp(plain, hinted, n) != 0)
+        TEST_FAIL_("%s type %u: the server's hint changes the answer",
+                   names[i], types[t]);
+      /* A hint left over from another datagram, or another name. */
+      dns_lookup_hint_t other = {"demo.ddport.test", 16, demo};
+      if (strcmp(names[i], "demo.ddport.test") != 0) {
+        m = answer_hinted(&q, &other, hinted, sizeof hinted);
+        if (m != n || memcmp(plain, hinted, n) != 0)
+          TEST_FAIL_("%s type %u: a hint for another name is used",
+                     names[i], types[t]);
+      }
+    }
+  }
+}
+
 int main(void) {
   setup();
   RUN_TEST(test_device_a);
@@ -871,6 +936,7 @@ int main(void) {
   RUN_TEST(test_badvers);
   RUN_TEST(test_two_opts);
   RUN_TEST(test_truncation);
+  RUN_TEST(test_lookup_hint);
   reg_free(reg);
   return 0;
 }
