@@ -875,11 +875,11 @@ static size_t answer_hinted(const query_t *q, const dns_lookup_hint_t *given,
  * byte; a hint for another name changes nothing. */
 static void test_lookup_hint(void) {
   static const char *names[] = {
-      "demo.ddport.test",   "DEMO.ddport.TEST",    "x.wild.ddport.test",
-      "off.ddport.test",    "nope.ddport.test",    "ddport.test",
-      "big.test",           "host.big.test",       "a.sub.ddport.test",
-      "sub.ddport.test",    "a\\.demo.ddport.test", "x.y.wild.ddport.test",
-      "ns1.ddport.test",    "elsewhere.test",      "wild.ddport.test"};
+      "demo.ddport.test", "DEMO.ddport.TEST",     "x.wild.ddport.test",
+      "off.ddport.test",  "nope.ddport.test",     "ddport.test",
+      "big.test",         "host.big.test",        "a.sub.ddport.test",
+      "sub.ddport.test",  "a\\.demo.ddport.test", "x.y.wild.ddport.test",
+      "ns1.ddport.test",  "elsewhere.test",       "wild.ddport.test"};
   static const uint16_t types[] = {DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_ANY,
                                    DNS_TYPE_MX};
   static uint8_t plain[DNS_EDNS_SIZE], hinted[DNS_EDNS_SIZE];
@@ -889,20 +889,20 @@ static void test_lookup_hint(void) {
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
       query_t q = make_query(names[i], types[t]);
       const dns_answer_opts_t none = {.tcp = false};
-      size_t n = dns_answer_build(&config, reg, q.b, q.len, plain,
-                                  sizeof plain, &none);
+      size_t n = dns_answer_build(&config, reg, q.b, q.len, plain, sizeof plain,
+                                  &none);
       ASSERT(n > 0);
       size_t m = answer_hinted(&q, NULL, hinted, sizeof hinted);
       if (m != n || memcmp(plain, hinted, n) != 0)
-        TEST_FAIL_("%s type %u: the server's hint changes the answer",
-                   names[i], types[t]);
+        TEST_FAIL_("%s type %u: the server's hint changes the answer", names[i],
+                   types[t]);
       /* A hint left over from another datagram, or another name. */
       dns_lookup_hint_t other = {"demo.ddport.test", 16, demo};
       if (strcmp(names[i], "demo.ddport.test") != 0) {
         m = answer_hinted(&q, &other, hinted, sizeof hinted);
         if (m != n || memcmp(plain, hinted, n) != 0)
-          TEST_FAIL_("%s type %u: a hint for another name is used",
-                     names[i], types[t]);
+          TEST_FAIL_("%s type %u: a hint for another name is used", names[i],
+                     types[t]);
       }
     }
   }

@@ -430,7 +430,8 @@ static void test_batch_while_offline_holds_the_table(void) {
   lookup_while_offline_holds_the_table(true);
 }
 
-/* ---- lookups while the lookup index is rebuilt ---------------------------- */
+/* ---- lookups while the lookup index is rebuilt ----------------------------
+ */
 
 /* The writer churns names in and out, which fills the lookup index with
  * tombstones and rebuilds it again and again, while readers look up
