@@ -313,6 +313,12 @@ reg_t *reg_new(const reg_config_t *config);
  * Waits for entries retired earlier to be freed. */
 void reg_free(reg_t *reg);
 
+/* For a process about to exit: waits for what reg_free would wait for,
+ * then leaves reg to the kernel. Taking apart a table of millions of
+ * devices takes seconds (rculfhash checks each bucket is empty, in list
+ * order); the kernel takes the memory back at once. */
+void reg_leave(reg_t *reg);
+
 /* Looks up a normalised name: an exact device wins (a disabled one hides
  * the name: NULL, no wildcard fallback); otherwise the nearest wildcard
  * above it ("*.b.c" for "a.b.c", then "*.c"), which likewise hides what

@@ -262,6 +262,39 @@ def t_serve_devices_from_files(env):
         backend.stop()
 
 
+def serve_and_stop(env, n):
+    """Serves n generated devices, checks the last one resolves, stops the
+    server with SIGTERM; returns its stderr."""
+    d = fresh_dir(env)
+    os.makedirs(os.path.join(d, "devices.d"))
+    proxy_port, dns_port = ddtest.free_port(), ddtest.free_port()
+    cfg = ddtest.write_file(d, "ddport.yaml",
+                            "workers: 2\n" + base(proxy_port, dns_port) + "registry: devices.d\n")
+    lines = ["devices:"]
+    lines += ["  d%d.ddport.test: {address: 127.0.0.1, ports: {http: 10080}}" % i
+              for i in range(n)]
+    ddtest.write_file(d, "devices.d/many.yaml", "\n".join(lines) + "\n")
+    proc = ddtest.Ddport(cfg, d, tcp_ports=[proxy_port], udp_ports=[dns_port]).start(
+        ready_timeout=60)
+    try:
+        ans = ddtest.dig(dns_port, "d%d.ddport.test" % (n - 1), "A")
+        check_eq(ans.status, "NOERROR", "the last of %d devices resolves: %s" % (n, ans.describe()))
+    finally:
+        check_eq(proc.stop(), 0, "exit status after SIGTERM with %d devices" % n)
+    return proc.stderr_text()
+
+
+def t_serve_stop_leaves_big_table(env):
+    # Up to 100,000 devices the table is freed at exit (leak checkers see
+    # it); above, it is left to the kernel, which frees it at once.
+    limit = 100000
+    err = serve_and_stop(env, limit)
+    check("left to the kernel" not in err, "a table of %d devices is freed: %s" % (limit, err[-500:]))
+    err = serve_and_stop(env, limit + 1)
+    check("stopping: %d devices left to the kernel to free" % (limit + 1) in err,
+          "a table of %d devices is left to the kernel: %s" % (limit + 1, err[-500:]))
+
+
 CASES = [
     ("check: devices and accounts from files and directories", t_check_registry_files),
     ("check: problems name their own file, duplicates both places", t_check_errors_name_their_file),
@@ -272,6 +305,8 @@ CASES = [
     ("hash-secret: no echo on a terminal", t_hash_secret_tty_no_echo),
     ("serve: devices from a registry directory (and an IDN) route and resolve",
      t_serve_devices_from_files),
+    ("serve: stopping frees up to 100,000 devices, leaves more to the kernel",
+     t_serve_stop_leaves_big_table),
 ]
 
 if __name__ == "__main__":
