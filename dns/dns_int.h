@@ -295,7 +295,9 @@ const uint8_t *dns_cookie_secret(void);
 /* The question's name looked up ahead of the answer, as reg_lookup gives
  * it: the UDP server looks up a whole batch's names at once
  * (reg_lookup_many), and the answer takes the device from here rather
- * than look the same name up again. */
+ * than look the same name up again. Valid only as long as reg_lookup's
+ * pointer: nothing between the batch's lookup and its answers may pass a
+ * quiescent point or go offline. */
 typedef struct dns_lookup_hint {
   const char *name; /* normalised text, as the answer looks it up */
   size_t len;

@@ -394,7 +394,8 @@ static void index_free_rcu(struct rcu_head *head) {
 static uint64_t index_word(const entry_t *e, uint64_t hash) {
   uintptr_t at = (uintptr_t)e;
   if ((uint64_t)at & ~INDEX_ADDR_MASK) {
-    /* Not on Linux unless mmap is asked for such addresses. */
+    /* Not on Linux unless mmap is asked for such addresses, or pointers
+     * carry tags of their own (arm64 top-byte tags, HWASan): loudly. */
     core_log(CORE_LOG_ERROR, "registry: entry at %p beyond 2^48", (void *)e);
     abort();
   }
@@ -433,12 +434,29 @@ static size_t index_slot(const table_index_t *ix, const char *name, size_t len,
   }
 }
 
+#define WALK_PREFETCH_AHEAD 8
+
+/* A walk of a whole index (a rebuild, emptying a table) meets its entries
+ * at random places in memory: the one WALK_PREFETCH_AHEAD words on is
+ * fetched meanwhile, its node and its name. */
+static void prefetch_ahead(const table_index_t *ix, size_t i) {
+  if (i + WALK_PREFETCH_AHEAD > ix->mask)
+    return;
+  uint64_t w = atomic_load_explicit(&ix->word[i + WALK_PREFETCH_AHEAD],
+                                    memory_order_relaxed);
+  if (w != 0 && w != INDEX_TOMBSTONE) {
+    __builtin_prefetch(&word_entry(w)->node, 1);
+    __builtin_prefetch(word_entry(w)->name);
+  }
+}
+
 /* A new index for t's live entries with room for as many again, in place
  * of the one readers follow now. */
 static void index_rebuild(table_t *t) {
   table_index_t *old = t->index;
   table_index_t *ix = index_new(2 * old->live + INDEX_MIN_WORDS);
   for (size_t i = 0; i <= old->mask; i++) {
+    prefetch_ahead(old, i);
     uint64_t w = atomic_load_explicit(&old->word[i], memory_order_relaxed);
     if (w == 0 || w == INDEX_TOMBSTONE)
       continue;
@@ -672,8 +690,6 @@ static void entry_free(struct cds_lfht_node *node) {
   free(caa_container_of(node, entry_t, node));
 }
 
-#define EMPTY_PREFETCH_AHEAD 8
-
 /* Takes t's entries out of its rculfhash in the index's order, which is
  * the order of their buckets: rculfhash finds each node's place from its
  * bucket, and its own list order jumps across the bucket array at random,
@@ -685,12 +701,7 @@ static void table_empty(table_t *t) {
   entry_t **heap = NULL;
   size_t n_heap = 0, cap = 0;
   for (size_t i = 0; i <= ix->mask; i++) {
-    if (i + EMPTY_PREFETCH_AHEAD <= ix->mask) {
-      uint64_t ahead = atomic_load_explicit(&ix->word[i + EMPTY_PREFETCH_AHEAD],
-                                            memory_order_relaxed);
-      if (ahead != 0 && ahead != INDEX_TOMBSTONE)
-        __builtin_prefetch(&word_entry(ahead)->node, 1);
-    }
+    prefetch_ahead(ix, i);
     uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
     if (w == 0 || w == INDEX_TOMBSTONE)
       continue;
