@@ -858,8 +858,13 @@ int reg_replace_all(reg_t *reg, const reg_config_t *config) {
   return 0;
 }
 
+/* Whether a name this long can be in the table at all. */
+static bool lookup_len_ok(size_t len) {
+  return len > 0 && len <= CORE_NAME_MAX;
+}
+
 static bool valid_name(const char *name, size_t len) {
-  return len > 0 && len <= CORE_NAME_MAX && memchr(name, '\0', len) == NULL;
+  return lookup_len_ok(len) && memchr(name, '\0', len) == NULL;
 }
 
 int reg_update_device(reg_t *reg, const reg_device_t *device) {
@@ -1054,10 +1059,6 @@ static const reg_device_t *lookup_hashed(const table_t *t, const char *name,
   return NULL;
 }
 
-static bool lookup_len_ok(size_t len) {
-  return len > 0 && len <= CORE_NAME_MAX;
-}
-
 const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
   if (!lookup_len_ok(len))
     return NULL;
@@ -1107,7 +1108,7 @@ void reg_lookup_many(const reg_t *reg, size_t n, const char *const names[],
 }
 
 const reg_device_t *reg_find(const reg_t *reg, const char *name, size_t len) {
-  if (len == 0 || len > CORE_NAME_MAX)
+  if (!lookup_len_ok(len))
     return NULL;
   reader_enter();
   const entry_t *e =

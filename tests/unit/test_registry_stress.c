@@ -7,6 +7,7 @@
 #include "registry/registry.h"
 #include "registry/registry_int.h"
 #include "tests/test.h"
+#include "tests/unit/clashing_names.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -449,16 +450,6 @@ enum {
 
 static char pinned[PINNED][40], clash[CLASH_POOL][40];
 
-static void clashing(const char *prefix, int *k, char *out, size_t size) {
-  for (;; (*k)++) {
-    snprintf(out, size, "%s%d.rebuild.test", prefix, *k);
-    if ((reg_name_hash(out, strlen(out)) & 511) == 509) {
-      (*k)++;
-      return;
-    }
-  }
-}
-
 static void *pinned_reader_main(void *arg) {
   reader_t *r = arg;
   reg_thread_register();
@@ -493,9 +484,9 @@ static void *pinned_reader_main(void *arg) {
 static void test_pinned_names_during_index_rebuilds(void) {
   int k = 0;
   for (int i = 0; i < PINNED; i++)
-    clashing("p", &k, pinned[i], sizeof pinned[i]);
+    clashing_name("p", "rebuild.test", &k, pinned[i], sizeof pinned[i]);
   for (int i = 0; i < CLASH_POOL; i++)
-    clashing("c", &k, clash[i], sizeof clash[i]);
+    clashing_name("c", "rebuild.test", &k, clash[i], sizeof clash[i]);
   static built_t b[PINNED];
   reg_config_t config = {.devices = xcalloc(PINNED, sizeof(reg_device_t)),
                          .n_devices = PINNED};

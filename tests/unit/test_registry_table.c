@@ -4,6 +4,7 @@
 #include "registry/registry.h"
 #include "registry/registry_int.h"
 #include "tests/test.h"
+#include "tests/unit/clashing_names.h"
 
 #include <errno.h>
 
@@ -314,20 +315,6 @@ static void test_grow_and_shrink(void) {
   reg_free(reg);
 }
 
-/* Names whose hashes share their low 9 bits: they all start probing the
- * lookup index at one word near its end (for any index up to 512 words),
- * so their probes are long, wrap around the end, and cross each other's
- * tombstones. Writes "<prefix><k>.clash.test" into out. */
-static void clashing_name(const char *prefix, int *k, char *out, size_t size) {
-  for (;; (*k)++) {
-    snprintf(out, size, "%s%d.clash.test", prefix, *k);
-    if ((reg_name_hash(out, strlen(out)) & 511) == 509) {
-      (*k)++;
-      return;
-    }
-  }
-}
-
 /* Every name of the pool is found exactly when the model says so, by each
  * kind of lookup. */
 static void check_clash_pool(const reg_t *reg, char (*pool)[32],
@@ -364,7 +351,7 @@ static void test_index_collisions(void) {
   static reg_device_t devices[POOL + 1];
   int k = 0;
   for (int i = 0; i < POOL; i++)
-    clashing_name("n", &k, pool[i], sizeof pool[i]);
+    clashing_name("n", "clash.test", &k, pool[i], sizeof pool[i]);
   reg_config_t empty = {0};
   reg_t *reg = reg_new(&empty);
   unsigned seed = 2026;
