@@ -132,14 +132,13 @@ static void look_up_batch(dns_server_t *server, size_t n) {
     const uint8_t *msg = server->recv_iov[i].iov_base;
     size_t len = server->recv_msgs[i].msg_len, pos = DNS_HEADER_SIZE;
     dns_name_t name;
-    char text[DNS_NAME_TEXT_MAX];
     int text_len;
+    /* A name whose text does not fit a device's length is -ENOSPC. */
     if (server->recv_msgs[i].msg_hdr.msg_flags & MSG_TRUNC ||
         dns_name_decode(msg, len, &pos, &name) != DNS_WIRE_OK ||
-        (text_len = dns_name_to_text(&name, text, sizeof text, true)) <= 0 ||
-        text_len > CORE_NAME_MAX)
+        (text_len = dns_name_to_text(&name, server->qname[i],
+                                     sizeof server->qname[i], true)) <= 0)
       continue;
-    memcpy(server->qname[i], text, (size_t)text_len);
     names[k] = server->qname[i];
     lens[k] = (size_t)text_len;
     at[k++] = i;
