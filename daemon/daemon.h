@@ -44,24 +44,29 @@ typedef void (*reloader_send_plan_cb)(px_listen_plan_t *plan, void *arg);
 void reloader_set_workers(reloader_t *r, unsigned n_workers,
                           reloader_send_plan_cb send, void *arg);
 
-/* Reads the configuration and registry files again. When they load
- * cleanly, lays device updates over the new devices (reg_updates_merge),
- * swaps them into reg at once (a lookup sees the old
- * registry or the new one), changes the workers' listeners (all of them,
- * or, when a new address cannot be opened, none: logged, the listeners in
- * force stay while the rest applies), logs "needs a restart: KEY" for
- * each setting the running workers cannot change, and re-arms the
- * watches; returns 0.
- * Otherwise logs every FILE:LINE:COLUMN problem, keeps the registry in
- * force and returns the load's error. cause goes into the log lines. */
+/* Reads the configuration and registry files again, on a thread of its
+ * own at a lower priority (nice 10), while the control loop goes on
+ * serving; returns 0 once the read has started (or is queued behind one
+ * in progress: the files are then read once more after it), or why it
+ * could not start. Back on the control loop, when the files load
+ * cleanly: lays device updates over the new devices (reg_updates_merge,
+ * so updates taken during the read are kept), swaps them into reg at once
+ * (a lookup sees the old registry or the new one), changes the workers'
+ * listeners (all of them, or, when a new address cannot be opened, none:
+ * logged, the listeners in force stay while the rest applies), logs
+ * "needs a restart: KEY" for each setting the running workers cannot
+ * change, and re-arms the watches. Otherwise logs every FILE:LINE:COLUMN
+ * problem and keeps the registry in force. cause goes into the log
+ * lines. */
 int reloader_reload(reloader_t *r, const char *cause);
 
 /* The configuration last loaded (running until a reload succeeds): its
  * accounts are the ones in force. Valid until the next reload. */
 const reg_config_t *reloader_config(const reloader_t *r);
 
-/* Stops watching; the reloader frees itself once libuv has closed its
- * handles (run the loop afterwards). */
+/* Stops watching, after waiting for a read in progress (its result is
+ * dropped); the reloader frees itself once libuv has closed its handles
+ * (run the loop afterwards). */
 void reloader_stop(reloader_t *r);
 
 #endif

@@ -5,6 +5,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* A reload reads its files on a thread of its own, at this nice value:
+ * a registry of millions of devices takes seconds of a core to parse,
+ * which the workers (every query and connection) and the control loop
+ * (updates, NOTIFY, transfers) need more; it gets what they leave. */
+#define RELOAD_NICE 10
 
 /* One watched directory and the names in it that matter. Directories, not
  * files: editors save by writing a new file and renaming it over the old
@@ -38,6 +46,19 @@ struct reloader {
   uint64_t delay_ms;
   unsigned open_handles; /* freed when the last one is closed */
   bool stopping;
+  /* The read in progress, on its own thread; the results are the
+   * control loop's once the thread is joined. */
+  uv_async_t read_done;
+  uv_thread_t thread;
+  bool reading;
+  const char *cause;
+  uint64_t start;
+  reg_config_t *next;
+  int rc;
+  char *diag;
+  size_t diag_len;
+  bool again; /* asked again during the read: read once more after it */
+  const char *again_cause;
 };
 
 static void reloader_release(reloader_t *r) {
@@ -237,19 +258,9 @@ static px_listen_plan_t *plan_listeners(reloader_t *r, const char *cause,
   return plan;
 }
 
-int reloader_reload(reloader_t *r, const char *cause) {
-  if (r->stopping)
-    return -ECANCELED;
-  uv_timer_stop(&r->timer);
-  uint64_t start = uv_hrtime();
-  char *diag = NULL;
-  size_t diag_len = 0;
-  FILE *f = open_memstream(&diag, &diag_len);
-  if (f == NULL)
-    return -errno;
-  reg_config_t *next = NULL;
-  int rc = reg_config_load(r->path, f, &next);
-  fclose(f);
+/* The new configuration read (rc 0), or why it was not, into force. */
+static void reload_apply(reloader_t *r, const char *cause, int rc,
+                         reg_config_t *next, char *diag) {
   if (rc != 0) {
     /* A bad file never replaces a good registry. */
     log_lines(CORE_LOG_ERROR, cause, diag);
@@ -258,7 +269,8 @@ int reloader_reload(reloader_t *r, const char *cause) {
              "(%zu devices)",
              cause, r->path, reg_count(r->reg));
     free(diag);
-    return rc;
+    reg_config_free(next);
+    return;
   }
   free(diag);
 
@@ -303,11 +315,79 @@ int reloader_reload(reloader_t *r, const char *cause) {
            "reload (%s): %zu devices in force (%zu before), %zu accounts, "
            "%zu registry files; took %ju ms",
            cause, n_devices, before, next->n_accounts, next->n_registry_files,
-           (uintmax_t)((uv_hrtime() - start) / 1000000));
+           (uintmax_t)((uv_hrtime() - r->start) / 1000000));
 
   r->watch_enabled = next->reload.watch;
   r->delay_ms = next->reload.delay_ms;
   watches_open(r, next);
+}
+
+static void read_main(void *arg) {
+  reloader_t *r = arg;
+  /* Per thread on Linux; advice only, so a refusal changes nothing. */
+  (void)setpriority(PRIO_PROCESS, (id_t)gettid(), RELOAD_NICE);
+  FILE *f = open_memstream(&r->diag, &r->diag_len);
+  if (f == NULL) {
+    r->rc = -errno;
+  } else {
+    r->rc = reg_config_load(r->path, f, &r->next);
+    fclose(f);
+  }
+  uv_async_send(&r->read_done);
+}
+
+/* Joins the reading thread; its results are then the caller's. */
+static void read_join(reloader_t *r) {
+  uv_thread_join(&r->thread);
+  r->reading = false;
+}
+
+static void on_read_done(uv_async_t *async) {
+  reloader_t *r = async->data;
+  if (!r->reading)
+    return;
+  read_join(r);
+  reg_config_t *next = r->next;
+  char *diag = r->diag;
+  r->next = NULL;
+  r->diag = NULL;
+  reload_apply(r, r->cause, r->rc, next, diag);
+  if (r->again && !r->stopping) {
+    r->again = false;
+    reloader_reload(r, r->again_cause);
+  }
+}
+
+int reloader_reload(reloader_t *r, const char *cause) {
+  if (r->stopping)
+    return -ECANCELED;
+  uv_timer_stop(&r->timer);
+  if (r->reading) {
+    /* The files may have changed since that read began. */
+    r->again = true;
+    r->again_cause = cause;
+    core_log(CORE_LOG_INFO,
+             "reload (%s): another reload is being read; this one follows it",
+             cause);
+    return 0;
+  }
+  r->cause = cause;
+  r->start = uv_hrtime();
+  r->next = NULL;
+  r->diag = NULL;
+  r->diag_len = 0;
+  r->rc = 0;
+  r->reading = true;
+  int rc = uv_thread_create(&r->thread, read_main, r);
+  if (rc != 0) {
+    r->reading = false;
+    core_log(CORE_LOG_ERROR,
+             "reload (%s): cannot start reading %s: %s; the registry in "
+             "force is unchanged",
+             cause, r->path, uv_strerror(rc));
+    return rc;
+  }
+  core_log(CORE_LOG_INFO, "reload (%s): reading %s", cause, r->path);
   return 0;
 }
 
@@ -326,7 +406,7 @@ static void on_timer(uv_timer_t *timer) {
   reloader_reload(timer->data, "file change");
 }
 
-static void on_timer_closed(uv_handle_t *handle) {
+static void on_handle_closed(uv_handle_t *handle) {
   reloader_release(handle->data);
 }
 
@@ -344,7 +424,9 @@ reloader_t *reloader_start(uv_loop_t *loop, const reg_config_t *running,
   r->delay_ms = running->reload.delay_ms;
   uv_timer_init(loop, &r->timer);
   r->timer.data = r;
-  r->open_handles = 1;
+  uv_async_init(loop, &r->read_done, on_read_done);
+  r->read_done.data = r;
+  r->open_handles = 2;
   watches_open(r, running);
   return r;
 }
@@ -357,6 +439,16 @@ void reloader_stop(reloader_t *r) {
   if (r == NULL || r->stopping)
     return;
   r->stopping = true;
+  if (r->reading) {
+    /* Bounded by the files' size; the thread holds r until it is done. */
+    core_log(CORE_LOG_INFO, "stopping: waiting for the reload being read");
+    read_join(r);
+    reg_config_free(r->next);
+    free(r->diag);
+    r->next = NULL;
+    r->diag = NULL;
+  }
   watches_close(r);
-  uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+  uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&r->read_done, on_handle_closed);
 }

@@ -6,6 +6,7 @@ the registry in force keeps serving; settings the workers cannot change
 are logged as needing a restart; and reloads under live traffic lose no
 connection, no request and no DNS query."""
 
+import base64
 import os
 import signal
 import socket
@@ -34,7 +35,7 @@ reload: {{watch: {watch}, delay: 200ms}}
 registry: [devices.d/]
 devices:
   demo.ddport.test: {{address: 127.0.0.1, ports: {{http: {backend_port}}}}}
-"""
+{extra}"""
 
 WAIT_S = 20  # the longest any step may take before the case fails
 
@@ -64,8 +65,9 @@ def teardown(env):
 class Server:
     """A ddport with its own directory, config and registry directory."""
 
-    def __init__(self, env, watch=True):
+    def __init__(self, env, watch=True, extra=""):
         env.n += 1
+        self.extra = extra
         self.env = env
         self.dir = os.path.join(env.dir, "case%d" % env.n)
         os.makedirs(os.path.join(self.dir, "devices.d"))
@@ -80,7 +82,8 @@ class Server:
     def write_config(self, text=None):
         if text is None:
             text = CONFIG.format(proxy_port=self.proxy_port, dns_port=self.dns_port,
-                                 backend_port=self.env.backend.port, watch=self.watch)
+                                 backend_port=self.env.backend.port, watch=self.watch,
+                                 extra=self.extra)
         path = os.path.join(self.dir, "ddport.yaml")
         replace_file(path, text)
         return path
@@ -411,12 +414,123 @@ def t_reload_under_traffic(env):
         print("# %d requests and %d DNS queries across 6 reloads" % (requests.ok, queries.ok))
 
 
+# ---- a registry big enough that reading it takes a while ----------------------
+
+# Devices in the big registry: at least a second to read here (several
+# under the sanitizers), while an update takes milliseconds.
+BIG_DEVICES = 400000
+ALICE = "alice-reload-secret"
+
+
+def big_registry(env):
+    """A devices file of BIG_DEVICES names, written once per run; each
+    case links it into its own registry directory."""
+    path = os.path.join(env.dir, "big.yaml")
+    if not os.path.exists(path):
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write("devices:\n")
+            for i in range(BIG_DEVICES):
+                f.write("  big%d.ddport.test: {address: 127.0.0.1, ports: {http: %d}}\n"
+                        % (i, env.dead_port))
+        os.rename(path + ".tmp", path)
+    return path
+
+
+class BigServer(Server):
+    """A Server with the big registry, an update endpoint and an account
+    owning cam.ddport.test (at a dead port until updated)."""
+
+    def __init__(self, env):
+        self.update_port = ddtest.free_port()
+        extra = ("state_dir: state\n"
+                 "update: {listen: [127.0.0.1:%d]}\n"
+                 "accounts:\n  alice: {secret: \"%s\"}\n"
+                 % (self.update_port, ddtest.hash_secret(ALICE)))
+        super().__init__(env, watch=False, extra=extra)
+        self.write_devices("cam.yaml", {"cam.ddport.test": env.dead_port})
+        os.link(big_registry(env), os.path.join(self.dir, "devices.d", "big.yaml"))
+        self.proc.tcp_ports = list(self.proc.tcp_ports) + [self.update_port]
+
+    def write_devices(self, name, devices):
+        """As Server's, each device owned by alice."""
+        lines = ["devices:"]
+        for dev, port in devices.items():
+            lines.append("  %s: {owner: alice, address: 127.0.0.1, ports: {http: %d}}" % (dev, port))
+        replace_file(os.path.join(self.dir, "devices.d", name), "\n".join(lines) + "\n")
+
+    def __enter__(self):
+        self.outcomes = 0
+        self.proc.start(ready_timeout=120)
+        self.wait_log(" serving: ", 1, "the start")
+        return self
+
+    def start_reload(self):
+        """SIGHUP, and waits until the files are being read."""
+        reading = self.log_count("reload (SIGHUP): reading")
+        self.proc.proc.send_signal(signal.SIGHUP)
+        self.wait_log("reload (SIGHUP): reading", reading + 1, "the read to start")
+
+    def update(self, host, port):
+        raw = ("GET /nic/update?hostname=%s&myip=127.0.0.1&port=%d HTTP/1.1\r\n"
+               "Host: update.ddport.test\r\nUser-Agent: ddtest/1.0\r\n"
+               "Authorization: Basic %s\r\n\r\n"
+               % (host, port, base64.b64encode(("alice:" + ALICE).encode()).decode()))
+        resp = ddtest.raw_exchange(self.update_port, raw.encode())
+        return resp.status, resp.body.decode()
+
+
+def t_update_while_reading(env):
+    with BigServer(env) as s:
+        check_eq(s.status("cam.ddport.test"), 502, "cam before its update (a dead port)")
+        s.start_reload()
+        status, body = s.update("cam.ddport.test", env.backend.port)
+        # The control loop answered while the reload was still being read.
+        still_reading = s.outcomes_logged() == 0
+        check_eq((status, body), (200, "good 127.0.0.1\n"), "the update during the read")
+        check(still_reading, "the update was answered before the reload was in force; log: %s"
+              % s.proc.stderr_tail(6))
+        s.wait_outcome(0, "SIGHUP")
+        check_eq(s.log_count(" refused; "), 0, "the reload applied")
+        # The update taken during the read is laid over the files read.
+        s.routes_to("cam.ddport.test", env.backend)
+        check_eq(s.dns_status("big%d.ddport.test" % (BIG_DEVICES - 1)), "NOERROR",
+                 "the big registry's last name")
+
+
+def t_sighup_during_read_follows(env):
+    with BigServer(env) as s:
+        s.start_reload()
+        s.write_devices("new.yaml", {"new.ddport.test": env.other.port})
+        s.proc.proc.send_signal(signal.SIGHUP)
+        s.wait_log("another reload is being read; this one follows it", 1, "the second SIGHUP")
+        s.wait_outcome(0, "the first reload")
+        s.wait_log(" devices in force ", 2, "the second reload")
+        check_eq(s.log_count(" refused; "), 0, "reloads refused")
+        # The edit made during the first read is in force.
+        s.routes_to("new.ddport.test", env.other)
+        check_eq(s.dns_status("new.ddport.test"), "NOERROR", "DNS of the device added")
+
+
+def t_sigterm_during_read(env):
+    s = BigServer(env)
+    with s:
+        s.start_reload()
+        rc = s.proc.stop(timeout=120)
+        check_eq(rc, 0, "exit status after SIGTERM during a read (log: %s)" % s.proc.stderr_tail())
+        check_eq(s.log_count("stopping: waiting for the reload being read"), 1,
+                 "the wait for the read logged")
+        check_eq(s.log_count(" devices in force "), 0, "a reload applied while stopping")
+
+
 CASES = [
     ("SIGHUP: a device added, changed, removed", t_sighup_add_change_remove),
     ("file watch: a device added, changed, removed; scratch files ignored", t_watch_add_change_remove),
     ("a broken edit is refused and logged; the registry in force serves", t_broken_edit_rejected),
     ("settings the workers cannot change are logged as needing a restart", t_needs_restart),
     ("reloads under live traffic lose no connection, request or query", t_reload_under_traffic),
+    ("an update is answered while a big registry is read, and kept", t_update_while_reading),
+    ("a SIGHUP during a read is applied after it", t_sighup_during_read_follows),
+    ("SIGTERM during a read waits for it and exits 0", t_sigterm_during_read),
 ]
 
 if __name__ == "__main__":
