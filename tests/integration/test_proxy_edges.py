@@ -235,7 +235,7 @@ def wait_read(d, sock):
                          % (queued_at(d.port, port), port))
 
 
-def test_lingering_flood_takes_turns(env):
+def lingering_flood_attempt(env):
     # A visitor that got a 400 page keeps sending; the proxy reads and
     # drops it (lingering), a turn of 16 reads at a time like the relay.
     # With ddport stopped (SIGSTOP), another visitor completes its request
@@ -248,9 +248,13 @@ def test_lingering_flood_takes_turns(env):
     d = start_one_worker(env, "linger")
     try:
         flooder = refused(d.port, BAD_REQUEST)
+        lingering_since = time.monotonic()
         # Bytes read quickly grow the proxy's receive buffer (the kernel
         # tunes it to the reader), so that it can hold more than a turn.
-        flooder.sendall(bytes(64 << 20))
+        try:
+            flooder.sendall(bytes(64 << 20))
+        except (BrokenPipeError, ConnectionResetError):
+            return False  # the linger ended before the flood was in
         other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
         other.sendall(UNKNOWN[:16])
         wait_read(d, flooder)
@@ -281,16 +285,39 @@ def test_lingering_flood_takes_turns(env):
             flooder.close()
         finally:
             os.kill(pid, signal.SIGCONT)
+            # The linger's clock ran while ddport was stopped: past its
+            # end, the first pass after SIGCONT closes the flooder by the
+            # timer, and the order of the access lines tells nothing.
+            in_time = time.monotonic() - lingering_since < LINGER_S * 0.75
         page = read_to_eof(other)
         other.close()
         check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
+        if not in_time:
+            return False
         first, second = access_index(d, me), access_index(d, them)
         check(first is not None and second is not None,
               "access lines: flooder %s, other %s" % (first, second))
         check(second < first, "the flood (%d bytes) was read to its end in the loop pass "
               "that answered another visitor" % backlog)
+        return True
     finally:
         check_eq(d.stop(), 0, "exit status")
+
+
+# ddport lingers this long after an error page (LINGER_MS in proxy/conn.c).
+LINGER_S = 2.0
+LINGER_ATTEMPTS = 3
+
+
+def test_lingering_flood_takes_turns(env):
+    # The case must set up within the linger's 2 s; on a machine too busy
+    # for that, an attempt is void and tried again, a bounded number of
+    # times.
+    for _ in range(LINGER_ATTEMPTS):
+        if lingering_flood_attempt(env):
+            return
+    raise ddtest.Skip("%d attempts did not set up within the %g s linger: the machine is "
+                      "too busy to tell turns apart" % (LINGER_ATTEMPTS, LINGER_S))
 
 
 def test_lingering_flood_times_out(env):
