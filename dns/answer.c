@@ -3,13 +3,14 @@
 #include "dns/dns.h"
 #include "dns/dns_int.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* What the query asked, as far as it could be read. */
 typedef struct query {
   dns_header_t header;
-  bool has_question; /* the first question parsed */
-  dns_question_t question;
+  bool has_question;              /* the first question parsed */
+  const dns_question_t *question; /* ahead's or own */
   bool well_formed; /* every section parsed, one question, OPT rules kept */
   bool has_opt;
   uint16_t opt_size;
@@ -19,6 +20,8 @@ typedef struct query {
   uint8_t client_cookie[8];
   const uint8_t *server_cookie; /* in the query, or NULL */
   size_t server_cookie_len;
+  /* Last: query_parse clears only what comes before. */
+  dns_question_t own;
 } query_t;
 
 /* The answer being built. Records are counted per section as written; the
@@ -61,17 +64,25 @@ static bool options_parse(const uint8_t *msg, const dns_rr_t *rr, query_t *q) {
   return true;
 }
 
-static void query_parse(const uint8_t *msg, size_t len, query_t *q) {
+static void query_parse(const uint8_t *msg, size_t len,
+                        const dns_question_ahead_t *ahead, query_t *q) {
   size_t pos = DNS_HEADER_SIZE;
   unsigned n_opt = 0;
 
-  memset(q, 0, sizeof(*q));
+  /* The question is copied only when it is decoded here. */
+  memset(q, 0, offsetof(query_t, own));
   dns_header_parse(msg, len, &q->header);
   for (unsigned i = 0; i < q->header.qdcount; i++) {
     dns_question_t scratch;
-    dns_question_t *out = i == 0 ? &q->question : &scratch;
-    if (dns_question_parse(msg, len, &pos, out) != DNS_WIRE_OK)
+    dns_question_t *out = i == 0 ? &q->own : &scratch;
+    if (i == 0 && ahead) {
+      q->question = &ahead->question;
+      pos = ahead->end;
+    } else if (dns_question_parse(msg, len, &pos, out) != DNS_WIRE_OK) {
       return;
+    }
+    if (i == 0 && !ahead)
+      q->question = &q->own;
     if (i == 0)
       q->has_question = true;
   }
@@ -118,7 +129,7 @@ static size_t size_limit(const query_t *q, size_t cap,
 /* ---- sections ----------------------------------------------------------- */
 
 static const dns_name_t *qname(const reply_t *r) {
-  return &r->q->question.name;
+  return &r->q->question->name;
 }
 
 /* The owner name of records at the question name: the question's own bytes,
@@ -240,7 +251,7 @@ static void answer_ns(reply_t *r, const reg_zone_t *zone,
 static void answer_host(reply_t *r, const reg_zone_t *zone,
                         const dns_name_t *apex, const core_ip_t *ips,
                         size_t n) {
-  uint16_t qtype = r->q->question.qtype;
+  uint16_t qtype = r->q->question->qtype;
   if (qtype == DNS_TYPE_A || qtype == DNS_TYPE_ANY)
     answer_addrs(r, ips, n, AF_INET, zone->ttl);
   if (qtype == DNS_TYPE_AAAA || qtype == DNS_TYPE_ANY)
@@ -288,7 +299,7 @@ static bool wildcard_below(const reg_t *reg, const char *name, size_t len) {
 
 static void answer_apex(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
                         const dns_name_t *apex) {
-  switch (r->q->question.qtype) {
+  switch (r->q->question->qtype) {
   case DNS_TYPE_SOA:
   case DNS_TYPE_ANY: /* RFC 8482: one RRset is enough */
     answer_soa(r, zone, apex);
@@ -315,14 +326,22 @@ static void answer_apex(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
 
 static void answer_zone(reply_t *r, const reg_t *reg, const reg_zone_t *zone,
                         const dns_name_t *apex) {
-  char text[DNS_NAME_TEXT_MAX];
+  char buf[DNS_NAME_TEXT_MAX];
+  const dns_question_ahead_t *ahead = r->opts->ahead;
+  const char *text = buf;
+  int len;
 
   r->aa = true;
   if (qname(r)->labels == apex->labels) {
     answer_apex(r, reg, zone, apex);
     return;
   }
-  int len = dns_name_to_text(qname(r), text, sizeof(text), true);
+  if (ahead && ahead->text) {
+    text = ahead->text;
+    len = (int)ahead->text_len;
+  } else {
+    len = dns_name_to_text(qname(r), buf, sizeof buf, true);
+  }
   /* An escape means a byte no host name can hold (a dot inside a label,
    * say): the text would split labels differently than the wire does, and
    * no glue or device can carry such a name. */
@@ -387,7 +406,7 @@ static bool answer_chaos(reply_t *r, const reg_config_t *config) {
     if (!value)
       return false;
     r->aa = true;
-    uint16_t qtype = r->q->question.qtype;
+    uint16_t qtype = r->q->question->qtype;
     if (qtype == DNS_TYPE_TXT || qtype == DNS_TYPE_ANY) {
       size_t len = strlen(value);
       size_t at =
@@ -403,6 +422,19 @@ static bool answer_chaos(reply_t *r, const reg_config_t *config) {
 }
 
 /* ---- the message -------------------------------------------------------- */
+
+bool dns_question_read_ahead(const uint8_t *msg, size_t len, char *text,
+                             size_t size, dns_question_ahead_t *out) {
+  size_t pos = DNS_HEADER_SIZE;
+  if (len < DNS_HEADER_SIZE || (msg[4] == 0 && msg[5] == 0) ||
+      dns_question_parse(msg, len, &pos, &out->question) != DNS_WIRE_OK)
+    return false;
+  out->end = pos;
+  int n = dns_name_to_text(&out->question.name, text, size, true);
+  out->text = n >= 0 ? text : NULL;
+  out->text_len = n >= 0 ? (size_t)n : 0;
+  return true;
+}
 
 /* The OPT of the reply, with a server cookie when the query sent a client
  * cookie (RFC 7873 5.2): a fresh one each time, whether or not the
@@ -451,7 +483,7 @@ static size_t finish_short(reply_t *r, bool tc, bool with_question) {
   r->an = r->ns = r->ar = 0;
   dns_write_header(&r->w, &r->q->header);
   if (with_question)
-    dns_write_question(&r->w, &r->q->question);
+    dns_write_question(&r->w, r->q->question);
   write_opt(r);
   if (r->w.too_big) {
     /* Only with a cap below the 512 the contract asks for. */
@@ -481,7 +513,7 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
 
   if (len < DNS_HEADER_SIZE || !out)
     return 0;
-  query_parse(query, len, &q);
+  query_parse(query, len, opts->ahead, &q);
   if (q.header.flags & DNS_FLAG_QR)
     return 0;
   if (opts->cookie_ok)
@@ -509,9 +541,9 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
     r.rcode = DNS_RCODE_BADVERS;
     return finish_short(&r, false, true);
   }
-  if (q.question.qclass == DNS_CLASS_CH) {
+  if (q.question->qclass == DNS_CLASS_CH) {
     dns_write_header(&r.w, &q.header);
-    dns_write_question(&r.w, &q.question);
+    dns_write_question(&r.w, q.question);
     if (!answer_chaos(&r, config)) {
       r.rcode = DNS_RCODE_REFUSED;
       return finish_short(&r, false, true);
@@ -523,26 +555,27 @@ size_t dns_answer_build(const reg_config_t *config, const reg_t *reg,
     return r.w.len;
   }
   /* Only IN holds our zones. */
-  if (q.question.qclass != DNS_CLASS_IN) {
+  if (q.question->qclass != DNS_CLASS_IN) {
     r.rcode = DNS_RCODE_REFUSED;
     return finish_short(&r, false, true);
   }
   /* Zone transfers belong to TCP and to the transfer ACL; neither exists
    * yet. */
-  if (q.question.qtype == DNS_TYPE_AXFR || q.question.qtype == DNS_TYPE_IXFR) {
+  if (q.question->qtype == DNS_TYPE_AXFR ||
+      q.question->qtype == DNS_TYPE_IXFR) {
     r.rcode = DNS_RCODE_NOTIMP;
     return finish_short(&r, false, true);
   }
 
   dns_name_t apex;
-  const reg_zone_t *zone = dns_zone_find(config, &q.question.name, &apex);
+  const reg_zone_t *zone = dns_zone_find(config, &q.question->name, &apex);
   if (!zone) {
     r.rcode = DNS_RCODE_REFUSED;
     return finish_short(&r, false, true);
   }
 
   dns_write_header(&r.w, &q.header);
-  dns_write_question(&r.w, &q.question);
+  dns_write_question(&r.w, q.question);
   answer_zone(&r, reg, zone, &apex);
   write_opt(&r);
   if (r.w.too_big)

@@ -304,6 +304,23 @@ typedef struct dns_lookup_hint {
   const reg_device_t *device;
 } dns_lookup_hint_t;
 
+/* A message's first question, decoded ahead of its answer: the UDP server
+ * decodes a batch's questions to look their names up together, and
+ * whoever reads the message next starts after it rather than decode it
+ * again. It must be read from the very message it travels with. */
+typedef struct dns_question_ahead {
+  dns_question_t question;
+  size_t end;       /* offset just past the question */
+  const char *text; /* its name as lowercase text, or NULL: too long */
+  size_t text_len;
+} dns_question_ahead_t;
+
+/* Reads msg's first question into out, its name's lowercase text into
+ * text[0..size) when it fits (out->text points there; NULL when it does
+ * not). False when msg has no question or it does not parse. */
+bool dns_question_read_ahead(const uint8_t *msg, size_t len, char *text,
+                             size_t size, dns_question_ahead_t *out);
+
 /* How a query arrived, for dns_answer_build. */
 typedef struct dns_answer_opts {
   bool tcp;       /* the answer may fill cap and is never truncated */
@@ -314,7 +331,8 @@ typedef struct dns_answer_opts {
   const struct sockaddr *peer;
   uint32_t now;
   bool *cookie_ok; /* if set: true when the query's server cookie is ours */
-  const dns_lookup_hint_t *hint; /* or NULL */
+  const dns_lookup_hint_t *hint;     /* or NULL */
+  const dns_question_ahead_t *ahead; /* or NULL */
 } dns_answer_opts_t;
 
 /* dns_answer_query with the transport spelled out: over UDP the answer
@@ -379,10 +397,12 @@ typedef enum dns_tsig_status {
 /* Checks the TSIG of a request msg[0..len) against config's keys at time
  * now (Unix seconds) and fills ctx for signing the reply: on OK with the
  * key and the request's MAC; on BADKEY, BADSIG and BADTIME with the error
- * to report. Pure: reads msg only. */
+ * to report. ahead (or NULL) is msg's first question, already read. Pure:
+ * reads msg only. */
 dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
-                                  const uint8_t *msg, size_t len, uint64_t now,
-                                  dns_tsig_ctx_t *ctx);
+                                  const uint8_t *msg, size_t len,
+                                  const dns_question_ahead_t *ahead,
+                                  uint64_t now, dns_tsig_ctx_t *ctx);
 
 /* Checks the TSIG of msg[0..len), the answer to a request of ours that
  * dns_tsig_sign signed with request (so request->mac is that request's
@@ -423,7 +443,8 @@ typedef struct dns_request {
                     * so the client's address is not spoofed */
   const uint8_t *msg;
   size_t len;
-  const dns_lookup_hint_t *hint; /* or NULL */
+  const dns_lookup_hint_t *hint;     /* or NULL */
+  const dns_question_ahead_t *ahead; /* or NULL */
 } dns_request_t;
 
 /* A zone transfer in progress on one TCP connection. */

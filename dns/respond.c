@@ -4,27 +4,37 @@
 #include "dns/dns.h"
 #include "dns/dns_int.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 /* What respond needs of a request before choosing who answers it. */
 typedef struct request_view {
   dns_header_t header;
-  dns_question_t question;
-  size_t after_question; /* offset of the answer section */
+  const dns_question_t *question; /* ahead's or own */
+  size_t after_question;          /* offset of the answer section */
   bool has_question;
+  /* Last: view_parse clears only what comes before. */
+  dns_question_t own;
 } request_view_t;
 
 static void view_parse(const dns_request_t *req, request_view_t *v) {
   size_t pos = DNS_HEADER_SIZE;
-  memset(v, 0, sizeof *v);
+  memset(v, 0, offsetof(request_view_t, own));
   dns_header_parse(req->msg, req->len, &v->header);
-  if (v->header.qdcount == 1 &&
-      dns_question_parse(req->msg, req->len, &pos, &v->question) ==
-          DNS_WIRE_OK) {
-    v->has_question = true;
-    v->after_question = pos;
+  if (v->header.qdcount != 1)
+    return;
+  if (req->ahead) {
+    v->question = &req->ahead->question;
+    pos = req->ahead->end;
+  } else if (dns_question_parse(req->msg, req->len, &pos, &v->own) ==
+             DNS_WIRE_OK) {
+    v->question = &v->own;
+  } else {
+    return;
   }
+  v->has_question = true;
+  v->after_question = pos;
 }
 
 /* A reply of header and question only, signed when the request was. */
@@ -42,7 +52,7 @@ static size_t reply_short(const request_view_t *v, unsigned rcode,
   };
   dns_write_header(&w, &h);
   if (v->has_question)
-    dns_write_question(&w, &v->question);
+    dns_write_question(&w, v->question);
   if (w.too_big)
     return 0;
   return dns_tsig_sign(tsig, out, w.len, cap);
@@ -94,14 +104,15 @@ static const char *peer_text(const dns_request_t *req, char *buf, size_t size) {
 static size_t respond_transfer(const dns_request_t *req,
                                const request_view_t *v, dns_tsig_ctx_t *tsig,
                                uint8_t *out, size_t cap, dns_xfr_t **xfr) {
-  const char *kind = v->question.qtype == DNS_TYPE_AXFR ? "AXFR" : "IXFR";
+  const char *kind = v->question->qtype == DNS_TYPE_AXFR ? "AXFR" : "IXFR";
   char peer[64];
   dns_name_t apex;
 
-  const reg_zone_t *zone = dns_zone_find(req->config, &v->question.name, &apex);
+  const reg_zone_t *zone =
+      dns_zone_find(req->config, &v->question->name, &apex);
   /* Only a zone's apex can be transferred; outside our zones we are not
    * the authority (RFC 5936 2.2.1). */
-  if (!zone || apex.labels != v->question.name.labels)
+  if (!zone || apex.labels != v->question->name.labels)
     return reply_short(v, zone ? DNS_RCODE_NOTAUTH : DNS_RCODE_REFUSED, tsig,
                        out, cap);
   if (!transfer_allowed(zone, req, tsig)) {
@@ -117,10 +128,10 @@ static size_t respond_transfer(const dns_request_t *req,
     return reply_short(v, DNS_RCODE_NOTIMP, tsig, out, cap);
 
   uint32_t client = 0;
-  bool ixfr =
-      v->question.qtype == DNS_TYPE_IXFR && ixfr_client_serial(req, v, &client);
+  bool ixfr = v->question->qtype == DNS_TYPE_IXFR &&
+              ixfr_client_serial(req, v, &client);
   dns_xfr_t *x = dns_xfr_new(req->config, req->reg, zone, &apex, &v->header,
-                             &v->question, ixfr ? &client : NULL);
+                             v->question, ixfr ? &client : NULL);
   if (x == NULL) {
     core_log(CORE_LOG_WARN,
              "dns: %s of %s to %s: the registry changed too fast to read; "
@@ -167,8 +178,8 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
   view_parse(req, &v);
   if (v.header.flags & DNS_FLAG_QR)
     return 0;
-  dns_tsig_status_t ts =
-      dns_tsig_verify(req->config, req->msg, req->len, req->now, &tsig);
+  dns_tsig_status_t ts = dns_tsig_verify(req->config, req->msg, req->len,
+                                         req->ahead, req->now, &tsig);
   if (ts == DNS_TSIG_FORMERR) {
     memset(&tsig, 0, sizeof tsig);
     return reply_short(&v, DNS_RCODE_FORMERR, &tsig, out, cap);
@@ -187,8 +198,9 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
     return reply_short(&v, DNS_RCODE_NOTAUTH, &tsig, out, cap);
   }
   if (dns_header_opcode(&v.header) == DNS_OPCODE_QUERY && v.has_question &&
-      v.question.qclass == DNS_CLASS_IN &&
-      (v.question.qtype == DNS_TYPE_AXFR || v.question.qtype == DNS_TYPE_IXFR))
+      v.question->qclass == DNS_CLASS_IN &&
+      (v.question->qtype == DNS_TYPE_AXFR ||
+       v.question->qtype == DNS_TYPE_IXFR))
     return respond_transfer(req, &v, &tsig, out, cap, xfr);
 
   const dns_answer_opts_t opts = {.tcp = req->tcp,
@@ -197,7 +209,8 @@ size_t dns_respond(const dns_request_t *req, uint8_t *out, size_t cap,
                                   .peer = req->peer,
                                   .now = (uint32_t)req->now,
                                   .cookie_ok = req->cookie_ok,
-                                  .hint = req->hint};
+                                  .hint = req->hint,
+                                  .ahead = req->ahead};
   size_t n = dns_answer_build(req->config, req->reg, req->msg, req->len, out,
                               cap, &opts);
   return n ? dns_tsig_sign(&tsig, out, n, cap) : 0;

@@ -67,8 +67,11 @@ struct dns_server {
   struct iovec recv_iov[BATCH];
   struct mmsghdr recv_msgs[BATCH];
   dns_rrl_t *rrl; /* NULL: rate_limit off */
-  /* The batch's question names, looked up together before the answers. */
+  /* The batch's questions, decoded once and their names looked up
+   * together before the answers. */
   char qname[BATCH][CORE_NAME_MAX + 1];
+  dns_question_ahead_t ahead[BATCH];
+  bool has_ahead[BATCH];
   dns_lookup_hint_t hints[BATCH];
   size_t n_pending;
   pending_t pending[BATCH];
@@ -119,28 +122,28 @@ static void flush(dns_server_t *server, int fd) {
   server->n_dropped += n - sent;
 }
 
-/* Looks up the question names of the batch's n datagrams at once, so
- * their waits for memory overlap (reg_lookup_many); at millions of devices
- * a lookup is mostly that wait. A datagram whose name cannot be a device's
- * gets no hint and its answer looks up whatever it needs itself. */
+/* Decodes the questions of the batch's n datagrams, for their answers to
+ * start after, and looks their names up at once, so the lookups' waits
+ * for memory overlap (reg_lookup_many); at millions of devices a lookup
+ * is mostly that wait. A datagram whose name cannot be a device's gets no
+ * hint and its answer looks up whatever it needs itself. */
 static void look_up_batch(dns_server_t *server, size_t n) {
   const char *names[BATCH];
   size_t lens[BATCH], at[BATCH], k = 0;
   const reg_device_t *devices[BATCH];
   for (size_t i = 0; i < n; i++) {
+    dns_question_ahead_t *ahead = &server->ahead[i];
     server->hints[i].name = NULL;
-    const uint8_t *msg = server->recv_iov[i].iov_base;
-    size_t len = server->recv_msgs[i].msg_len, pos = DNS_HEADER_SIZE;
-    dns_name_t name;
-    int text_len;
-    /* A name whose text does not fit a device's length is -ENOSPC. */
-    if (server->recv_msgs[i].msg_hdr.msg_flags & MSG_TRUNC ||
-        dns_name_decode(msg, len, &pos, &name) != DNS_WIRE_OK ||
-        (text_len = dns_name_to_text(&name, server->qname[i],
-                                     sizeof server->qname[i], true)) <= 0)
+    /* A name whose text does not fit a device's length has no text. */
+    server->has_ahead[i] =
+        !(server->recv_msgs[i].msg_hdr.msg_flags & MSG_TRUNC) &&
+        dns_question_read_ahead(server->recv_iov[i].iov_base,
+                                server->recv_msgs[i].msg_len, server->qname[i],
+                                sizeof server->qname[i], ahead);
+    if (!server->has_ahead[i] || ahead->text == NULL)
       continue;
-    names[k] = server->qname[i];
-    lens[k] = (size_t)text_len;
+    names[k] = ahead->text;
+    lens[k] = ahead->text_len;
     at[k++] = i;
   }
   reg_lookup_many(server->reg, k, names, lens, devices);
@@ -151,6 +154,7 @@ static void look_up_batch(dns_server_t *server, size_t n) {
 /* Answers one datagram of a batch into the next pending slot. */
 static void answer_datagram(dns_server_t *server, const uint8_t *msg,
                             size_t len, const struct sockaddr *addr,
+                            const dns_question_ahead_t *ahead,
                             const dns_lookup_hint_t *hint) {
   pending_t *p = &server->pending[server->n_pending];
   bool cookie_ok = false;
@@ -163,7 +167,8 @@ static void answer_datagram(dns_server_t *server, const uint8_t *msg,
                              .cookie_ok = &cookie_ok,
                              .msg = msg,
                              .len = len,
-                             .hint = hint->name != NULL ? hint : NULL};
+                             .hint = hint->name != NULL ? hint : NULL,
+                             .ahead = ahead};
   dns_xfr_t *xfr;
   size_t n = dns_respond(&req, p->msg, sizeof p->msg, &xfr);
   if (n == 0)
@@ -217,6 +222,7 @@ static size_t answer_batch(dns_server_t *server, int fd) {
     }
     answer_datagram(server, server->recv_iov[i].iov_base, msgs[i].msg_len,
                     (const struct sockaddr *)&server->peers[i],
+                    server->has_ahead[i] ? &server->ahead[i] : NULL,
                     &server->hints[i]);
   }
   flush(server, fd);

@@ -155,6 +155,7 @@ typedef struct tsig_record {
  * filled, DNS_TSIG_NONE when there is none (or the message cannot be read
  * up to one), DNS_TSIG_FORMERR when it is malformed or not last. */
 static dns_tsig_status_t tsig_find(const uint8_t *msg, size_t len,
+                                   const dns_question_ahead_t *ahead,
                                    tsig_record_t *t) {
   size_t pos = DNS_HEADER_SIZE;
   dns_rr_t rr;
@@ -165,6 +166,10 @@ static dns_tsig_status_t tsig_find(const uint8_t *msg, size_t len,
   const dns_header_t *h = &t->header;
   for (unsigned i = 0; i < h->qdcount; i++) {
     dns_question_t q;
+    if (i == 0 && ahead) {
+      pos = ahead->end;
+      continue;
+    }
     if (dns_question_parse(msg, len, &pos, &q) != DNS_WIRE_OK)
       return DNS_TSIG_NONE;
   }
@@ -244,12 +249,13 @@ static bool time_in_range(const tsig_record_t *t, uint64_t now) {
 }
 
 dns_tsig_status_t dns_tsig_verify(const reg_config_t *config,
-                                  const uint8_t *msg, size_t len, uint64_t now,
-                                  dns_tsig_ctx_t *ctx) {
+                                  const uint8_t *msg, size_t len,
+                                  const dns_question_ahead_t *ahead,
+                                  uint64_t now, dns_tsig_ctx_t *ctx) {
   tsig_record_t t;
 
   memset(ctx, 0, sizeof *ctx);
-  dns_tsig_status_t found = tsig_find(msg, len, &t);
+  dns_tsig_status_t found = tsig_find(msg, len, ahead, &t);
   if (found != DNS_TSIG_OK)
     return found;
   ctx->key_name = t.rr.name;
@@ -286,7 +292,7 @@ dns_tsig_status_t dns_tsig_verify_answer(const dns_tsig_ctx_t *request,
   tsig_record_t t;
 
   *error = 0;
-  dns_tsig_status_t found = tsig_find(msg, len, &t);
+  dns_tsig_status_t found = tsig_find(msg, len, NULL, &t);
   if (found != DNS_TSIG_OK)
     return found;
   *error = t.error;

@@ -845,41 +845,48 @@ static void test_truncation(void) {
 
 /* ---- the UDP server's lookup hint --------------------------------------- */
 
-/* The answer to q with the hint the UDP server derives from it (the name
- * at the question's place, as lowercase text, looked up in the batch),
+/* The answer to q as the UDP server builds it: its question read ahead
+ * (the name as lowercase text) and looked up in the batch for the hint,
  * or with hint if one is given. */
 static size_t answer_hinted(const query_t *q, const dns_lookup_hint_t *given,
                             uint8_t *out, size_t cap) {
-  char text[DNS_NAME_TEXT_MAX];
+  char text[CORE_NAME_MAX + 1];
   dns_lookup_hint_t hint = {0};
-  dns_name_t name;
-  size_t pos = DNS_HEADER_SIZE;
+  dns_question_ahead_t ahead;
+  bool read = dns_question_read_ahead(q->b, q->len, text, sizeof text, &ahead);
   if (given != NULL) {
     hint = *given;
-  } else if (dns_name_decode(q->b, q->len, &pos, &name) == DNS_WIRE_OK) {
-    int len = dns_name_to_text(&name, text, sizeof text, true);
-    if (len > 0 && len <= CORE_NAME_MAX) {
-      const char *names[1] = {text};
-      size_t lens[1] = {(size_t)len};
-      const reg_device_t *dev[1];
-      reg_lookup_many(reg, 1, names, lens, dev);
-      hint = (dns_lookup_hint_t){text, (size_t)len, dev[0]};
-    }
+  } else if (read && ahead.text != NULL) {
+    const char *names[1] = {ahead.text};
+    size_t lens[1] = {ahead.text_len};
+    const reg_device_t *dev[1];
+    reg_lookup_many(reg, 1, names, lens, dev);
+    hint = (dns_lookup_hint_t){ahead.text, ahead.text_len, dev[0]};
   }
   const dns_answer_opts_t opts = {.tcp = false,
-                                  .hint = hint.name ? &hint : NULL};
+                                  .hint = hint.name ? &hint : NULL,
+                                  .ahead = read ? &ahead : NULL};
   return dns_answer_build(&config, reg, q->b, q->len, out, cap, &opts);
 }
 
-/* An answer given the server's hint is the answer without one, byte for
- * byte; a hint for another name changes nothing. */
+/* An answer given the server's hint and question read ahead is the
+ * answer without them, byte for byte; a hint for another name changes
+ * nothing. */
 static void test_lookup_hint(void) {
   static const char *names[] = {
-      "demo.ddport.test", "DEMO.ddport.TEST",     "x.wild.ddport.test",
-      "off.ddport.test",  "nope.ddport.test",     "ddport.test",
-      "big.test",         "host.big.test",        "a.sub.ddport.test",
-      "sub.ddport.test",  "a\\.demo.ddport.test", "x.y.wild.ddport.test",
-      "ns1.ddport.test",  "elsewhere.test",       "wild.ddport.test"};
+      "demo.ddport.test", "DEMO.ddport.TEST", "x.wild.ddport.test",
+      "off.ddport.test", "nope.ddport.test", "ddport.test", "big.test",
+      "host.big.test", "a.sub.ddport.test", "sub.ddport.test",
+      "a\\.demo.ddport.test", "x.y.wild.ddport.test", "ns1.ddport.test",
+      "elsewhere.test", "wild.ddport.test",
+      /* Text longer than a device name's: read ahead without it. */
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200\\200\\200\\200\\200\\200\\200\\200"
+      "\\200\\200\\200.ddport.test"};
   static const uint16_t types[] = {DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_ANY,
                                    DNS_TYPE_MX};
   static uint8_t plain[DNS_EDNS_SIZE], hinted[DNS_EDNS_SIZE];

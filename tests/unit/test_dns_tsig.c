@@ -52,7 +52,7 @@ static void exchange(exchange_t *x, const reg_config_t *config) {
   dns_tsig_ctx_for_key(&x->request, &key, NOW);
   size_t len = notify_message(req, sizeof req, false);
   len = dns_tsig_sign(&x->request, req, len, sizeof req);
-  dns_tsig_verify(config, req, len, NOW, &x->server);
+  dns_tsig_verify(config, req, len, NULL, NOW, &x->server);
   x->answer_len = notify_message(x->answer, sizeof x->answer, true);
   x->answer_len =
       dns_tsig_sign(&x->server, x->answer, x->answer_len, sizeof x->answer);
