@@ -249,46 +249,48 @@ def lingering_flood_attempt(env):
     try:
         flooder = refused(d.port, BAD_REQUEST)
         lingering_since = time.monotonic()
-        # Bytes read quickly grow the proxy's receive buffer (the kernel
-        # tunes it to the reader), so that it can hold more than a turn.
         try:
-            flooder.sendall(bytes(64 << 20))
+            # Bytes read quickly grow the proxy's receive buffer (the kernel
+            # tunes it to the reader), so that it can hold more than a turn.
+            flooder.sendall(bytes(16 << 20))
+            other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
+            other.sendall(UNKNOWN[:16])
+            wait_read(d, flooder)
+            wait_read(d, other)
+            me, them = flooder.getsockname()[1], other.getsockname()[1]
+            pid = d.proc.pid
+            if time.monotonic() - lingering_since > LINGER_S * 0.5:
+                return False  # too slow: the linger may end before the case is set
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                _, status = os.waitpid(pid, os.WUNTRACED)
+                check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
+                other.sendall(UNKNOWN[16:])
+                other.shutdown(socket.SHUT_WR)
+                flooder.setblocking(False)
+                piece = bytes(1 << 20)
+                for _ in range(256):
+                    try:
+                        flooder.send(piece)
+                    except BlockingIOError:
+                        break
+                backlog = queued_at(d.port, me)
+                # Over 15 reads of 4 KiB: the turn's 16th read still finds
+                # bytes, and the reset behind them waits for the next turn.
+                check(backlog is not None and backlog > 15 * 4096,
+                      "only %s bytes wait for the proxy: too few to tell turns apart" % backlog)
+                # A reset, unlike a FIN, does not wait behind the bytes the
+                # proxy's window did not take: they are all in its socket.
+                flooder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                flooder.close()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                # The linger's clock ran while ddport was stopped: past its
+                # end, the first pass after SIGCONT closes the flooder by
+                # the timer, and the order of the access lines tells nothing.
+                in_time = time.monotonic() - lingering_since < LINGER_S * 0.75
         except (BrokenPipeError, ConnectionResetError):
-            return False  # the linger ended before the flood was in
-        other = socket.create_connection((ddtest.LOOPBACK4, d.port), timeout=10)
-        other.sendall(UNKNOWN[:16])
-        wait_read(d, flooder)
-        wait_read(d, other)
-        me, them = flooder.getsockname()[1], other.getsockname()[1]
-        pid = d.proc.pid
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            _, status = os.waitpid(pid, os.WUNTRACED)
-            check(os.WIFSTOPPED(status), "ddport did not stop: status %#x" % status)
-            other.sendall(UNKNOWN[16:])
-            other.shutdown(socket.SHUT_WR)
-            flooder.setblocking(False)
-            piece = bytes(1 << 20)
-            for _ in range(256):
-                try:
-                    flooder.send(piece)
-                except BlockingIOError:
-                    break
-            backlog = queued_at(d.port, me)
-            # Over 15 reads of 4 KiB: the turn's 16th read still finds
-            # bytes, and the reset behind them waits for the next turn.
-            check(backlog is not None and backlog > 15 * 4096,
-                  "only %s bytes wait for the proxy: too few to tell turns apart" % backlog)
-            # A reset, unlike a FIN, does not wait behind the bytes the
-            # proxy's window did not take: they are all in its socket.
-            flooder.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            flooder.close()
-        finally:
-            os.kill(pid, signal.SIGCONT)
-            # The linger's clock ran while ddport was stopped: past its
-            # end, the first pass after SIGCONT closes the flooder by the
-            # timer, and the order of the access lines tells nothing.
-            in_time = time.monotonic() - lingering_since < LINGER_S * 0.75
+            return False  # the linger ended before the case was set
         page = read_to_eof(other)
         other.close()
         check(page.startswith(b"HTTP/1.1 404 "), "expected a 404 page, got %r" % page[:40])
