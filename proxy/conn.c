@@ -541,7 +541,8 @@ static ssize_t read_relay(px_side_t *side) {
   px_server_t *server = conn->listener->server;
   if (conn->spliced) {
     /* Not read_side: a short splice may only mean a full pipe. */
-    ssize_t n = px_splice_in(server, &side->pipe, side->fd);
+    ssize_t n = px_splice_in(server, &side->pipe, side->fd,
+                             side->bytes >= PX_PIPE_GROW_AFTER);
     if (n == -EAGAIN)
       side->readable = false;
     return n;
