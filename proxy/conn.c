@@ -578,12 +578,16 @@ static void maybe_splice(px_conn_t *conn) {
  * reported an error after it: 0 for a FIN, else the negative errno of the
  * reset (or other error) that came with it or after it. Linux returns the
  * FIN first when a reset follows it, and epoll may not have reported the
- * reset yet, so the socket is asked. */
+ * reset yet, so the socket is asked when this end finishes the
+ * connection. While the other direction is still open it need not be: a
+ * later reset is still told, by epoll (then relay_from) or by a write to
+ * this socket that fails. */
 static int stream_end(px_side_t *side) {
   int err = 0;
   socklen_t len = sizeof err;
-  if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-    err = errno;
+  if (peer_of(side)->eof)
+    if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+      err = errno;
   /* epoll saw an error that something has taken from the socket since. */
   if (err == 0 && side->error)
     err = ECONNRESET;
