@@ -653,6 +653,9 @@ static bool relay_from(px_side_t *side) {
     }
     side->bytes += (uint64_t)n;
     conn->active_ms = core_now_ms();
+    /* A grown pipe's read counts once per default pipe it filled: a turn
+     * moves no more bytes than it did through default pipes. */
+    round += (int)(((size_t)n - 1) / PX_PIPE_SIZE);
   }
 }
 
