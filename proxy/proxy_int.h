@@ -189,7 +189,7 @@ typedef struct px_pipe {
 #define PX_PIPE_SIZE (64 * 1024) /* a new pipe's capacity (Linux default) */
 /* A bulk direction's pipe grows to this, once it has relayed
  * PX_PIPE_GROW_AFTER bytes and while the pipe page budget lasts. */
-#define PX_PIPE_BULK_SIZE (256 * 1024)
+#define PX_PIPE_BULK_SIZE (1024 * 1024) /* Linux's default pipe-max-size */
 #define PX_PIPE_GROW_AFTER (1024 * 1024)
 #define PX_SPARE_PIPES 64 /* per worker: 128 descriptors at most */
 #define PX_SPARE_BUFS 256 /* per worker: 4 MiB at most kept for reuse */

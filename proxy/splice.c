@@ -32,9 +32,9 @@ static void close_pipe(px_server_t *server, px_pipe_t *pipe) {
     px_limits_give_pipe_pages(server->limits, pages_over_default(pipe->cap));
 }
 
-/* Four times a default pipe: a bulk transfer moves its bytes in a quarter
- * of the splice(2) calls. Only while the budget lasts, which keeps this
- * user's pipes clear of the kernel's soft limit (see
+/* Sixteen times a default pipe: a bulk transfer moves its bytes in a
+ * fraction of the splice(2) calls. Only while the budget lasts, which keeps
+ * this user's pipes clear of the kernel's soft limit (see
  * px_limits_take_pipe_pages); where the kernel refuses all the same, the
  * pipe stays as it is. */
 static void grow_pipe(px_server_t *server, px_pipe_t *pipe) {
