@@ -53,6 +53,9 @@ typedef struct px_side {
   bool eof;     /* this side sent FIN */
   bool shut;    /* FIN passed on to the peer (or to be, at the check) */
   bool fin_due; /* shut, but shutdown(2) of the peer waits for the check */
+  /* The last bytes from this side went to the peer with MSG_MORE: the
+   * peer's socket holds them back until the FIN can go with them. */
+  bool corked;
 } px_side_t;
 
 /* What a connection needs only until its relay has started, held apart
@@ -413,6 +416,12 @@ static void maybe_finish(px_conn_t *conn) {
 static void pass_eof(px_side_t *side) {
   px_conn_t *conn = side->conn;
   side->shut = true;
+  /* The last bytes wait in the peer's socket for this FIN: it goes now,
+   * in their segment (closing the peer below sends it too). */
+  if (side->corked && !peer_of(side)->shut) {
+    shutdown(peer_of(side)->fd, SHUT_WR);
+    return;
+  }
   if (!peer_of(side)->shut) {
     side->fin_due = true;
     if (conn->fin_link == NULL) {
@@ -498,6 +507,21 @@ static ssize_t write_head(px_conn_t *conn) {
   return w;
 }
 
+/* Writes want bytes of side's buffer to its peer. The last bytes of a
+ * side that has ended go with MSG_MORE: the peer's socket keeps a short
+ * tail until the FIN, passed on at once (pass_eof), can share its
+ * segment, and the visitor then acknowledges both with one. Returns the
+ * bytes written or a negative errno. */
+static ssize_t write_last(px_side_t *side, size_t want) {
+  int flags = 0;
+  if (side->eof) {
+    flags = MSG_MORE;
+    side->corked = true;
+  }
+  ssize_t n = send(peer_of(side)->fd, side->buf + side->off, want, flags);
+  return n < 0 ? -errno : n;
+}
+
 /* Writes what side has waiting to its peer, as far as the peer takes it.
  * Returns 0 or a negative errno other than -EAGAIN. */
 static int flush_side(px_side_t *side) {
@@ -510,9 +534,7 @@ static int flush_side(px_side_t *side) {
       n = write_head(conn);
     else if (conn->spliced)
       n = px_splice_out(conn->listener->server, &side->pipe, peer->fd);
-    else if ((n = write(peer->fd, side->buf + side->off, want)) < 0)
-      n = -errno;
-    else
+    else if ((n = write_last(side, want)) >= 0)
       side->off += (size_t)n;
     if (n == -EAGAIN) {
       peer->writable = false;
