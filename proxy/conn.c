@@ -53,6 +53,9 @@ typedef struct px_side {
   bool eof;     /* this side sent FIN */
   bool shut;    /* FIN passed on to the peer (or to be, at the check) */
   bool fin_due; /* shut, but shutdown(2) of the peer waits for the check */
+  /* The last bytes from this side went to the peer with MSG_MORE: the
+   * peer's socket holds them back until the FIN can go with them. */
+  bool corked;
 } px_side_t;
 
 /* What a connection needs only until its relay has started, held apart
@@ -413,6 +416,12 @@ static void maybe_finish(px_conn_t *conn) {
 static void pass_eof(px_side_t *side) {
   px_conn_t *conn = side->conn;
   side->shut = true;
+  /* The last bytes wait in the peer's socket for this FIN: it goes now,
+   * in their segment (closing the peer below sends it too). */
+  if (side->corked && !peer_of(side)->shut) {
+    shutdown(peer_of(side)->fd, SHUT_WR);
+    return;
+  }
   if (!peer_of(side)->shut) {
     side->fin_due = true;
     if (conn->fin_link == NULL) {
@@ -498,6 +507,21 @@ static ssize_t write_head(px_conn_t *conn) {
   return w;
 }
 
+/* Writes want bytes of side's buffer to its peer. The last bytes of a
+ * side that has ended go with MSG_MORE: the peer's socket keeps a short
+ * tail until the FIN, passed on at once (pass_eof), can share its
+ * segment, and the visitor then acknowledges both with one. Returns the
+ * bytes written or a negative errno. */
+static ssize_t write_last(px_side_t *side, size_t want) {
+  int flags = 0;
+  if (side->eof) {
+    flags = MSG_MORE;
+    side->corked = true;
+  }
+  ssize_t n = send(peer_of(side)->fd, side->buf + side->off, want, flags);
+  return n < 0 ? -errno : n;
+}
+
 /* Writes what side has waiting to its peer, as far as the peer takes it.
  * Returns 0 or a negative errno other than -EAGAIN. */
 static int flush_side(px_side_t *side) {
@@ -510,9 +534,7 @@ static int flush_side(px_side_t *side) {
       n = write_head(conn);
     else if (conn->spliced)
       n = px_splice_out(conn->listener->server, &side->pipe, peer->fd);
-    else if ((n = write(peer->fd, side->buf + side->off, want)) < 0)
-      n = -errno;
-    else
+    else if ((n = write_last(side, want)) >= 0)
       side->off += (size_t)n;
     if (n == -EAGAIN) {
       peer->writable = false;
@@ -541,7 +563,8 @@ static ssize_t read_relay(px_side_t *side) {
   px_server_t *server = conn->listener->server;
   if (conn->spliced) {
     /* Not read_side: a short splice may only mean a full pipe. */
-    ssize_t n = px_splice_in(server, &side->pipe, side->fd);
+    ssize_t n = px_splice_in(server, &side->pipe, side->fd,
+                             side->bytes >= PX_PIPE_GROW_AFTER);
     if (n == -EAGAIN)
       side->readable = false;
     return n;
@@ -577,12 +600,16 @@ static void maybe_splice(px_conn_t *conn) {
  * reported an error after it: 0 for a FIN, else the negative errno of the
  * reset (or other error) that came with it or after it. Linux returns the
  * FIN first when a reset follows it, and epoll may not have reported the
- * reset yet, so the socket is asked. */
+ * reset yet, so the socket is asked when this end finishes the
+ * connection. While the other direction is still open it need not be: a
+ * later reset is still told, by epoll (then relay_from) or by a write to
+ * this socket that fails. */
 static int stream_end(px_side_t *side) {
   int err = 0;
   socklen_t len = sizeof err;
-  if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-    err = errno;
+  if (peer_of(side)->eof)
+    if (getsockopt(side->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+      err = errno;
   /* epoll saw an error that something has taken from the socket since. */
   if (err == 0 && side->error)
     err = ECONNRESET;
@@ -648,6 +675,9 @@ static bool relay_from(px_side_t *side) {
     }
     side->bytes += (uint64_t)n;
     conn->active_ms = core_now_ms();
+    /* A grown pipe's read counts once per default pipe it filled: a turn
+     * moves no more bytes than it did through default pipes. */
+    round += (int)(((size_t)n - 1) / PX_PIPE_SIZE);
   }
 }
 

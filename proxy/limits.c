@@ -3,6 +3,7 @@
 #include "proxy/proxy_int.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -22,13 +23,33 @@ struct px_limits {
   uint64_t seed[SKETCH_ROWS];
   atomic_uint total, peeking;
   atomic_uint sketch[SKETCH_ROWS][SKETCH_SIZE];
+  size_t max_pipe_pages;
+  atomic_size_t pipe_pages;
 };
+
+/* Linux's default for /proc/sys/fs/pipe-user-pages-soft. */
+#define PIPE_USER_PAGES_SOFT 16384
+
+/* A quarter of the pages the kernel lets this user's pipes have before it
+ * shrinks new ones (its default too where the limit is off, 0, or cannot
+ * be read): the rest stays for default pipes, ours and other processes'. */
+static size_t pipe_budget(void) {
+  unsigned long soft = 0;
+  FILE *f = fopen("/proc/sys/fs/pipe-user-pages-soft", "re");
+  if (f != NULL) {
+    if (fscanf(f, "%lu", &soft) != 1)
+      soft = 0;
+    fclose(f);
+  }
+  return (soft != 0 ? soft : PIPE_USER_PAGES_SOFT) / 4;
+}
 
 px_limits_t *px_limits_new(const reg_config_t *config) {
   px_limits_t *l = xcalloc(1, sizeof *l);
   l->max_total = config->proxy.max_connections;
   l->max_per_source = config->proxy.max_per_source;
   l->max_peeking = config->proxy.max_peeking;
+  l->max_pipe_pages = pipe_budget();
   /* Secret seeds so a visitor cannot pick addresses that collide with a
    * victim's on purpose. */
   if (getrandom(l->seed, sizeof l->seed, 0) != sizeof l->seed)
@@ -111,4 +132,21 @@ void px_limits_release(px_limits_t *l, px_admission_t *admission) {
   for (int row = 0; row < SKETCH_ROWS; row++)
     give(&l->sketch[row][admission->slots[row]]);
   give(&l->total);
+}
+
+bool px_limits_take_pipe_pages(px_limits_t *l, size_t pages) {
+  size_t had =
+      atomic_fetch_add_explicit(&l->pipe_pages, pages, memory_order_relaxed);
+  if (had + pages <= l->max_pipe_pages)
+    return true;
+  px_limits_give_pipe_pages(l, pages);
+  return false;
+}
+
+void px_limits_give_pipe_pages(px_limits_t *l, size_t pages) {
+  atomic_fetch_sub_explicit(&l->pipe_pages, pages, memory_order_relaxed);
+}
+
+void px_limits_set_pipe_budget(px_limits_t *l, size_t pages) {
+  l->max_pipe_pages = pages;
 }

@@ -98,6 +98,21 @@ void px_limits_peek_done(px_limits_t *limits, px_admission_t *admission);
 /* The connection is closed: gives back everything it held. */
 void px_limits_release(px_limits_t *limits, px_admission_t *admission);
 
+/* Takes pages of pipe capacity beyond the default from the budget that
+ * every worker's grown pipes share; false (nothing taken) when that would
+ * exceed it. The kernel counts pipe pages per user and, past
+ * /proc/sys/fs/pipe-user-pages-soft, gives every new pipe of that user
+ * (ours and other processes') a single page: px_limits_new sets the
+ * budget to a quarter of that limit, so grown pipes never bring the user
+ * near it. */
+bool px_limits_take_pipe_pages(px_limits_t *limits, size_t pages);
+
+/* Gives back pages taken with px_limits_take_pipe_pages. */
+void px_limits_give_pipe_pages(px_limits_t *limits, size_t pages);
+
+/* Sets the budget of grown pipe pages (tests set a small one). */
+void px_limits_set_pipe_budget(px_limits_t *limits, size_t pages);
+
 /* Device hostnames, resolved with c-ares in a worker's loop (resolve.c). */
 typedef struct px_resolver px_resolver_t;
 typedef struct px_lookup px_lookup_t;
@@ -166,11 +181,17 @@ typedef struct px_listener {
 typedef struct px_pipe {
   int rd, wr; /* -1: no pipe held */
   size_t len; /* bytes in the pipe */
+  size_t cap; /* its capacity: PX_PIPE_SIZE, or PX_PIPE_BULK_SIZE if grown */
+  bool fixed; /* the kernel refused to grow it: not asked again */
 } px_pipe_t;
 
 #define PX_RELAY_BUF_SIZE (16 * 1024)
-#define PX_SPLICE_CHUNK (64 * 1024) /* a default pipe's capacity */
-#define PX_SPARE_PIPES 64           /* per worker: 128 descriptors at most */
+#define PX_PIPE_SIZE (64 * 1024) /* a new pipe's capacity (Linux default) */
+/* A bulk direction's pipe grows to this, once it has relayed
+ * PX_PIPE_GROW_AFTER bytes and while the pipe page budget lasts. */
+#define PX_PIPE_BULK_SIZE (1024 * 1024) /* Linux's default pipe-max-size */
+#define PX_PIPE_GROW_AFTER (1024 * 1024)
+#define PX_SPARE_PIPES 64 /* per worker: 128 descriptors at most */
 #define PX_SPARE_BUFS 256 /* per worker: 4 MiB at most kept for reuse */
 #define PX_PEEK_FIRST_SIZE 4096
 #define PX_SPARE_PEEKS 1024 /* per worker: 4 MiB at most */
@@ -226,13 +247,17 @@ struct px_server {
  * proxy.splice ("auto" resolved; always false where splice(2) is missing). */
 bool px_splice_enabled(const reg_config_t *config);
 
-/* Moves up to PX_SPLICE_CHUNK bytes from socket fd into pipe, taking a pipe
- * from server's spares (or a new one) when pipe holds none. Returns the
+/* Moves up to a pipe's capacity from socket fd into pipe, taking a pipe
+ * from server's spares (or a new one) when pipe holds none. With bulk
+ * set, a pipe of the default size is first grown to PX_PIPE_BULK_SIZE if
+ * server's limits have the pages for it (else it silently stays as it
+ * is); grown pipes keep their size, and their pages, in the spares until
+ * they are closed. Returns the
  * bytes moved, 0 at the end of the stream, or a negative errno: -EAGAIN
  * when nothing can be read now, the socket's error (such as -ECONNRESET),
  * or -EMFILE / -ENFILE when no pipe could be made. An empty pipe is given
  * back before it returns. */
-ssize_t px_splice_in(px_server_t *server, px_pipe_t *pipe, int fd);
+ssize_t px_splice_in(px_server_t *server, px_pipe_t *pipe, int fd, bool bulk);
 
 /* Writes what pipe holds to socket fd. Returns the bytes written or a
  * negative errno (-EAGAIN: fd takes nothing now); pipe goes back to the
@@ -240,10 +265,11 @@ ssize_t px_splice_in(px_server_t *server, px_pipe_t *pipe, int fd);
 ssize_t px_splice_out(px_server_t *server, px_pipe_t *pipe, int fd);
 
 /* Gives pipe back to server's spares if it is empty, else closes it (its
- * bytes are dropped). No-op when pipe holds no pipe. */
+ * bytes are dropped, the pages of a grown pipe go back to the budget).
+ * No-op when pipe holds no pipe. */
 void px_pipe_release(px_server_t *server, px_pipe_t *pipe);
 
-/* Closes server's spare pipes. */
+/* Closes server's spare pipes, giving back the pages of grown ones. */
 void px_pipes_free(px_server_t *server);
 
 /* Takes over fd, a connection accepted on listener from peer: peeks,

@@ -118,7 +118,7 @@ class Device(ddtest.RawDevice):
     """A raw device that reads each request head and acts on its path:
     /echo/N, /down/N, /reset, /await-reset, /half/N, /hold, /late-sink/N,
     /burst/N, /burst-reset/N, /stall-sink, /stall-reset, /fin-reset/N,
-    /close/N, each connection in a thread of its own. What it saw goes to
+    /close/N, /answer/N, each connection in a thread of its own. What it saw goes to
     self.events (a list of (path, detail)); go(path) lets a device waiting
     for the test carry on."""
 
@@ -275,6 +275,13 @@ class Device(ddtest.RawDevice):
         its kernel with a reset."""
         conn.sendall(pattern(int(parts[2]), 14))
         conn.close()
+
+    def _answer(self, conn, parts, rest):
+        """Answers N bytes and closes, bytes and FIN in one segment (a
+        web server answering Connection: close does the same)."""
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        conn.sendall(pattern(int(parts[2]), 15))
+        conn.shutdown(socket.SHUT_WR)
 
     def _hold(self, conn, parts, rest):
         try:
@@ -729,6 +736,32 @@ def test_reset_after_fin(env):
     check_reset_logged(env, before)
 
 
+def segments_in(sock):
+    """tcpi_segs_in of struct tcp_info: the segments sock has received."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, 140)[0]
+
+
+def answer_segments(port):
+    """The segments a visitor receives for a short answer and a close."""
+    s = connect(port)
+    s.sendall(head("/answer/300"))
+    body = read_to_eof(s)
+    check(body == pattern(300, 15), "the answer differs: %r" % body[:40])
+    n = segments_in(s)
+    s.close()
+    return n
+
+
+def test_answer_and_fin_together(env):
+    # A device's answer and its FIN, arriving together, reach the visitor
+    # together too: no more segments than from the device itself.
+    direct = answer_segments(env.device.port)
+    proxied = answer_segments(env.ddport.port)
+    check(proxied <= direct,
+          "%d segments through ddport, %d from the device" % (proxied, direct))
+
+
 def test_spliced_or_not(env):
     text = env.ddport.stderr_text()
     check(re.search(r"error|warn", text, re.I) is None,
@@ -761,6 +794,8 @@ CASES = [
     ("a device's FIN with a reset behind it, read together, reaches the visitor as a reset",
      test_fin_then_reset_unread),
     ("a device's reset after its FIN reaches the visitor as a reset", test_reset_after_fin),
+    ("an answer and its FIN arrive in as few segments as from the device",
+     test_answer_and_fin_together),
     ("no warnings logged", test_spliced_or_not),
 ]
 
