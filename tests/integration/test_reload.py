@@ -88,11 +88,17 @@ class Server:
         replace_file(path, text)
         return path
 
+    # How long the start may take before the case fails.
+    ready_timeout = 15
+    # Owner of the devices write_devices writes, or None.
+    owner = None
+
     def write_devices(self, name, devices):
         """devices: {name: port}; written as devices.d/<name>."""
         lines = ["devices:"]
+        owner = "owner: %s, " % self.owner if self.owner else ""
         for dev, port in devices.items():
-            lines.append("  %s: {address: 127.0.0.1, ports: {http: %d}}" % (dev, port))
+            lines.append("  %s: {%saddress: 127.0.0.1, ports: {http: %d}}" % (dev, owner, port))
         replace_file(os.path.join(self.dir, "devices.d", name), "\n".join(lines) + "\n")
 
     def log_count(self, needle):
@@ -144,7 +150,7 @@ class Server:
 
     def __enter__(self):
         self.outcomes = 0
-        self.proc.start()
+        self.proc.start(ready_timeout=self.ready_timeout)
         # The ports answer once the workers listen; the file watches are
         # set a moment later, before "serving" is logged. A file written
         # in between would be missed.
@@ -440,6 +446,9 @@ class BigServer(Server):
     """A Server with the big registry, an update endpoint and an account
     owning cam.ddport.test (at a dead port until updated)."""
 
+    ready_timeout = 120
+    owner = "alice"
+
     def __init__(self, env):
         self.update_port = ddtest.free_port()
         extra = ("state_dir: state\n"
@@ -450,19 +459,6 @@ class BigServer(Server):
         self.write_devices("cam.yaml", {"cam.ddport.test": env.dead_port})
         os.link(big_registry(env), os.path.join(self.dir, "devices.d", "big.yaml"))
         self.proc.tcp_ports = list(self.proc.tcp_ports) + [self.update_port]
-
-    def write_devices(self, name, devices):
-        """As Server's, each device owned by alice."""
-        lines = ["devices:"]
-        for dev, port in devices.items():
-            lines.append("  %s: {owner: alice, address: 127.0.0.1, ports: {http: %d}}" % (dev, port))
-        replace_file(os.path.join(self.dir, "devices.d", name), "\n".join(lines) + "\n")
-
-    def __enter__(self):
-        self.outcomes = 0
-        self.proc.start(ready_timeout=120)
-        self.wait_log(" serving: ", 1, "the start")
-        return self
 
     def start_reload(self):
         """SIGHUP, and waits until the files are being read."""
