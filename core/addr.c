@@ -7,6 +7,8 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 int core_ip_parse(const char *text, core_ip_t *out) {
   memset(out, 0, sizeof *out);
@@ -191,4 +193,24 @@ const char *core_sockaddr_format(const struct sockaddr *sa, char *buf,
   else
     snprintf(buf, size, "%s:%u", text, port);
   return buf;
+}
+
+int core_addr_in_use(const struct sockaddr_storage *addr, int type) {
+  int fd = socket(addr->ss_family, type | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int one = 1, rc = 0;
+  socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                              : sizeof(struct sockaddr_in);
+  /* No SO_REUSEPORT: the bind fails wherever any socket is bound. TCP's
+   * SO_REUSEADDR passes over connections left in TIME_WAIT (a listening
+   * socket still counts); UDP's would share with others that set it. */
+  if ((type == SOCK_STREAM &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) ||
+      (addr->ss_family == AF_INET6 &&
+       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+      bind(fd, (const struct sockaddr *)addr, len) != 0)
+    rc = -errno;
+  close(fd);
+  return rc;
 }

@@ -128,6 +128,14 @@ socklen_t core_ip_to_sockaddr(const core_ip_t *ip, uint16_t port,
 const char *core_sockaddr_format(const struct sockaddr *sa, char *buf,
                                  size_t size);
 
+/* Whether some socket, of this process or another, holds addr for type
+ * (SOCK_STREAM or SOCK_DGRAM): 0 when it is free, -EADDRINUSE when held,
+ * another negative errno when it cannot be bound at all. Our own sockets
+ * share an address through SO_REUSEPORT, which would let a second ddport
+ * (or any server of the same user that sets it) take a silent share of its
+ * queries and connections: ask this before the first of ours binds. */
+int core_addr_in_use(const struct sockaddr_storage *addr, int type);
+
 /* ---- HTTP request heads (http_head.c) ------------------------------------ */
 
 #define CORE_HTTP_HEAD_WANTED_MAX 4

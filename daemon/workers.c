@@ -4,9 +4,11 @@
 #include "dns/dns.h"
 #include "proxy/proxy.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 typedef struct worker {
   uv_thread_t thread;
@@ -230,9 +232,50 @@ static int start_updates(control_t *ctl, uv_loop_t *loop, reg_t *reg) {
   return rc;
 }
 
+/* Whether type's socket at addr can be ours alone; logs what holds it
+ * back, in the words the bind that would follow uses. */
+static bool address_free(const char *what, const char *name,
+                         const struct sockaddr_storage *addr, int type) {
+  int rc = core_addr_in_use(addr, type);
+  if (rc == 0)
+    return true;
+  char where[64];
+  core_sockaddr_format((const struct sockaddr *)addr, where, sizeof where);
+  core_log(CORE_LOG_ERROR, "%s%s: cannot listen on %s%s: %s%s", what, name,
+           where, type == SOCK_DGRAM ? " (udp)" : "", uv_strerror(rc),
+           rc == -EADDRINUSE ? " (by another process: is ddport already "
+                               "running?)"
+                             : "");
+  return false;
+}
+
+/* Every address this server binds is free of other processes' sockets,
+ * checked before any of ours is bound: our workers share each address
+ * through SO_REUSEPORT, so a bind of theirs would succeed beside another
+ * ddport's sockets and quietly split the traffic with it. All are
+ * checked, so the log names every one in use. */
+static bool addresses_free(const reg_config_t *config) {
+  bool ok = true;
+  for (size_t i = 0; i < config->n_listeners; i++)
+    ok &= address_free("listener ", config->listeners[i].name,
+                       &config->listeners[i].addr, SOCK_STREAM);
+  for (size_t i = 0; i < config->dns.n_listen; i++) {
+    ok &= address_free("dns", "", &config->dns.listen[i], SOCK_DGRAM);
+    ok &= address_free("dns", "", &config->dns.listen[i], SOCK_STREAM);
+  }
+  for (size_t i = 0; i < config->update.n_listen; i++)
+    ok &= address_free("update", "", &config->update.listen[i], SOCK_STREAM);
+  for (size_t i = 0; i < config->update.n_tls_listen; i++)
+    ok &= address_free("update.tls", "", &config->update.tls_listen[i],
+                       SOCK_STREAM);
+  return ok;
+}
+
 int daemon_serve(const reg_config_t *config, reg_t *reg,
                  reg_updates_t *updates) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
+  if (!addresses_free(config))
+    return 1;
   int log_rc = core_access_log_open(config->proxy.access_log);
   if (log_rc < 0) {
     core_log(CORE_LOG_ERROR, "access_log %s: %s", config->proxy.access_log,

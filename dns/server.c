@@ -262,9 +262,9 @@ static int udp_socket_open(const struct sockaddr_storage *addr) {
   if (fd < 0)
     return -errno;
   /* Every worker binds the same address; the kernel spreads queries over
-   * their sockets. */
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0)
+   * their sockets. Not SO_REUSEADDR: on UDP it would let a socket of any
+   * user that sets it share the address. */
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
     goto fail;
   /* [::] must not also take IPv4, which may be listed on its own. */
   if (addr->ss_family == AF_INET6 &&

@@ -427,12 +427,19 @@ static void pair_listeners(px_listen_plan_t *plan, const reg_listener_t *from,
   free(paired);
 }
 
-/* Opens every worker's socket for each new address; all or none. */
+/* Opens every worker's socket for each new address; all or none. An
+ * address another process holds is refused before ours share it through
+ * SO_REUSEPORT. */
 static int open_new_addresses(px_listen_plan_t *plan) {
   for (size_t i = 0; i < plan->n_listeners; i++) {
     if (plan->from[i] != NOT_IN_FORCE)
       continue;
     const reg_listener_t *l = &plan->listeners[i];
+    int rc = core_addr_in_use(&l->addr, SOCK_STREAM);
+    if (rc != 0) {
+      log_cannot_listen(l, rc);
+      return rc;
+    }
     for (unsigned w = 0; w < plan->n_workers; w++) {
       int fd =
           open_reuseport_socket((const struct sockaddr *)&l->addr, SOCK_STREAM);

@@ -150,6 +150,62 @@ def t_serve_dns_port_in_use(env):
     check(str(port) in err, "stderr does not name port %d: %s" % (port, ddtest._one_line(err)[:300]))
 
 
+def reuseport_socket(kind, port):
+    """A socket of this test's user bound to 127.0.0.1:port with
+    SO_REUSEPORT, as a second ddport's would be: on their own, ddport's
+    sockets would join it and share the address."""
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(1)
+    return s
+
+
+def t_serve_reuseport_squatter(env):
+    for kind, key, proto in ((socket.SOCK_DGRAM, "dns_port", "udp"),
+                             (socket.SOCK_STREAM, "proxy_port", "tcp")):
+        path, ports = fresh_config(env, "share-%s.yaml" % proto)
+        port = ports[key]
+        squatter = reuseport_socket(kind, port)
+        try:
+            rc, err = serve_until_exit(env, path, "serve-share-%s" % proto)
+        finally:
+            squatter.close()
+        check_eq(rc, 1, "%s 127.0.0.1:%d held with SO_REUSEPORT: exit status (stderr: %s)"
+                 % (proto, port, ddtest._one_line(err)[:300]))
+        check("127.0.0.1:%d" % port in err and "address already in use" in err,
+              "stderr does not name the %s address in use: %s" % (proto, ddtest._one_line(err)[:300]))
+        check("ddport serving" not in err, "it started serving: %s" % ddtest._one_line(err)[:300])
+
+
+def t_serve_second_instance(env):
+    path, ports = fresh_config(env, "twice.yaml")
+    first = ddtest.Ddport(path, env.dir, tcp_ports=[ports["proxy_port"]],
+                          udp_ports=[ports["dns_port"]], name="serve-first")
+    try:
+        first.start()
+        rc, err = serve_until_exit(env, path, "serve-second")
+        check_eq(rc, 1, "the second ddport on the same config: exit status (stderr: %s)"
+                 % ddtest._one_line(err)[:300])
+        for what in ("listener http: cannot listen on 127.0.0.1:%d: address already in use"
+                     % ports["proxy_port"],
+                     "dns: cannot listen on 127.0.0.1:%d (udp): address already in use"
+                     % ports["dns_port"],
+                     "dns: cannot listen on 127.0.0.1:%d: address already in use"
+                     % ports["dns_port"],
+                     "is ddport already running?"):
+            check(what in err, "stderr lacks %r: %s" % (what, ddtest._one_line(err)[:400]))
+        # The first one answers every query: nothing went to the second.
+        answered = sum(ddtest.udp_dns_answers(ports["dns_port"], timeout=2) for _ in range(20))
+        check_eq(answered, 20, "queries the first ddport answered of 20")
+        check(first.proc.poll() is None, "the first ddport exited")
+        rc = first.stop()
+        check_eq(rc, 0, "the first ddport's exit status")
+    finally:
+        first.stop(sig=signal.SIGKILL)
+
+
 def t_sigint(env):
     path, ports = fresh_config(env, "sigint.yaml")
     d = ddtest.Ddport(path, env.dir, tcp_ports=[ports["proxy_port"]], udp_ports=[ports["dns_port"]],
@@ -203,6 +259,8 @@ CASES = [
     ("serve with a broken config exits 1 with FILE:LINE:COLUMN", t_serve_broken),
     ("serve on a TCP port in use exits non-zero, saying so", t_serve_port_in_use),
     ("serve on a UDP DNS port in use exits non-zero, saying so", t_serve_dns_port_in_use),
+    ("serve refuses addresses another socket shares by SO_REUSEPORT", t_serve_reuseport_squatter),
+    ("a second serve on the same config exits 1; the first serves on", t_serve_second_instance),
     ("serve exits 0 on SIGINT", t_sigint),
     ("serve exits 0 on SIGTERM sent as soon as its port answers", t_sigterm_early),
 ]

@@ -227,7 +227,7 @@ def t_moved_and_changed_listener(env):
         finish_big(big, "on the old address")
 
 
-def t_address_in_use_keeps_old_set(env):
+def address_in_use_keeps_old_set(env, reuseport):
     s = ListenerServer(env)
     busy = ddtest.free_port()
     base = [device("other.ddport.test", {"http": env.other.port})]
@@ -236,6 +236,10 @@ def t_address_in_use_keeps_old_set(env):
     with s:
         squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            if reuseport:
+                # As another ddport's socket would be: ddport's own would
+                # join it and share its connections.
+                squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             squatter.bind(("127.0.0.1", busy))
             squatter.listen(1)
             # Two listener changes and a device in one reload: the listener
@@ -258,12 +262,21 @@ def t_address_in_use_keeps_old_set(env):
             s.routes_via(s.proxy_port, "demo.ddport.test", env.backend)
         finally:
             squatter.close()
+
         # Once the address is free, the same files apply.
         s.sighup()
         check("2 listeners in force (1 added, 0 removed, 1 changed)" in s.proc.stderr_text(),
               "the change applied once the address is free; log: %s" % s.stderr_tail())
         s.routes_via(busy, "demo.ddport.test", env.backend)
         s.routes_via(s.proxy_port, "nobody.ddport.test", env.other)
+
+
+def t_address_in_use_keeps_old_set(env):
+    address_in_use_keeps_old_set(env, reuseport=False)
+
+
+def t_address_shared_by_reuseport_refused(env):
+    address_in_use_keeps_old_set(env, reuseport=True)
 
 
 def t_churn_under_traffic(env):
@@ -307,6 +320,7 @@ CASES = [
     ("a removed listener stops accepting; its transfer finishes", t_removed_listener_finishes_transfer),
     ("a listener changed in place and moved to a new address", t_moved_and_changed_listener),
     ("a new address in use: the old listener set stays whole", t_address_in_use_keeps_old_set),
+    ("a new address held with SO_REUSEPORT is in use too", t_address_shared_by_reuseport_refused),
     ("listener reloads under live traffic lose no request", t_churn_under_traffic),
 ]
 
