@@ -972,7 +972,9 @@ static void early_read(px_conn_t *conn) {
       return;
     }
     if (n < 0) {
-      conn_close(conn, n == -ENOMEM ? "out of memory" : "client closed");
+      /* The device may have connected, unknown to us yet: it is reset
+       * (or its connect aborted) like a relay's peer. */
+      stream_failed(client, (int)n);
       return;
     }
   }
