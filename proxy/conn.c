@@ -617,19 +617,23 @@ static int stream_end(px_side_t *side) {
 }
 
 /* A read from or a write to failed's socket returned err: conn closes.
- * A reset (-EPIPE: one that a write has already been told of) is passed
- * on as a reset, so that the other side cannot take the broken stream for
- * a complete one. */
-static void relay_failed(px_side_t *failed, int err) {
+ * Our own shortage of memory or descriptors leaves both streams intact.
+ * Any other error broke failed's stream: a reset (-EPIPE: one that a
+ * write has already been told of), retransmissions that timed out, an
+ * unreachable host. It is passed on as a reset, so that the other side
+ * cannot take the broken stream for a complete one. */
+static void stream_failed(px_side_t *failed, int err) {
   px_conn_t *conn = failed->conn;
-  if (err == -ECONNRESET || err == -EPIPE) {
-    reset_side(peer_of(failed));
-    conn_close(conn, "reset");
+  if (err == -EMFILE || err == -ENFILE || err == -ENOMEM) {
+    conn_close(conn, "out of memory");
     return;
   }
-  conn_close(conn, err == -EMFILE || err == -ENFILE || err == -ENOMEM
-                       ? "out of memory"
-                       : "routed");
+  char visitor[PX_ADDRSTRLEN];
+  core_log(CORE_LOG_DEBUG, "%s for %s: the %s's stream broke: %s",
+           conn_name(conn), format_visitor(conn, visitor),
+           failed == &conn->client ? "visitor" : "device", uv_strerror(err));
+  reset_side(peer_of(failed));
+  conn_close(conn, "reset");
 }
 
 /* Carries side's bytes to its peer: the one backpressure rule is that a
@@ -641,7 +645,7 @@ static bool relay_from(px_side_t *side) {
   for (int round = 0;; round++) {
     int rc = flush_side(side);
     if (rc != 0) {
-      relay_failed(peer, rc);
+      stream_failed(peer, rc);
       return false;
     }
     if (waiting(side) > 0)
@@ -650,7 +654,7 @@ static bool relay_from(px_side_t *side) {
       /* A reset after the FIN: what the other side still sends here is
        * lost, and it must be told. */
       if (side->error) {
-        relay_failed(side, stream_end(side));
+        stream_failed(side, stream_end(side));
         return false;
       }
       if (!side->shut)
@@ -670,7 +674,7 @@ static bool relay_from(px_side_t *side) {
       continue;
     }
     if (n < 0) {
-      relay_failed(side, (int)n);
+      stream_failed(side, (int)n);
       return false;
     }
     side->bytes += (uint64_t)n;
@@ -968,7 +972,9 @@ static void early_read(px_conn_t *conn) {
       return;
     }
     if (n < 0) {
-      conn_close(conn, n == -ENOMEM ? "out of memory" : "client closed");
+      /* The device may have connected, unknown to us yet: it is reset
+       * (or its connect aborted) like a relay's peer. */
+      stream_failed(client, (int)n);
       return;
     }
   }

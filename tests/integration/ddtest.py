@@ -14,11 +14,13 @@ finally blocks and, as a last resort, by an atexit hook.
 """
 
 import atexit
+import ctypes
 import hashlib
 import http.server
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -36,6 +38,7 @@ DDPORT = os.environ.get("DDPORT") or os.path.join(SOURCE, "build", "ddport")
 
 CURL = "/usr/bin/curl"
 DIG = "/usr/bin/dig"
+IP = shutil.which("ip") or "/usr/sbin/ip"
 
 LOOPBACK4 = "127.0.0.1"
 
@@ -353,6 +356,36 @@ def udp_dns_answers(port, host=LOOPBACK4, timeout=0.3):
         return False
     finally:
         s.close()
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def enter_private_network(addresses=()):
+    """Moves this process into a new network namespace (unshare(2) with
+    CLONE_NEWNET, through ctypes: Debian 12's Python has no os.unshare)
+    with only a loopback interface, carrying 127.0.0.0/8 and addresses
+    ("A.B.C.D/N" each). Call it before any thread or child exists: they
+    are then born there, and what they do on the network stays there. The
+    namespace goes with the last process in it. Returns None, or why it
+    could not be made (no ip(8), no CAP_SYS_ADMIN)."""
+    if not os.path.exists(IP):
+        return "no ip(8) at %s" % IP
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return "unshare(CLONE_NEWNET): %s" % os.strerror(ctypes.get_errno())
+    steps = [["link", "set", "lo", "up"]]
+    steps += [["addr", "add", addr, "dev", "lo"] for addr in addresses]
+    for args in steps:
+        proc = run([IP] + args, timeout=20)
+        if proc.returncode != 0:
+            # The process is in the new namespace already: without loopback
+            # nothing at all would work, so this is a hard error.
+            raise RuntimeError("ip %s: %s" % (" ".join(args), proc.stderr.strip()))
+    links = run([IP, "-o", "link", "show"], timeout=20).stdout.splitlines()
+    if len(links) != 1 or ": lo:" not in links[0]:
+        raise RuntimeError("the new namespace has other interfaces than lo: %s" % links)
+    return None
 
 
 def force_splice(config_path):
@@ -944,16 +977,16 @@ RAW_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\no
 
 
 class RawDevice:
-    """A raw TCP device on 127.0.0.1: for each connection it records every
-    byte that arrives until the sender pauses (received[]), then answers
-    RAW_REPLY and closes, or with reset=True sends a partial response and
-    resets the connection (SO_LINGER 0)."""
+    """A raw TCP device on host (127.0.0.1 unless told): for each
+    connection it records every byte that arrives until the sender pauses
+    (received[]), then answers RAW_REPLY and closes, or with reset=True
+    sends a partial response and resets the connection (SO_LINGER 0)."""
 
-    def __init__(self, reset=False, greeting=b""):
+    def __init__(self, reset=False, greeting=b"", host=LOOPBACK4):
         self.reset = reset
         self.greeting = greeting  # sent at once on accept, before reading
         self.sock = socket.socket()
-        self.sock.bind((LOOPBACK4, 0))
+        self.sock.bind((host, 0))
         self.sock.listen(16)
         self.sock.settimeout(0.5)
         self.port = self.sock.getsockname()[1]

@@ -122,10 +122,10 @@ class Device(ddtest.RawDevice):
     self.events (a list of (path, detail)); go(path) lets a device waiting
     for the test carry on."""
 
-    def __init__(self):
+    def __init__(self, host=ddtest.LOOPBACK4):
         self.events = []
         self.signals = {}
-        super().__init__()
+        super().__init__(host=host)
 
     def go(self, path):
         self.signals.setdefault(path, threading.Event()).set()
@@ -352,12 +352,12 @@ def read_to_eof(s, limit=128 * MIB, chunk=1 << 20, pause=0.0, deadline_s=60):
     return bytes(data)
 
 
-def access_line(d, before, tries=100):
-    """The first access line for the device after the first before lines,
-    once it is written (readiness probes log lines with name=-)."""
+def access_line(d, before, tries=100, name="dev.ddport.test"):
+    """The first access line for the device name after the first before
+    lines, once it is written (readiness probes log lines with name=-)."""
     for _ in range(tries):
         for line in ddtest.access_lines(d.log)[before:]:
-            if "name=dev.ddport.test" in line:
+            if "name=%s " % name in line:
                 return line
         time.sleep(0.05)
     return None
@@ -646,8 +646,8 @@ def test_reset_behind_unread_bytes(env):
     check(isinstance(err, ConnectionResetError), "expected a reset, got %r" % (err,))
 
 
-def check_reset_logged(env, before):
-    line = access_line(env.ddport, before)
+def check_reset_logged(env, before, name="dev.ddport.test"):
+    line = access_line(env.ddport, before, name=name)
     check(line is not None and "result=reset" in line, "access line: %r" % line)
 
 

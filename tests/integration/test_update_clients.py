@@ -27,7 +27,6 @@ device between addresses (127.0.0.2 to 127.0.0.1, a backend on the same
 port of each); inadyn's `ddns-path` carries `port=` and its cases move the
 port as well."""
 
-import ctypes
 import os
 import re
 import shutil
@@ -41,9 +40,7 @@ from ddtest import check, check_eq  # noqa: E402
 
 DDCLIENT = shutil.which("ddclient") or "/usr/bin/ddclient"
 INADYN = shutil.which("inadyn") or "/usr/sbin/inadyn"
-IP = shutil.which("ip") or "/usr/sbin/ip"
 
-CLONE_NEWNET = 0x40000000
 INADYN_ADDR = "198.51.100.7"  # on the namespace's loopback only
 
 ALICE_SECRET = "alice-s3cret"
@@ -77,32 +74,11 @@ class Env:
     pass
 
 
-def enter_private_network():
-    """Moves this process into a new network namespace with only a
-    loopback interface (carrying 127.0.0.0/8 and INADYN_ADDR). Returns
-    None, or why it could not."""
-    if not os.path.exists(IP):
-        return "no ip(8) at %s" % IP
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
-        return "unshare(CLONE_NEWNET): %s" % os.strerror(ctypes.get_errno())
-    for args in (["link", "set", "lo", "up"], ["addr", "add", INADYN_ADDR + "/32", "dev", "lo"]):
-        proc = ddtest.run([IP] + args, timeout=20)
-        if proc.returncode != 0:
-            # The process is in the new namespace already: without loopback
-            # nothing at all would work, so this is a hard error.
-            raise RuntimeError("ip %s: %s" % (" ".join(args), proc.stderr.strip()))
-    links = ddtest.run([IP, "-o", "link", "show"], timeout=20).stdout.splitlines()
-    if len(links) != 1 or ": lo:" not in links[0]:
-        raise RuntimeError("the new namespace has other interfaces than lo: %s" % links)
-    return None
-
-
 def setup():
     ddtest.require_binary()
     env = Env()
     # First, before any thread or child exists: see the docstring.
-    env.no_netns = enter_private_network()
+    env.no_netns = ddtest.enter_private_network([INADYN_ADDR + "/32"])
     env.tmp = ddtest.tempdir()
     env.dir = env.tmp.name
     env.alice_hash = ddtest.hash_secret(ALICE_SECRET)
