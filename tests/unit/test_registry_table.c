@@ -558,8 +558,9 @@ static void test_published_too_big(void) {
 }
 
 /* A reload's batch is exactly the names whose visibility differs, over
- * thousands of names: the tables are compared by walking both lists side
- * by side, and this checks that walk against the sets it should find. */
+ * thousands of names: every name of the new table is looked up in the old
+ * one, in groups, and the old one is walked only when names are gone;
+ * this checks both against the sets they should find. */
 #define FLIP_NAMES 3000
 
 typedef struct flips {
@@ -583,34 +584,66 @@ static int check_flips(uint64_t number, const reg_change_t *changes, size_t n,
   return 0;
 }
 
-static void test_reload_flips_many(void) {
+/* One draw of before and after over FLIP_NAMES names. With keep_all, every
+ * name before is still there after (enabled or not), so the compare never
+ * walks the old table for names gone. The first tenth of the names are
+ * put in force by updates first (entries of their own, not the arena's). */
+static void flips_case(unsigned seed, bool keep_all) {
   static char names[FLIP_NAMES][24];
   static reg_device_t before[FLIP_NAMES], after[FLIP_NAMES];
   static flips_t f;
+  memset(&f, 0, sizeof f);
   size_t n_before = 0, n_after = 0, n_want = 0;
-  unsigned seed = 4242;
+  int state[FLIP_NAMES];
   for (int i = 0; i < FLIP_NAMES; i++) {
     snprintf(names[i], sizeof names[i], "f%d.test", i);
     /* Each name: absent, disabled or enabled, before and after. */
     int b = rand_r(&seed) % 3, a = rand_r(&seed) % 3;
     if (b)
       before[n_before++] = device(names[i], b == 2);
+    if (keep_all && b && !a)
+      a = 1 + rand_r(&seed) % 2;
     if (a)
       after[n_after++] = device(names[i], a == 2);
-    f.want[i] = (signed char)((a == 2) - (b == 2));
-    n_want += f.want[i] != 0;
+    state[i] = a;
   }
   reg_config_t c1 = {.devices = before, .n_devices = n_before};
   reg_config_t c2 = {.devices = after, .n_devices = n_after};
   reg_t *reg = reg_new(&c1);
+  for (int i = 0; i < FLIP_NAMES / 10; i++) {
+    reg_device_t d = device(names[i], true);
+    ASSERT_EQ(reg_update_device(reg, &d), 0);
+    if (keep_all && state[i] == 0) {
+      d.enabled = false; /* the update's name stays too */
+      after[n_after++] = d;
+      state[i] = 1;
+    }
+  }
+  c2.n_devices = n_after;
+  ASSERT(reg_publish(reg));
+  for (int i = 0; i < FLIP_NAMES; i++) {
+    bool was = reg_find(reg, names[i], strlen(names[i])) != NULL &&
+               reg_find(reg, names[i], strlen(names[i]))->enabled;
+    f.want[i] = (signed char)((state[i] == 2) - was);
+    n_want += f.want[i] != 0;
+  }
   ASSERT_EQ(reg_replace_all(reg, &c2), 0);
   ASSERT(reg_publish(reg));
   uint64_t to = 0;
-  ASSERT_EQ(reg_batches_since(reg, 0, &to, check_flips, &f), 0);
+  ASSERT_EQ(reg_batches_since(reg, 1, &to, check_flips, &f), 0);
+  ASSERT_EQ(to, 2);
   ASSERT_EQ(f.wrong, 0);
   ASSERT_EQ(f.seen, n_want);
   ASSERT(n_want > FLIP_NAMES / 4); /* the draw did flip many */
   reg_free(reg);
+}
+
+static void test_reload_flips_many(void) {
+  flips_case(4242, false);
+}
+
+static void test_reload_flips_all_kept(void) {
+  flips_case(777, true);
 }
 
 static void test_policy_defaults(void) {
@@ -678,6 +711,7 @@ int main(void) {
   RUN_TEST(test_published_batches);
   RUN_TEST(test_published_too_big);
   RUN_TEST(test_reload_flips_many);
+  RUN_TEST(test_reload_flips_all_kept);
   RUN_TEST(test_policy_defaults);
   RUN_TEST(test_policy_allow_list);
   RUN_TEST(test_policy_own_listener);
