@@ -314,9 +314,8 @@ reg_t *reg_new(const reg_config_t *config);
 void reg_free(reg_t *reg);
 
 /* For a process about to exit: waits for what reg_free would wait for,
- * then leaves reg to the kernel. Taking apart a table of millions of
- * devices takes seconds (rculfhash checks each bucket is empty, in list
- * order); the kernel takes the memory back at once. */
+ * then leaves reg to the kernel, which takes the memory of a table of
+ * millions of devices back at once. */
 void reg_leave(reg_t *reg);
 
 /* Looks up a normalised name: an exact device wins (a disabled one hides

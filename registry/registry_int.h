@@ -53,7 +53,8 @@ extern char reg_rcu_grace;
 struct rcu_head;
 void reg_call_rcu(struct rcu_head *head, void (*fn)(struct rcu_head *head));
 
-/* The hash of a normalised name, for rculfhash (every bit mixed). */
+/* The hash of a normalised name, for the table's index and the history's
+ * rculfhash (every bit mixed). */
 uint64_t reg_name_hash(const char *name, size_t len);
 
 /* Empties and destroys ht, which no reader can reach any more, then calls

@@ -15,8 +15,8 @@
 
 /* liburcu's QSBR flavour: a read costs nothing; readers announce
  * quiescent points (between loop iterations) and go offline while they
- * block. The table is rculfhash, a lock-free resizable hash table, and
- * beside it an index of its own that lookups go through (below).
+ * block. The table is an index of its own that lookups go through (below)
+ * over entries carved from one arena per table.
  *
  * One writer, the control loop, changes entries in place (O(1) each) or
  * builds a whole new table and swaps the one pointer readers follow. What
@@ -24,13 +24,12 @@
  * passed a quiescent point, so a reader's pointer stays valid until its
  * own next one. */
 
-/* An entry is the device readers get a pointer to, the table's node and
- * the name, in that order: a lookup touches the device's flags and the
- * name only, which lie 20 bytes apart. Ports, addresses and strings of its
- * own follow the name. */
+/* An entry is the device readers get a pointer to and the name, in that
+ * order: a lookup touches the device's flags and the name only, which lie
+ * a few bytes apart. Ports, addresses and strings of its own follow the
+ * name. */
 typedef struct entry {
   reg_device_t device;
-  struct cds_lfht_node node;
   uint8_t name_len; /* names are at most CORE_NAME_MAX bytes */
   bool heap;        /* an allocation of its own, else in its table's arena */
   char name[];
@@ -104,14 +103,12 @@ static const char *pool_intern(pool_t *p, core_arena_t *a, const char *s) {
 typedef struct table_index table_index_t;
 
 typedef struct table {
-  struct cds_lfht *ht;
   table_index_t *index; /* REG_RCU_DEREF / REG_RCU_PUBLISH */
   atomic_uint_least64_t wild[WILD_BITS / 64];
   atomic_size_t count;
   struct rcu_head rcu;
-  core_arena_t arena;   /* the entries a reload built; writer only */
-  unsigned bucket_bits; /* log2 of the buckets it was made with */
-  pool_t shared;        /* listener and owner names; writer only */
+  core_arena_t arena; /* the entries a reload built; writer only */
+  pool_t shared;      /* listener and owner names; writer only */
 } table_t;
 
 struct reg {
@@ -221,8 +218,9 @@ static inline uint64_t fold_mul(uint64_t a, uint64_t b) {
 }
 
 /* Eight bytes at a time, the last (partial) word read from the name's end
- * so no byte past it is touched. rculfhash picks buckets by the low bits
- * and orders by the reversed ones, so the result is mixed once more. */
+ * so no byte past it is touched. The index probes from the low bits and
+ * tags words with the high ones (rculfhash, which keeps the history's
+ * marks, orders by the reversed bits), so the result is mixed once more. */
 uint64_t reg_name_hash(const char *name, size_t len) {
   const uint64_t k0 = 0x9e3779b97f4a7c15ull, k1 = 0xbf58476d1ce4e5b9ull;
   uint64_t h = k0 ^ len;
@@ -238,27 +236,6 @@ uint64_t reg_name_hash(const char *name, size_t len) {
   }
   h = fold_mul(h ^ last, k1);
   return fold_mul(h ^ (h >> 32), k0);
-}
-
-/* The entry holding node, or NULL for NULL. */
-static entry_t *entry_of(struct cds_lfht_node *node) {
-  entry_t *e = node ? caa_container_of(node, entry_t, node) : NULL;
-  REG_TSAN_ACQUIRE(e);
-  return e;
-}
-
-/* Every entry of ht. liburcu's cds_lfht_for_each_entry takes the container
- * of the NULL that ends the walk, which is undefined (UBSan says so) now
- * that the node is not an entry's first member. */
-#define FOR_EACH_ENTRY(ht, iter, e)                                            \
-  for (cds_lfht_first((ht), (iter));                                           \
-       ((e) = entry_of(cds_lfht_iter_get_node((iter)))) != NULL;               \
-       cds_lfht_next((ht), (iter)))
-
-static int match_name(struct cds_lfht_node *node, const void *arg) {
-  const entry_t *e = entry_of(node);
-  const name_key_t *key = arg;
-  return e->name_len == key->len && memcmp(e->name, key->name, key->len) == 0;
 }
 
 /* s as the entry keeps it: a shared copy, or one written at *inline_at. */
@@ -308,7 +285,6 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
   char *base = heap ? xmalloc(size) : core_arena_alloc(&t->arena, size);
   entry_t *e = (entry_t *)base;
   memset(e, 0, sizeof *e);
-  cds_lfht_node_init(&e->node);
   e->device = *d;
   e->name_len = (uint8_t)name_len;
   e->heap = heap;
@@ -337,14 +313,14 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
 
 /* ---- the index: where lookups go ---------------------------------------- */
 
-/* Lookups find entries through an index of their own, not through
- * rculfhash's lists: an array of words probed linearly from the name's
- * hash. A word holds an entry's address and, in the 16 bits above it, the
- * top 16 bits of its name's hash (Linux hands user space addresses below
- * 2^47 unless asked for more), so a probe follows no pointer to a name
- * that cannot match. A hit waits for memory twice, for the word and the
- * entry, where a list waited three times (the bucket's node, the entry's
- * node, its name); the array lies on huge pages.
+/* Lookups find entries through an index: an array of words probed
+ * linearly from the name's hash. A word holds an entry's address and, in
+ * the 16 bits above it, the top 16 bits of its name's hash (Linux hands
+ * user space addresses below 2^47 unless asked for more), so a probe
+ * follows no pointer to a name that cannot match. A hit waits for memory
+ * twice, for the word and the entry; the array lies on huge pages. (A
+ * linked hash table, rculfhash, waited three times a hit, and took 24-32
+ * bytes an entry more, seconds to fill and seconds to empty at 10M.)
  *
  * Only the writer changes words, each with one atomic store: an entry in
  * place of the one it replaces, a new entry into a free word, a removed
@@ -352,11 +328,15 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
  * each word before or after the store. At most 3/4 of the words are ever
  * in use (live or tombstone), so every probe ends at an empty word; before
  * that the writer builds a new index from the live words, swaps it in and
- * frees the old after a grace period. The rculfhash table stays the
- * writer's: uniqueness, the order a reload compares in, walks. */
+ * frees the old after a grace period. The index is also what makes a name
+ * unique, and what walks of the whole table go through. */
 #define INDEX_TAG_SHIFT 48
 #define INDEX_ADDR_MASK ((UINT64_C(1) << INDEX_TAG_SHIFT) - 1)
 #define INDEX_TOMBSTONE UINT64_C(1) /* no entry lives at address 1 */
+/* An entry with an allocation of its own (entries are 8-byte aligned):
+ * emptying a table frees these without reading the arena's entries. */
+#define INDEX_HEAP UINT64_C(2)
+#define INDEX_LOW_BITS UINT64_C(7)
 #define INDEX_MIN_WORDS 16
 
 struct table_index {
@@ -399,11 +379,16 @@ static uint64_t index_word(const entry_t *e, uint64_t hash) {
     core_log(CORE_LOG_ERROR, "registry: entry at %p beyond 2^48", (void *)e);
     abort();
   }
-  return (hash >> INDEX_TAG_SHIFT) << INDEX_TAG_SHIFT | (uint64_t)at;
+  return (hash >> INDEX_TAG_SHIFT) << INDEX_TAG_SHIFT | (uint64_t)at |
+         (e->heap ? INDEX_HEAP : 0);
 }
 
 static const entry_t *word_entry(uint64_t w) {
-  return (const entry_t *)(uintptr_t)(w & INDEX_ADDR_MASK);
+  return (const entry_t *)(uintptr_t)(w & INDEX_ADDR_MASK & ~INDEX_LOW_BITS);
+}
+
+static bool word_live(uint64_t w) {
+  return w != 0 && w != INDEX_TOMBSTONE;
 }
 
 /* Whether word w may hold name (hash): live, with the same tag. */
@@ -436,33 +421,53 @@ static size_t index_slot(const table_index_t *ix, const char *name, size_t len,
 
 #define WALK_PREFETCH_AHEAD 16
 
-/* A walk of a whole index (a rebuild, emptying a table, a reload's
- * compare) meets its entries at random places in memory: the one
- * WALK_PREFETCH_AHEAD words on is fetched meanwhile, its node and its
- * name. */
-static void prefetch_ahead(const table_index_t *ix, size_t i) {
-  if (i + WALK_PREFETCH_AHEAD > ix->mask)
-    return;
-  uint64_t w = atomic_load_explicit(&ix->word[i + WALK_PREFETCH_AHEAD],
-                                    memory_order_relaxed);
-  if (w != 0 && w != INDEX_TOMBSTONE) {
-    __builtin_prefetch(&word_entry(w)->node, 1);
-    __builtin_prefetch(word_entry(w)->name);
-  }
+/* A walk of a whole index: every live word once, starting at an empty
+ * one. No probe runs through an empty word, so a name the writer moves
+ * during the walk (removed, then put into a tombstone nearer its hash)
+ * only moves back towards where the walk has been: it is met once or not
+ * at all, never twice, unless the writer also fills the empty word the
+ * walk started from. Readers walk too (an AXFR), with acquire loads. */
+typedef struct index_walk {
+  const table_index_t *ix;
+  size_t at, left;
+} index_walk_t;
+
+static void walk_start(index_walk_t *walk, const table_index_t *ix) {
+  size_t at = 0;
+  /* There is one: at most 3/4 of the words are in use. */
+  while (at < ix->mask &&
+         atomic_load_explicit(&ix->word[at], memory_order_acquire) != 0)
+    at++;
+  *walk = (index_walk_t){ix, at, ix->mask + 1};
 }
 
-/* The live entry of ix at word *at or after it, with *at moved past it;
- * NULL after the last. Writer only. */
-static entry_t *index_walk(const table_index_t *ix, size_t *at) {
-  for (; *at <= ix->mask; (*at)++) {
-    prefetch_ahead(ix, *at);
-    uint64_t w = atomic_load_explicit(&ix->word[*at], memory_order_relaxed);
-    if (w != 0 && w != INDEX_TOMBSTONE) {
-      (*at)++;
-      return (entry_t *)word_entry(w);
+/* The next live word of the walk, or 0 after the last. The entry
+ * WALK_PREFETCH_AHEAD words on, at a random place in memory, is fetched
+ * meanwhile. */
+static uint64_t walk_next_word(index_walk_t *walk) {
+  const table_index_t *ix = walk->ix;
+  while (walk->left > 0) {
+    uint64_t ahead = atomic_load_explicit(
+        &ix->word[(walk->at + WALK_PREFETCH_AHEAD) & ix->mask],
+        memory_order_relaxed);
+    if (word_live(ahead)) {
+      __builtin_prefetch(word_entry(ahead));
+      __builtin_prefetch(word_entry(ahead)->name);
     }
+    uint64_t w =
+        atomic_load_explicit(&ix->word[walk->at], memory_order_acquire);
+    walk->at = (walk->at + 1) & ix->mask;
+    walk->left--;
+    if (word_live(w))
+      return w;
   }
-  return NULL;
+  return 0;
+}
+
+/* The next live entry of the walk, or NULL after the last. */
+static const entry_t *walk_next(index_walk_t *walk) {
+  uint64_t w = walk_next_word(walk);
+  return w ? word_entry(w) : NULL;
 }
 
 /* A new index for t's live entries with room for as many again, in place
@@ -470,8 +475,9 @@ static entry_t *index_walk(const table_index_t *ix, size_t *at) {
 static void index_rebuild(table_t *t) {
   table_index_t *old = t->index;
   table_index_t *ix = index_new(2 * old->live + INDEX_MIN_WORDS);
-  size_t at = 0;
-  for (const entry_t *e; (e = index_walk(old, &at)) != NULL;) {
+  index_walk_t walk;
+  walk_start(&walk, old);
+  for (const entry_t *e; (e = walk_next(&walk)) != NULL;) {
     uint64_t hash = reg_name_hash(e->name, e->name_len);
     size_t j = hash & ix->mask;
     while (atomic_load_explicit(&ix->word[j], memory_order_relaxed) != 0)
@@ -484,6 +490,18 @@ static void index_rebuild(table_t *t) {
   reg_call_rcu(&old->rcu, index_free_rcu);
 }
 
+/* Writer: e goes into word i of ix, which index_slot gave for its name
+ * (found: in place of the entry there). */
+static void index_set(table_index_t *ix, size_t i, bool found, const entry_t *e,
+                      uint64_t hash) {
+  if (!found) {
+    ix->used += atomic_load_explicit(&ix->word[i], memory_order_relaxed) == 0;
+    ix->live++;
+  }
+  atomic_store_explicit(&ix->word[i], index_word(e, hash),
+                        memory_order_release);
+}
+
 /* Writer: e is found by its name from now on, in place of the entry that
  * had it. */
 static void index_put(table_t *t, const entry_t *e, uint64_t hash) {
@@ -494,12 +512,7 @@ static void index_put(table_t *t, const entry_t *e, uint64_t hash) {
   }
   bool found;
   size_t i = index_slot(ix, e->name, e->name_len, hash, &found);
-  if (!found) {
-    ix->used += atomic_load_explicit(&ix->word[i], memory_order_relaxed) == 0;
-    ix->live++;
-  }
-  atomic_store_explicit(&ix->word[i], index_word(e, hash),
-                        memory_order_release);
+  index_set(ix, i, found, e, hash);
 }
 
 /* Writer: the entry named name is found no more. */
@@ -575,9 +588,9 @@ static void entry_free_rcu(struct rcu_head *head) {
 }
 
 /* An arena entry stays in the arena until its table goes. */
-static void entry_retire(struct cds_lfht_node *node) {
+static void entry_retire(const entry_t *e) {
   retired_t *r = xmalloc(sizeof *r);
-  r->e = caa_container_of(node, entry_t, node);
+  r->e = (entry_t *)e;
   reg_call_rcu(&r->rcu, entry_free_rcu);
 }
 
@@ -585,79 +598,45 @@ static void entry_retire(struct cds_lfht_node *node) {
 
 static table_t *table_new(size_t expected) {
   table_t *t = xcalloc(1, sizeof *t);
-  unsigned long size = 1;
-  while (size < expected && size < (1ul << 30)) {
-    size <<= 1;
-    t->bucket_bits++;
-  }
-  /* Sized for the devices at once, and never shrunk below that: emptying
-   * a replaced table must not set off a cascade of shrinking resizes. */
-  t->ht = cds_lfht_new(size, size, 0,
-                       CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING, NULL);
-  /* Fails only when memory does: abort as xmalloc does. */
-  if (t->ht == NULL) {
-    core_log(CORE_LOG_ERROR, "out of memory for a table of %zu devices",
-             expected);
-    abort();
-  }
   t->index = index_new(expected);
   return t;
 }
 
-#define ORDER_BITS 16
-#define PREFETCH_AHEAD 8
+/* Names are added in groups this big: the words their probes start at,
+ * at random places in a big index, are fetched for the whole group first,
+ * so those waits for memory overlap. */
+#define FILL_GROUP 16
 
-/* Adds the config's devices; a name given twice (the loader refuses that)
- * keeps the first. Caller is online.
- *
- * rculfhash finds a device's place from its bucket's node, in an array of
- * one per bucket, then walks the list to it. Added in file order, each
- * device starts from a random bucket and at millions of devices waits for
- * memory several times an add. So the entries are made in file order and
- * added in bucket order (by the top ORDER_BITS of the bucket index): the
- * bucket array is walked front to back and the list around each add was
- * just touched. The order is a counting sort, stable, so of two equal
- * names the first still wins. */
+/* Adds the config's devices in file order; a name given twice (the
+ * loader refuses that) keeps the first, and the second stays in the
+ * arena, unused. Writer only. */
 static void table_fill(table_t *t, const reg_config_t *config) {
-  size_t n = config->n_devices;
-  unsigned shift =
-      t->bucket_bits > ORDER_BITS ? t->bucket_bits - ORDER_BITS : 0;
-  uint64_t buckets = ((uint64_t)1 << t->bucket_bits) - 1;
-  uint16_t *key = xbig_alloc(n * sizeof *key);
-  entry_t **order = xbig_alloc(n * sizeof *order);
-  size_t *at = xcalloc((size_t)1 << ORDER_BITS, sizeof *at);
-  for (size_t i = 0; i < n; i++) {
-    const char *name = config->devices[i].name;
-    key[i] = (uint16_t)((reg_name_hash(name, strlen(name)) & buckets) >> shift);
-    at[key[i]]++;
-  }
-  for (size_t k = 0, sum = 0; k < (size_t)1 << ORDER_BITS; k++) {
-    size_t count = at[k];
-    at[k] = sum;
-    sum += count;
-  }
-  for (size_t i = 0; i < n; i++)
-    order[at[key[i]]++] = entry_new(t, &config->devices[i], false);
-  free(at);
-  xbig_free(key, n * sizeof *key);
-
-  for (size_t i = 0; i < n; i++) {
-    if (i + PREFETCH_AHEAD < n)
-      __builtin_prefetch(&order[i + PREFETCH_AHEAD]->node, 1);
-    entry_t *e = order[i];
-    name_key_t name = {e->name, e->name_len};
-    uint64_t hash = reg_name_hash(name.name, name.len);
-    REG_TSAN_RELEASE(e);
-    struct cds_lfht_node *got =
-        cds_lfht_add_unique(t->ht, hash, match_name, &name, &e->node);
-    /* A refused duplicate stays in the arena, unused. */
-    if (got == &e->node) {
+  uint64_t hash[FILL_GROUP];
+  for (size_t at = 0; at < config->n_devices; at += FILL_GROUP) {
+    size_t m = config->n_devices - at < FILL_GROUP ? config->n_devices - at
+                                                   : FILL_GROUP;
+    const reg_device_t *d = &config->devices[at];
+    /* Room first: a rebuild in between would move the words fetched. */
+    table_index_t *ix = t->index;
+    if ((ix->used + m) * 4 > (ix->mask + 1) * 3)
+      index_rebuild(t);
+    ix = t->index;
+    for (size_t i = 0; i < m; i++) {
+      hash[i] = reg_name_hash(d[i].name, strlen(d[i].name));
+      __builtin_prefetch(&ix->word[hash[i] & ix->mask], 1);
+    }
+    for (size_t i = 0; i < m; i++) {
+      bool found;
+      size_t len = strlen(d[i].name);
+      size_t slot = index_slot(ix, d[i].name, len, hash[i], &found);
+      if (found)
+        continue;
+      entry_t *e = entry_new(t, &d[i], false);
+      wild_note(t, e, hash[i]);
+      index_set(ix, slot, false, e, hash[i]);
       atomic_fetch_add_explicit(&t->count, 1, memory_order_relaxed);
-      wild_note(t, e, hash);
-      index_put(t, e, hash);
     }
   }
-  xbig_free(order, n * sizeof *order);
 }
 
 /* Destroys ht, which holds no node. Returns cds_lfht_destroy's result:
@@ -694,41 +673,16 @@ void reg_lfht_destroy(struct cds_lfht *ht,
   free(unlinked);
 }
 
-static bool entry_on_heap(const struct cds_lfht_node *node) {
-  return caa_container_of(node, entry_t, node)->heap;
-}
-
-static void entry_free(struct cds_lfht_node *node) {
-  free(caa_container_of(node, entry_t, node));
-}
-
-/* Takes t's entries out of its rculfhash in the index's order, which is
- * the order of their buckets: rculfhash finds each node's place from its
- * bucket, and its own list order jumps across the bucket array at random,
- * a cache and TLB miss per node (11 s to stop a server of 10M devices).
- * Entries with an allocation of their own are freed once the table is
- * destroyed. */
+/* Frees the entries of t with an allocation of their own, known by their
+ * words alone: the arena's millions are not read, only the index, from
+ * start to end. */
 static void table_empty(table_t *t) {
-  entry_t **heap = NULL;
-  size_t n_heap = 0, cap = 0, at = 0;
-  for (entry_t *e; (e = index_walk(t->index, &at)) != NULL;) {
-    cds_lfht_del(t->ht, &e->node);
-    if (!e->heap)
-      continue;
-    if (n_heap == cap) {
-      cap = cap ? cap * 2 : 64;
-      heap = xrealloc(heap, cap * sizeof *heap);
-    }
-    heap[n_heap++] = e;
+  const table_index_t *ix = t->index;
+  for (size_t i = 0; i <= ix->mask; i++) {
+    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
+    if (word_live(w) && (w & INDEX_HEAP))
+      free((entry_t *)word_entry(w));
   }
-  /* A walk of the emptied list would still visit every bucket's node in
-   * list order, seconds at 10M: only if something the index did not hold
-   * is left (never, while the two agree). */
-  if (lfht_destroy_empty(t->ht) != 0)
-    reg_lfht_destroy(t->ht, entry_on_heap, entry_free);
-  for (size_t i = 0; i < n_heap; i++)
-    free(heap[i]);
-  free(heap);
 }
 
 /* Empties and destroys a table no reader can reach any more. Caller is a
@@ -845,8 +799,10 @@ static size_t pair_group(hist_t *hist, const table_t *b, size_t m,
 static size_t pair_entries(hist_t *hist, const table_t *a, const table_t *b,
                            pair_fn *fn) {
   const entry_t *group[PAIR_GROUP];
-  size_t m = 0, found = 0, at = 0;
-  for (const entry_t *e; (e = index_walk(a->index, &at)) != NULL;) {
+  size_t m = 0, found = 0;
+  index_walk_t walk;
+  walk_start(&walk, a->index);
+  for (const entry_t *e; (e = walk_next(&walk)) != NULL;) {
     group[m++] = e;
     if (m == PAIR_GROUP) {
       found += pair_group(hist, b, m, group, fn);
@@ -910,14 +866,10 @@ int reg_update_device(reg_t *reg, const reg_device_t *device) {
   bool went_online = writer_enter();
   table_t *t = reg->table;
   entry_t *e = entry_new(t, device, true);
-  name_key_t key = {e->name, e->name_len};
-  hist_mark(reg->hist, key.name, key.len,
-            entry_visible(find_exact(t, key.name, key.len)));
-  uint64_t hash = reg_name_hash(key.name, key.len);
+  uint64_t hash = reg_name_hash(e->name, e->name_len);
+  const entry_t *old = find_hashed(t, e->name, e->name_len, hash);
+  hist_mark(reg->hist, e->name, e->name_len, entry_visible(old));
   wild_note(t, e, hash); /* before the entry can be found */
-  REG_TSAN_RELEASE(e);
-  struct cds_lfht_node *old =
-      cds_lfht_add_replace(t->ht, hash, match_name, &key, &e->node);
   index_put(t, e, hash);
   if (old != NULL)
     entry_retire(old);
@@ -934,17 +886,13 @@ int reg_remove_device(reg_t *reg, const char *name) {
     return -EINVAL;
   bool went_online = writer_enter();
   table_t *t = reg->table;
-  struct cds_lfht_iter iter;
   int rc = -ENOENT;
   uint64_t hash = reg_name_hash(key.name, key.len);
-  cds_lfht_lookup(t->ht, hash, match_name, &key, &iter);
-  struct cds_lfht_node *node = cds_lfht_iter_get_node(&iter);
-  if (node != NULL)
-    hist_mark(reg->hist, key.name, key.len,
-              entry_visible(caa_container_of(node, entry_t, node)));
-  if (node != NULL && cds_lfht_del(t->ht, node) == 0) {
+  const entry_t *old = find_hashed(t, key.name, key.len, hash);
+  if (old != NULL) {
+    hist_mark(reg->hist, key.name, key.len, entry_visible(old));
     index_remove(t, key.name, key.len, hash);
-    entry_retire(node);
+    entry_retire(old);
     atomic_fetch_sub_explicit(&t->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&reg->version, 1, memory_order_release);
     rc = 0;
@@ -956,13 +904,11 @@ int reg_remove_device(reg_t *reg, const char *name) {
 int reg_foreach(const reg_t *reg, reg_visit_fn *visit, void *arg) {
   bool went_online = writer_enter();
   table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
-  struct cds_lfht_iter iter;
-  entry_t *e;
+  index_walk_t walk;
+  walk_start(&walk, REG_RCU_DEREF(t->index));
   int rc = 0;
-  FOR_EACH_ENTRY(t->ht, &iter, e) {
-    if ((rc = visit(&e->device, arg)) != 0)
-      break;
-  }
+  for (const entry_t *e; rc == 0 && (e = walk_next(&walk)) != NULL;)
+    rc = visit(&e->device, arg);
   writer_leave(went_online);
   return rc;
 }
@@ -1032,13 +978,13 @@ int reg_foreach_published(const reg_t *reg, uint64_t *number,
   name_list_t live = {0};
   int rc = -EAGAIN;
   bool went_online = writer_enter();
-  for (int walk = 0; walk < PUBLISHED_WALKS && rc == -EAGAIN; walk++) {
+  for (int tries = 0; tries < PUBLISHED_WALKS && rc == -EAGAIN; tries++) {
     const hist_state_t *s = hist_state(reg->hist);
     const table_t *t = REG_RCU_DEREF(((reg_t *)reg)->table);
-    struct cds_lfht_iter iter;
-    entry_t *e;
+    index_walk_t walk;
+    walk_start(&walk, REG_RCU_DEREF(((table_t *)t)->index));
     live.n = 0;
-    FOR_EACH_ENTRY(t->ht, &iter, e) {
+    for (const entry_t *e; (e = walk_next(&walk)) != NULL;) {
       if (!e->device.enabled)
         continue;
       if (live.n == live.cap) {

@@ -646,6 +646,71 @@ static void test_reload_flips_all_kept(void) {
   flips_case(777, true);
 }
 
+/* A walk meets every name in the table exactly once after churn that
+ * leaves tombstones, reuses them and rebuilds the index: names loaded,
+ * half removed, a third of those added again, the rest updated in place,
+ * then enough new names that the index grows. */
+#define WALK_NAMES 2000
+
+typedef struct walk_seen {
+  unsigned char times[2 * WALK_NAMES];
+  size_t odd;
+} walk_seen_t;
+
+static int note_walked(const reg_device_t *d, void *arg) {
+  walk_seen_t *w = arg;
+  unsigned k = 0;
+  if (sscanf(d->name, "w%u.test", &k) != 1 || k >= 2 * WALK_NAMES)
+    w->odd++;
+  else
+    w->times[k]++;
+  return 0;
+}
+
+static void test_walk_after_churn(void) {
+  static char names[2 * WALK_NAMES][24];
+  static reg_device_t devs[WALK_NAMES];
+  static walk_seen_t seen;
+  bool in[2 * WALK_NAMES] = {0};
+  for (int i = 0; i < 2 * WALK_NAMES; i++)
+    snprintf(names[i], sizeof names[i], "w%d.test", i);
+  for (int i = 0; i < WALK_NAMES; i++) {
+    devs[i] = device(names[i], i % 5 != 0);
+    in[i] = true;
+  }
+  reg_config_t c = {.devices = devs, .n_devices = WALK_NAMES};
+  reg_t *reg = reg_new(&c);
+  for (int i = 0; i < WALK_NAMES; i += 2) {
+    ASSERT_EQ(reg_remove_device(reg, names[i]), 0);
+    in[i] = false;
+  }
+  for (int i = 0; i < WALK_NAMES; i += 6) {
+    reg_device_t d = device(names[i], true);
+    ASSERT_EQ(reg_update_device(reg, &d), 0);
+    in[i] = true;
+  }
+  for (int i = 1; i < WALK_NAMES; i += 2) {
+    reg_device_t d = device(names[i], false);
+    ASSERT_EQ(reg_update_device(reg, &d), 0);
+  }
+  for (int i = WALK_NAMES; i < 2 * WALK_NAMES; i++) {
+    reg_device_t d = device(names[i], true);
+    ASSERT_EQ(reg_update_device(reg, &d), 0);
+    in[i] = true;
+  }
+  size_t want = 0;
+  for (int i = 0; i < 2 * WALK_NAMES; i++)
+    want += in[i];
+  memset(&seen, 0, sizeof seen);
+  ASSERT_EQ(reg_foreach(reg, note_walked, &seen), 0);
+  ASSERT_EQ(seen.odd, 0);
+  for (int i = 0; i < 2 * WALK_NAMES; i++)
+    if (seen.times[i] != (in[i] ? 1 : 0))
+      TEST_FAIL_("%s walked %u times", names[i], seen.times[i]);
+  ASSERT_EQ(reg_count(reg), want);
+  reg_free(reg);
+}
+
 static void test_policy_defaults(void) {
   reg_config_t config = {0};
   ASSERT(allowed(&config, "203.0.113.7", 80));
@@ -712,6 +777,7 @@ int main(void) {
   RUN_TEST(test_published_too_big);
   RUN_TEST(test_reload_flips_many);
   RUN_TEST(test_reload_flips_all_kept);
+  RUN_TEST(test_walk_after_churn);
   RUN_TEST(test_policy_defaults);
   RUN_TEST(test_policy_allow_list);
   RUN_TEST(test_policy_own_listener);
