@@ -732,9 +732,13 @@ static void start_relay(px_conn_t *conn) {
 
 static void try_next_address(px_conn_t *conn);
 
+/* Gives up on the device address in hand. Its socket is reset, not
+ * closed: a handshake that completed unseen as the connect timer fired
+ * may have taken part of the head, which a FIN would hand the device as
+ * a whole (if short) request. */
 static void abandon_attempt(px_conn_t *conn) {
   uv_timer_stop(&conn->timer);
-  close_side(&conn->device);
+  reset_side(&conn->device);
   conn->head_off = 0;
   try_next_address(conn);
 }
