@@ -42,6 +42,14 @@ char *core_arena_strndup(core_arena_t *a, const char *s, size_t len) {
   return p;
 }
 
+size_t core_arena_chunks(const core_arena_t *a, void **out, size_t max) {
+  size_t n = 0;
+  for (core_arena_chunk_t *c = a->chunks; c != NULL; c = c->next, n++)
+    if (n < max)
+      out[n] = c;
+  return n;
+}
+
 void core_arena_free(core_arena_t *a) {
   for (core_arena_chunk_t *c = a->chunks, *next; c != NULL; c = next) {
     next = c->next;

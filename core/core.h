@@ -48,6 +48,9 @@ typedef struct core_arena {
 void *core_arena_alloc(core_arena_t *a, size_t size);
 char *core_arena_strndup(core_arena_t *a, const char *s, size_t len);
 void core_arena_free(core_arena_t *a);
+/* The start of each of a's chunks, newest first, into out (at most max);
+ * returns how many there are. */
+size_t core_arena_chunks(const core_arena_t *a, void **out, size_t max);
 
 typedef enum core_log_level {
   CORE_LOG_ERROR,

@@ -736,10 +736,37 @@ static void pending_frees_done(void) {
 /* What reg_leave leaves: still pointed to, so leak checkers see it kept
  * (volatile: a pointer never read would be optimised away). */
 static reg_t *volatile left;
+/* The blocks of the table left that only mappings point to (a big index,
+ * an arena's big chunks), which leak checkers do not scan: the arena's
+ * chunks (each links the one before it) and the entries with an
+ * allocation of their own. */
+static void **volatile left_blocks;
+
+/* The entries of ix with an allocation of their own, into out unless it
+ * is NULL; returns how many. */
+static size_t heap_entries(const table_index_t *ix, void **out) {
+  size_t n = 0;
+  for (size_t i = 0; i <= ix->mask; i++) {
+    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
+    if (word_live(w) && (w & INDEX_HEAP)) {
+      if (out != NULL)
+        out[n] = (void *)word_entry(w);
+      n++;
+    }
+  }
+  return n;
+}
 
 void reg_leave(reg_t *reg) {
   pending_frees_done();
   left = reg;
+  const table_t *t = reg->table;
+  size_t n_chunks = core_arena_chunks(&t->arena, NULL, 0);
+  size_t n = n_chunks + heap_entries(t->index, NULL);
+  void **blocks = xcalloc(n ? n : 1, sizeof *blocks);
+  core_arena_chunks(&t->arena, blocks, n_chunks);
+  heap_entries(t->index, blocks + n_chunks);
+  left_blocks = blocks;
 }
 
 void reg_free(reg_t *reg) {
