@@ -490,6 +490,14 @@ static void index_rebuild(table_t *t) {
   reg_call_rcu(&old->rcu, index_free_rcu);
 }
 
+/* Writer: t's index, rebuilt first if n more words in use would take it
+ * past 3/4. */
+static table_index_t *index_room(table_t *t, size_t n) {
+  if ((t->index->used + n) * 4 > (t->index->mask + 1) * 3)
+    index_rebuild(t);
+  return t->index;
+}
+
 /* Writer: e goes into word i of ix, which index_slot gave for its name
  * (found: in place of the entry there). */
 static void index_set(table_index_t *ix, size_t i, bool found, const entry_t *e,
@@ -505,11 +513,7 @@ static void index_set(table_index_t *ix, size_t i, bool found, const entry_t *e,
 /* Writer: e is found by its name from now on, in place of the entry that
  * had it. */
 static void index_put(table_t *t, const entry_t *e, uint64_t hash) {
-  table_index_t *ix = t->index;
-  if ((ix->used + 1) * 4 > (ix->mask + 1) * 3) {
-    index_rebuild(t);
-    ix = t->index;
-  }
+  table_index_t *ix = index_room(t, 1);
   bool found;
   size_t i = index_slot(ix, e->name, e->name_len, hash, &found);
   index_set(ix, i, found, e, hash);
@@ -612,23 +616,21 @@ static table_t *table_new(size_t expected) {
  * arena, unused. Writer only. */
 static void table_fill(table_t *t, const reg_config_t *config) {
   uint64_t hash[FILL_GROUP];
+  size_t len[FILL_GROUP];
   for (size_t at = 0; at < config->n_devices; at += FILL_GROUP) {
     size_t m = config->n_devices - at < FILL_GROUP ? config->n_devices - at
                                                    : FILL_GROUP;
     const reg_device_t *d = &config->devices[at];
     /* Room first: a rebuild in between would move the words fetched. */
-    table_index_t *ix = t->index;
-    if ((ix->used + m) * 4 > (ix->mask + 1) * 3)
-      index_rebuild(t);
-    ix = t->index;
+    table_index_t *ix = index_room(t, m);
     for (size_t i = 0; i < m; i++) {
-      hash[i] = reg_name_hash(d[i].name, strlen(d[i].name));
+      len[i] = strlen(d[i].name);
+      hash[i] = reg_name_hash(d[i].name, len[i]);
       __builtin_prefetch(&ix->word[hash[i] & ix->mask], 1);
     }
     for (size_t i = 0; i < m; i++) {
       bool found;
-      size_t len = strlen(d[i].name);
-      size_t slot = index_slot(ix, d[i].name, len, hash[i], &found);
+      size_t slot = index_slot(ix, d[i].name, len[i], hash[i], &found);
       if (found)
         continue;
       entry_t *e = entry_new(t, &d[i], false);
@@ -673,16 +675,27 @@ void reg_lfht_destroy(struct cds_lfht *ht,
   free(unlinked);
 }
 
+/* The entry with an allocation of its own at word *at of ix or after it,
+ * known by its word alone, with *at moved past it; NULL after the last.
+ * The index is read front to back; no other entry is read. */
+static entry_t *heap_next(const table_index_t *ix, size_t *at) {
+  for (; *at <= ix->mask; (*at)++) {
+    uint64_t w = atomic_load_explicit(&ix->word[*at], memory_order_relaxed);
+    if (word_live(w) && (w & INDEX_HEAP)) {
+      (*at)++;
+      return (entry_t *)word_entry(w);
+    }
+  }
+  return NULL;
+}
+
 /* Frees the entries of t with an allocation of their own, known by their
  * words alone: the arena's millions are not read, only the index, from
  * start to end. */
 static void table_empty(table_t *t) {
-  const table_index_t *ix = t->index;
-  for (size_t i = 0; i <= ix->mask; i++) {
-    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
-    if (word_live(w) && (w & INDEX_HEAP))
-      free((entry_t *)word_entry(w));
-  }
+  size_t at = 0;
+  for (entry_t *e; (e = heap_next(t->index, &at)) != NULL;)
+    free(e);
 }
 
 /* Empties and destroys a table no reader can reach any more. Caller is a
@@ -745,15 +758,10 @@ static void **volatile left_blocks;
 /* The entries of ix with an allocation of their own, into out unless it
  * is NULL; returns how many. */
 static size_t heap_entries(const table_index_t *ix, void **out) {
-  size_t n = 0;
-  for (size_t i = 0; i <= ix->mask; i++) {
-    uint64_t w = atomic_load_explicit(&ix->word[i], memory_order_relaxed);
-    if (word_live(w) && (w & INDEX_HEAP)) {
-      if (out != NULL)
-        out[n] = (void *)word_entry(w);
-      n++;
-    }
-  }
+  size_t n = 0, at = 0;
+  for (entry_t *e; (e = heap_next(ix, &at)) != NULL; n++)
+    if (out != NULL)
+      out[n] = e;
   return n;
 }
 
