@@ -3,6 +3,7 @@
  * together: no per-object allocation or header, freed in one go. */
 #include "core/core.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define CHUNK_MIN ((size_t)64 * 1024)
@@ -13,16 +14,33 @@ struct core_arena_chunk {
   size_t size, used;
 };
 
+#define LINE 64
+
+/* Bytes to skip from used (a multiple of 8, under a line) so that a block
+ * placed there has [at, at + len) in one cache line; none when no 8-byte
+ * aligned place does. */
+static size_t fit_pad(const core_arena_chunk_t *c, size_t at, size_t len) {
+  for (size_t pad = 0; len > 0 && pad < LINE; pad += 8)
+    if (((uintptr_t)c + c->used + pad + at) % LINE + len <= LINE)
+      return pad;
+  return 0;
+}
+
 void *core_arena_alloc(core_arena_t *a, size_t size) {
+  return core_arena_alloc_fit(a, size, 0, 0);
+}
+
+void *core_arena_alloc_fit(core_arena_t *a, size_t size, size_t at,
+                           size_t len) {
   core_arena_chunk_t *c = a->chunks;
   size = core_align_up(size, 8);
-  if (c == NULL || c->size - c->used < size) {
+  if (c == NULL || c->size - c->used < size + fit_pad(c, at, len)) {
     /* Chunks double up to CHUNK_MAX: a small table stays small, and a big
      * one is carved from few mappings, on huge pages (xbig_alloc). */
     size_t want = a->next_size ? a->next_size : CHUNK_MIN;
     if (want < CHUNK_MAX)
       a->next_size = want * 2;
-    size_t need = core_align_up(sizeof *c, 8) + size;
+    size_t need = core_align_up(sizeof *c, 8) + size + LINE;
     want = core_align_up(want > need ? want : need, CHUNK_MIN);
     c = xbig_alloc(want);
     c->size = want;
@@ -30,6 +48,7 @@ void *core_arena_alloc(core_arena_t *a, size_t size) {
     c->next = a->chunks;
     a->chunks = c;
   }
+  c->used += fit_pad(c, at, len);
   void *p = (char *)c + c->used;
   c->used += size;
   return p;

@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
+#include <string.h>
 
 static void test_ip_parse(void) {
   core_ip_t ip;
@@ -135,11 +137,43 @@ static void test_units(void) {
   ASSERT_EQ(core_size_parse("", &v), -EINVAL);
 }
 
+/* core_arena_alloc_fit: blocks 8-byte aligned and apart, the asked range
+ * in one 64-byte line whatever the arena's position, across new chunks;
+ * a range longer than a line is placed like any block. */
+static void test_arena_fit(void) {
+  core_arena_t a = {0};
+  char *prev = NULL;
+  size_t prev_size = 0;
+  for (size_t i = 0; i < 20000; i++) {
+    size_t size = 8 + (i * 7) % 120; /* odd sizes shift every position */
+    size_t at = (i * 13) % 50, len = 1 + (i * 5) % 64;
+    if (at + len > size)
+      size = at + len;
+    char *p = core_arena_alloc_fit(&a, size, at, len);
+    ASSERT_EQ((uintptr_t)p % 8, 0);
+    /* the range is in one line when an 8-byte aligned place allows it,
+     * that is whenever (at % 8) + len <= 64 */
+    if (at % 8 + len <= 64)
+      ASSERT_EQ(((uintptr_t)p + at) / 64, ((uintptr_t)p + at + len - 1) / 64);
+    for (size_t j = 0; j < size; j++)
+      ASSERT_EQ(p[j], 0); /* zeroed, and not given out before */
+    memset(p, 0xA5, size);
+    if (prev != NULL && p > prev && p < prev + 8192)
+      ASSERT(p >= prev + prev_size);
+    prev = p;
+    prev_size = size;
+  }
+  char *big = core_arena_alloc_fit(&a, 200, 10, 100);
+  ASSERT_EQ((uintptr_t)big % 8, 0);
+  core_arena_free(&a);
+}
+
 int main(void) {
   RUN_TEST(test_ip_parse);
   RUN_TEST(test_hostport_parse);
   RUN_TEST(test_prefixes);
   RUN_TEST(test_names);
   RUN_TEST(test_units);
+  RUN_TEST(test_arena_fit);
   return 0;
 }
