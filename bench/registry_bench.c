@@ -280,9 +280,8 @@ int main(int argc, char **argv) {
     double base_s = time_walk(stream, lookups);
     one[r] = (double)lookups / (time_single(reg, stream, lookups) - base_s);
     size_t batched = lookups / BATCH * BATCH;
-    many[r] = (double)batched /
-              (time_batched(reg, stream, lookups) -
-               base_s * (double)batched / (double)lookups);
+    many[r] = (double)batched / (time_batched(reg, stream, lookups) -
+                                 base_s * (double)batched / (double)lookups);
   }
   free(stream);
 

@@ -49,8 +49,7 @@ void *core_arena_alloc(core_arena_t *a, size_t size);
 /* A block of a whose bytes [at, at + len) lie in one 64-byte cache line
  * (when len fits one), so that reading them waits for memory once; the
  * skipped bytes stay unused. */
-void *core_arena_alloc_fit(core_arena_t *a, size_t size, size_t at,
-                           size_t len);
+void *core_arena_alloc_fit(core_arena_t *a, size_t size, size_t at, size_t len);
 char *core_arena_strndup(core_arena_t *a, const char *s, size_t len);
 void core_arena_free(core_arena_t *a);
 /* The start of each of a's chunks, newest first, into out (at most max);

@@ -284,10 +284,10 @@ static entry_t *entry_new(table_t *t, const reg_device_t *d, bool heap) {
 
   /* A lookup reads the flags, name_len and name: one cache line. */
   size_t hot_at = offsetof(entry_t, device.enabled);
-  char *base = heap ? xmalloc(size)
-                    : core_arena_alloc_fit(&t->arena, size, hot_at,
-                                           offsetof(entry_t, name) - hot_at +
-                                               name_len);
+  char *base =
+      heap ? xmalloc(size)
+           : core_arena_alloc_fit(&t->arena, size, hot_at,
+                                  offsetof(entry_t, name) - hot_at + name_len);
   entry_t *e = (entry_t *)base;
   memset(e, 0, sizeof *e);
   e->device = *d;
