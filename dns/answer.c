@@ -273,10 +273,17 @@ static const reg_device_t *device_find(const reply_t *r, const reg_t *reg,
           : reg_lookup(reg, name, len);
   if (!dev)
     return NULL;
-  const char *base = dev->name;
-  if (dev->wildcard && strncmp(base, "*.", 2) == 0)
-    base += 2;
-  if (!core_name_in_zone(base, strlen(base), zone->name, strlen(zone->name)))
+  /* A device found by its own name has name's text: its entry's name is
+   * not read again (at millions of devices, another wait for memory). */
+  const char *base = name;
+  size_t base_len = len;
+  if (dev->wildcard) {
+    base = dev->name;
+    if (strncmp(base, "*.", 2) == 0)
+      base += 2;
+    base_len = strlen(base);
+  }
+  if (!core_name_in_zone(base, base_len, zone->name, strlen(zone->name)))
     return NULL;
   return dev;
 }
