@@ -39,11 +39,13 @@ static int open_reuseport_socket(const struct sockaddr *addr, int type) {
   return fd;
 }
 
-static void log_cannot_listen(const reg_listener_t *lc, int err) {
+/* why: what err means here, appended to the message ("" for nothing). */
+static void log_cannot_listen(const reg_listener_t *lc, int err,
+                              const char *why) {
   char where[INET6_ADDRSTRLEN + 8];
   core_sockaddr_format((const struct sockaddr *)&lc->addr, where, sizeof where);
-  core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s", lc->name,
-           where, uv_strerror(err));
+  core_log(CORE_LOG_ERROR, "listener %s: cannot listen on %s: %s%s", lc->name,
+           where, uv_strerror(err), why);
 }
 
 static bool same_str(const char *a, const char *b) {
@@ -341,7 +343,7 @@ int px_server_start(uv_loop_t *loop, const reg_config_t *config,
     server->listeners[server->n_listeners++] = l;
     rc = listen_on(l, -1);
     if (rc != 0) {
-      log_cannot_listen(l->config, rc);
+      log_cannot_listen(l->config, rc, "");
       break;
     }
   }
@@ -437,7 +439,8 @@ static int open_new_addresses(px_listen_plan_t *plan) {
     const reg_listener_t *l = &plan->listeners[i];
     int rc = core_addr_in_use(&l->addr, SOCK_STREAM);
     if (rc != 0) {
-      log_cannot_listen(l, rc);
+      log_cannot_listen(l, rc,
+                        rc == -EADDRINUSE ? " (by another process)" : "");
       return rc;
     }
     for (unsigned w = 0; w < plan->n_workers; w++) {
@@ -449,7 +452,7 @@ static int open_new_addresses(px_listen_plan_t *plan) {
         fd = err;
       }
       if (fd < 0) {
-        log_cannot_listen(l, fd);
+        log_cannot_listen(l, fd, "");
         return fd;
       }
       plan->fds[i * plan->n_workers + w] = fd;
@@ -601,7 +604,7 @@ void px_server_apply(px_server_t *server, px_listen_plan_t *plan,
     int rc = fd >= 0 ? listen_on(l, fd) : UV_EBADF;
     if (rc != 0) {
       if (fd >= 0)
-        log_cannot_listen(l->config, rc);
+        log_cannot_listen(l->config, rc, "");
       listen_later(l, backoff_ms);
     }
   }

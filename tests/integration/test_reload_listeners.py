@@ -251,8 +251,9 @@ def address_in_use_keeps_old_set(env, reuseport):
                                 device("new.ddport.test", {"http": env.other.port})])
             s.sighup()
             log = s.proc.stderr_text()
-            check("listener busy: cannot listen on 127.0.0.1:%d: address already in use" % busy
-                  in log, "the busy address logged; log: %s" % s.stderr_tail())
+            check("listener busy: cannot listen on 127.0.0.1:%d: address already in use "
+                  "(by another process)" % busy in log,
+                  "the busy address logged; log: %s" % s.stderr_tail())
             check("listeners not changed (address already in use); the 1 listeners in force "
                   "keep serving" in log, "the refusal logged; log: %s" % s.stderr_tail())
             check(" listeners in force (" not in log, "no listener change applied")
