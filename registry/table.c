@@ -1094,9 +1094,10 @@ const reg_device_t *reg_lookup(const reg_t *reg, const char *name, size_t len) {
 /* Prefetches the entry that a lookup of a name len bytes long (hash)
  * will compare first: the first word of its probe with its tag, which is
  * not always the first word (linear probing; at 10M names about a third
- * of the hits are further on), and the entry's name to its last byte,
- * which often lies in the next cache line. A few words of the probe are
- * looked at, from lines the first one fetched. */
+ * of the hits are further on), and the entry's name to its last byte (an
+ * arena entry has it in one line with the flags, see entry_new; an
+ * update's entry or a long name may not). At most 8 words of the probe
+ * are looked at, mostly in the line the first one fetched. */
 static void prefetch_candidate(const table_index_t *ix, uint64_t hash,
                                size_t len) {
   for (size_t i = hash & ix->mask, n = 0; n < 8; i = (i + 1) & ix->mask, n++) {
