@@ -186,6 +186,46 @@ def t_missing_file(env):
     check(path in proc.stderr, "stderr does not name %s: %r" % (path, proc.stderr[:300]))
 
 
+def registry_config(env, registry_text):
+    """The base config with one registry file holding registry_text."""
+    reg = ddtest.write_file(env.dir, "devices.yaml", registry_text)
+    return ddtest.write_file(env.dir, "with-registry.yaml",
+                             BASE + "registry: [%s]\n" % reg), reg
+
+
+def t_registry_file_many_reads(env):
+    """A registry file of several MiB is read in pieces (1 MiB a read);
+    every device in it counts, the last one included."""
+    n = 60000  # about 4 MiB: a few reads
+    lines = ["devices:\n"] + [
+        "  dev%d.ddport.test: {address: 127.0.0.1, ports: {http: 10080}}  # %s\n"
+        % (i, "x" * 10) for i in range(n)]
+    text = "".join(lines)
+    check(len(text) > 3 * 2**20, "test bug: %d bytes only" % len(text))
+    path, _ = registry_config(env, text)
+    proc = run_check(path)
+    check_eq(proc.returncode, 0, "exit status (stderr: %s)" % ddtest._one_line(proc.stderr)[:300])
+    check("%d devices" % (n + 3) in proc.stdout, "device count in %r" % proc.stdout)
+    # A broken last line is found at its own line: the reads joined up.
+    path, reg = registry_config(env, text + "  last.ddport.test: {address: 999.1.1.1}\n")
+    proc = run_check(path)
+    check_eq(proc.returncode, 1, "exit status")
+    check("%s:%d:" % (reg, n + 2) in proc.stderr,
+          "the bad address reported on line %d: %r" % (n + 2, proc.stderr[:300]))
+
+
+def t_registry_file_too_large(env):
+    """A registry file over 64 MiB is refused with a clear message, not
+    read (limit: MAX_FILE_SIZE in registry/config.c)."""
+    path, reg = registry_config(env, "devices:\n")
+    with open(reg, "a") as f:
+        f.write(("#" + "x" * 1023 + "\n") * (64 * 1024 + 1))
+    proc = run_check(path)
+    check_eq(proc.returncode, 1, "exit status (stderr: %s)" % ddtest._one_line(proc.stderr)[:300])
+    check("larger than 64 MiB; split it into several files" in proc.stderr,
+          "the limit named: %r" % proc.stderr[:300])
+
+
 CASES = [
     ("config.example.yaml passes with a one-line summary", t_example),
     ("the test base config passes", t_base),
@@ -198,6 +238,8 @@ CASES = [
     ("three problems give three lines", t_three_problems),
     ("every stderr line starts with the file path", t_lines_start_with_path),
     ("missing file: exit 1 naming the file", t_missing_file),
+    ("a registry file of several MiB is read whole", t_registry_file_many_reads),
+    ("a registry file over 64 MiB is refused", t_registry_file_too_large),
     ("update.tls certificate and key are loaded by check", t_update_tls_files),
     ("docs/examples/production.yaml: only its certificate is missing", t_production_example),
 ]
