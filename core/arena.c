@@ -34,7 +34,8 @@ void *core_arena_alloc_fit(core_arena_t *a, size_t size, size_t at,
                            size_t len) {
   core_arena_chunk_t *c = a->chunks;
   size = core_align_up(size, 8);
-  if (c == NULL || c->size - c->used < size + fit_pad(c, at, len)) {
+  size_t pad = c != NULL ? fit_pad(c, at, len) : 0;
+  if (c == NULL || c->size - c->used < size + pad) {
     /* Chunks double up to CHUNK_MAX: a small table stays small, and a big
      * one is carved from few mappings, on huge pages (xbig_alloc). */
     size_t want = a->next_size ? a->next_size : CHUNK_MIN;
@@ -47,8 +48,9 @@ void *core_arena_alloc_fit(core_arena_t *a, size_t size, size_t at,
     c->used = core_align_up(sizeof *c, 8);
     c->next = a->chunks;
     a->chunks = c;
+    pad = fit_pad(c, at, len);
   }
-  c->used += fit_pad(c, at, len);
+  c->used += pad;
   void *p = (char *)c + c->used;
   c->used += size;
   return p;
