@@ -2594,13 +2594,13 @@ enum { RF_ACCOUNTS, RF_DEVICES, RF_COUNT };
 static const char *const registry_file_keys[RF_COUNT] = {
     [RF_ACCOUNTS] = "accounts", [RF_DEVICES] = "devices"};
 
+/* The most one read(2) of read_file asks for. */
+#define READ_CHUNK ((size_t)1 << 20)
+
 /* Reads a whole file, one byte past the limit to tell "exactly 64 MiB"
  * from more. With regular_only, anything but a regular file (a FIFO, a
  * device) is refused before a read could block or never end. Returns 0,
  * -EFBIG, -EINVAL (not a regular file) or a negative errno. */
-/* The most one read(2) of read_file asks for. */
-#define READ_CHUNK ((size_t)1 << 20)
-
 static int read_file(const char *path, bool regular_only, char **out,
                      size_t *out_len) {
   struct stat st;
