@@ -143,6 +143,31 @@ const char *core_sockaddr_format(const struct sockaddr *sa, char *buf,
  * queries and connections: ask this before the first of ours binds. */
 int core_addr_in_use(const struct sockaddr_storage *addr, int type);
 
+/* ---- CPU affinity (affinity.c) ------------------------------------------ */
+
+/* cpu_affinity: on. Worker i runs on the i-th CPU this process may use,
+ * and each SO_REUSEPORT group hands a packet to the socket of the worker
+ * on the CPU that received it: the answer is made where the query landed,
+ * with no wakeup across CPUs. */
+#define CORE_AFFINITY_MAX_WORKERS 1024
+
+/* Plans n_workers workers on the CPUs of this process's affinity mask;
+ * n_cpus gets their count. Returns 0, -ERANGE when there are more workers
+ * than CPUs (one would share a CPU, and the CPU's packets could go to one
+ * of them only), or another negative errno. Call before workers start. */
+int core_affinity_plan(unsigned n_workers, unsigned *n_cpus);
+/* Whether a plan is in force (cpu_affinity: on, planned). */
+bool core_affinity_active(void);
+/* The CPU worker runs on, or -1 without a plan. */
+int core_affinity_cpu(unsigned worker);
+/* Pins the calling thread to worker's CPU; 0 or a negative errno. Without
+ * a plan, does nothing. */
+int core_affinity_pin(unsigned worker);
+/* Steers fd's SO_REUSEPORT group by CPU (after bind for UDP, after listen
+ * for TCP). Without a plan, does nothing. 0, or a negative errno after
+ * logging the first refusal once. */
+int core_affinity_steer(int fd);
+
 /* ---- HTTP request heads (http_head.c) ------------------------------------ */
 
 #define CORE_HTTP_HEAD_WANTED_MAX 4

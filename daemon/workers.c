@@ -5,6 +5,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,15 @@ static void run_loop(uv_loop_t *loop) {
 
 static void worker_main(void *arg) {
   worker_t *w = arg;
+  /* "ddport-w0" ...: top -H and /proc/PID/task/TID/comm tell them apart. */
+  char name[16];
+  snprintf(name, sizeof name, "ddport-w%u", w->id);
+  pthread_setname_np(pthread_self(), name);
+  /* Before any socket: its memory and its packets belong on this CPU. */
+  int pin_rc = core_affinity_pin(w->id);
+  if (pin_rc != 0)
+    core_log(CORE_LOG_WARN, "worker %u: cannot run on CPU %d only: %s", w->id,
+             core_affinity_cpu(w->id), strerror(-pin_rc));
   reg_thread_register();
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);
@@ -271,9 +281,44 @@ static bool addresses_free(const reg_config_t *config) {
   return ok;
 }
 
+/* cpu_affinity: on. One worker per CPU at most: a CPU's packets go to
+ * one socket, so a second worker on that CPU would get none of them. */
+static bool plan_affinity(unsigned n_workers) {
+  unsigned n_cpus = 0;
+  int rc = core_affinity_plan(n_workers, &n_cpus);
+  if (rc == -ERANGE) {
+    core_log(CORE_LOG_ERROR,
+             "cpu_affinity: on needs a CPU for each worker: %u workers, but "
+             "this process may use %u CPU%s (set workers to at most %u, or "
+             "auto)",
+             n_workers, n_cpus, n_cpus == 1 ? "" : "s", n_cpus);
+    return false;
+  }
+  if (rc != 0) {
+    core_log(CORE_LOG_ERROR,
+             "cpu_affinity: cannot read this process's CPUs: %s",
+             strerror(-rc));
+    return false;
+  }
+  char cpus[256];
+  size_t used = 0;
+  for (unsigned i = 0; i < n_workers && used < sizeof cpus - 16; i++)
+    used += (size_t)snprintf(cpus + used, sizeof cpus - used, "%s%d",
+                             i ? "," : "", core_affinity_cpu(i));
+  if (used >= sizeof cpus - 16)
+    snprintf(cpus + used, sizeof cpus - used, ",...");
+  core_log(CORE_LOG_INFO,
+           "cpu_affinity: workers on CPUs %s (one each, in order); sockets "
+           "steered by CPU",
+           cpus);
+  return true;
+}
+
 int daemon_serve(const reg_config_t *config, reg_t *reg,
                  reg_updates_t *updates) {
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
+  if (config->cpu_affinity && !plan_affinity(n))
+    return 1;
   if (!addresses_free(config))
     return 1;
   int log_rc = core_access_log_open(config->proxy.access_log);

@@ -276,6 +276,8 @@ static int udp_socket_open(const struct sockaddr_storage *addr) {
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
   if (bind(fd, (const struct sockaddr *)addr, addr_len) != 0)
     goto fail;
+  /* Best effort: without it the kernel spreads queries by hash. */
+  (void)core_affinity_steer(fd);
   return fd;
 
 fail:

@@ -385,6 +385,8 @@ static int listener_start(dns_tcp_t *tcp, tcp_listener_t *l) {
              uv_strerror(err));
     return err;
   }
+  /* Best effort: without it the kernel spreads connections by hash. */
+  (void)core_affinity_steer(fd);
   core_log(CORE_LOG_DEBUG, "dns: answering on tcp %s", text);
   return 0;
 }

@@ -131,6 +131,9 @@ static int listen_on(px_listener_t *l, int fd) {
     close(fd);
     return err;
   }
+  /* A TCP socket joins its SO_REUSEPORT group at listen(2). Best effort:
+   * without it the kernel spreads connections by hash. */
+  (void)core_affinity_steer(fd);
   int rc = uv_poll_init(l->server->loop, &l->poll, fd);
   if (rc != 0) {
     close(fd);
@@ -451,6 +454,9 @@ static int open_new_addresses(px_listen_plan_t *plan) {
         close(fd);
         fd = err;
       }
+      /* Opened in worker order, so the group's index w is worker w's. */
+      if (fd >= 0)
+        (void)core_affinity_steer(fd);
       if (fd < 0) {
         log_cannot_listen(l, fd, "");
         return fd;

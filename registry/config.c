@@ -2506,6 +2506,7 @@ static void parse_accounts(ctx_t *c, const slot_t *slot) {
 
 enum {
   TOP_WORKERS,
+  TOP_CPU_AFFINITY,
   TOP_STATE_DIR,
   TOP_LISTENERS,
   TOP_PROXY,
@@ -2519,17 +2520,12 @@ enum {
   TOP_COUNT
 };
 static const char *const top_keys[TOP_COUNT] = {
-    [TOP_WORKERS] = "workers",
-    [TOP_STATE_DIR] = "state_dir",
-    [TOP_LISTENERS] = "listeners",
-    [TOP_PROXY] = "proxy",
-    [TOP_DNS] = "dns",
-    [TOP_UPDATE] = "update",
-    [TOP_ADMIN] = "admin",
-    [TOP_ACCOUNTS] = "accounts",
-    [TOP_RELOAD] = "reload",
-    [TOP_REGISTRY] = "registry",
-    [TOP_DEVICES] = "devices",
+    [TOP_WORKERS] = "workers",     [TOP_CPU_AFFINITY] = "cpu_affinity",
+    [TOP_STATE_DIR] = "state_dir", [TOP_LISTENERS] = "listeners",
+    [TOP_PROXY] = "proxy",         [TOP_DNS] = "dns",
+    [TOP_UPDATE] = "update",       [TOP_ADMIN] = "admin",
+    [TOP_ACCOUNTS] = "accounts",   [TOP_RELOAD] = "reload",
+    [TOP_REGISTRY] = "registry",   [TOP_DEVICES] = "devices",
 };
 
 static void parse_workers(ctx_t *c, const slot_t *slot) {
@@ -2946,6 +2942,9 @@ static void parse_top(ctx_t *c, node_t *root) {
 
   if (s[TOP_WORKERS].key != NULL)
     parse_workers(c, &s[TOP_WORKERS]);
+  if (s[TOP_CPU_AFFINITY].key != NULL)
+    get_bool(c, s[TOP_CPU_AFFINITY].value, s[TOP_CPU_AFFINITY].key,
+             "'cpu_affinity'", &c->config->cpu_affinity);
   if (s[TOP_STATE_DIR].key != NULL)
     get_string(c, s[TOP_STATE_DIR].value, s[TOP_STATE_DIR].key,
                "a directory path", "'state_dir'", &cfg->state_dir);

@@ -127,7 +127,8 @@ typedef enum reg_splice {
 
 typedef struct reg_config {
   char *path;
-  unsigned workers; /* 0: one per CPU */
+  unsigned workers;  /* 0: one per CPU */
+  bool cpu_affinity; /* worker i on CPU i, sockets steered by CPU */
   char *state_dir;
 
   reg_listener_t *listeners;
@@ -226,8 +227,8 @@ void reg_config_free_devices(reg_config_t *config);
 
 /* Compares a configuration read on reload with the one the workers run
  * with, and stores in keys (up to max) the names of the settings that
- * differ and that running workers cannot change: "workers", "state_dir",
- * "proxy.timeouts", "proxy.limits", "proxy.max_hello",
+ * differ and that running workers cannot change: "workers", "cpu_affinity",
+ * "state_dir", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
  * "proxy.allow_targets", "proxy.access_log", "proxy.splice", "dns.listen",
  * "dns.zones", "dns.serial_batch", "update.listen". Update timeouts, limits
  * and the certificate apply at once, and so do listeners (the daemon opens

@@ -1591,6 +1591,7 @@ static void test_restart_keys(void) {
   reg_config_free(b);
 
   b = load_ok("workers: 3\n"
+              "cpu_affinity: on\n"
               "listeners:\n"
               "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
               "proxy: {timeouts: {idle: 1m}, allow_targets: [127.0.0.0/8]}\n"
@@ -1603,8 +1604,9 @@ static void test_restart_keys(void) {
   for (size_t i = 0; i < n; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
              i ? " " : "", keys[i]);
-  ASSERT_STR_EQ(joined, "workers proxy.timeouts proxy.allow_targets "
-                        "dns.zones dns.serial_batch");
+  ASSERT_STR_EQ(joined, "workers cpu_affinity proxy.timeouts "
+                        "proxy.allow_targets dns.zones dns.serial_batch");
+  ASSERT(b->cpu_affinity && !a->cpu_affinity);
   ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
   reg_config_free(b);
 

@@ -6,8 +6,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static void test_ip_parse(void) {
   core_ip_t ip;
@@ -168,6 +172,72 @@ static void test_arena_fit(void) {
   core_arena_free(&a);
 }
 
+/* A UDP socket on 127.0.0.1:port (0: any) in a SO_REUSEPORT group. */
+static int reuseport_udp(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  ASSERT(fd >= 0);
+  int one = 1;
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one), 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+  return fd;
+}
+
+static size_t drain(int fd) {
+  char buf[64];
+  size_t n = 0;
+  while (n < 1000 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+    n++;
+  return n;
+}
+
+/* The plan refuses more workers than CPUs; with one, each datagram goes to
+ * the group's socket of the worker on the CPU that sent it (loopback
+ * receives a packet on its sender's CPU). */
+static void test_affinity_steer(void) {
+  cpu_set_t mine;
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  unsigned n_cpus = 0;
+  ASSERT_EQ(core_affinity_plan((unsigned)CPU_COUNT(&mine) + 1, &n_cpus),
+            -ERANGE);
+  ASSERT_EQ(n_cpus, (unsigned)CPU_COUNT(&mine));
+  ASSERT(!core_affinity_active());
+  ASSERT_EQ(core_affinity_cpu(0), -1);
+  ASSERT_EQ(core_affinity_steer(-1), 0); /* no plan: nothing to do */
+  if (n_cpus < 2) {
+    printf("# skip steering: this process may use one CPU\n");
+    return;
+  }
+  ASSERT_EQ(core_affinity_plan(2, &n_cpus), 0);
+  ASSERT(core_affinity_active());
+  ASSERT(core_affinity_cpu(0) < core_affinity_cpu(1));
+  ASSERT(CPU_ISSET(core_affinity_cpu(1), &mine));
+
+  int group[2];
+  group[0] = reuseport_udp(0);
+  struct sockaddr_in to;
+  socklen_t len = sizeof to;
+  ASSERT_EQ(getsockname(group[0], (struct sockaddr *)&to, &len), 0);
+  group[1] = reuseport_udp(ntohs(to.sin_port));
+  for (size_t i = 0; i < 2; i++)
+    ASSERT_EQ(core_affinity_steer(group[i]), 0);
+  int client = socket(AF_INET, SOCK_DGRAM, 0);
+  ASSERT(client >= 0);
+  for (unsigned w = 0; w < 2; w++) {
+    ASSERT_EQ(core_affinity_pin(w), 0);
+    for (int i = 0; i < 16; i++)
+      ASSERT_EQ(sendto(client, "q", 1, 0, (struct sockaddr *)&to, sizeof to),
+                1);
+    ASSERT_EQ(drain(group[w]), 16);
+    ASSERT_EQ(drain(group[1 - w]), 0);
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof mine, &mine), 0);
+  close(client);
+  close(group[0]);
+  close(group[1]);
+}
+
 int main(void) {
   RUN_TEST(test_ip_parse);
   RUN_TEST(test_hostport_parse);
@@ -175,5 +245,6 @@ int main(void) {
   RUN_TEST(test_names);
   RUN_TEST(test_units);
   RUN_TEST(test_arena_fit);
+  RUN_TEST(test_affinity_steer);
   return 0;
 }
