@@ -34,10 +34,6 @@ int core_affinity_plan(unsigned n_workers, unsigned *n_cpus) {
   return 0;
 }
 
-bool core_affinity_active(void) {
-  return plan_n > 0;
-}
-
 int core_affinity_cpu(unsigned worker) {
   return worker < plan_n ? plan_cpus[worker] : -1;
 }

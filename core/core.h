@@ -156,8 +156,6 @@ int core_addr_in_use(const struct sockaddr_storage *addr, int type);
  * than CPUs (one would share a CPU, and the CPU's packets could go to one
  * of them only), or another negative errno. Call before workers start. */
 int core_affinity_plan(unsigned n_workers, unsigned *n_cpus);
-/* Whether a plan is in force (cpu_affinity: on, planned). */
-bool core_affinity_active(void);
 /* The CPU worker runs on, or -1 without a plan. */
 int core_affinity_cpu(unsigned worker);
 /* Pins the calling thread to worker's CPU; 0 or a negative errno. Without

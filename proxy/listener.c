@@ -446,6 +446,8 @@ static int open_new_addresses(px_listen_plan_t *plan) {
                         rc == -EADDRINUSE ? " (by another process)" : "");
       return rc;
     }
+    /* In worker order: the group's index w is then worker w's, as the
+     * CPU steering listen_on attaches expects (core_affinity_steer). */
     for (unsigned w = 0; w < plan->n_workers; w++) {
       int fd =
           open_reuseport_socket((const struct sockaddr *)&l->addr, SOCK_STREAM);
@@ -454,9 +456,6 @@ static int open_new_addresses(px_listen_plan_t *plan) {
         close(fd);
         fd = err;
       }
-      /* Opened in worker order, so the group's index w is worker w's. */
-      if (fd >= 0)
-        (void)core_affinity_steer(fd);
       if (fd < 0) {
         log_cannot_listen(l, fd, "");
         return fd;

@@ -250,6 +250,14 @@ def make_cert(directory, name, cn):
                    check=True, capture_output=True, timeout=30)
 
 
+def start_proxy_dns(directory, name, text, proxy_port, dns_port):
+    """Writes text to DIRECTORY/NAME.yaml and starts ddport on it, ready once
+    the proxy and DNS (UDP and TCP) ports answer."""
+    path = write_file(directory, name + ".yaml", text)
+    return Ddport(path, directory, tcp_ports=[proxy_port, dns_port], udp_ports=[dns_port],
+                  name=name).start()
+
+
 def write_config(directory, proxy_port, dns_port, backend_port, dead_port, extra_devices="",
                  name="ddport.yaml"):
     return write_file(directory, name, config_text(proxy_port, dns_port, backend_port, dead_port,

@@ -120,11 +120,8 @@ def ddport_config(env, extra_devices=""):
 
 
 def start_ddport(env, name, extra_devices=""):
-    path = ddtest.write_file(env.dir, name + ".yaml", ddport_config(env, extra_devices))
-    d = ddtest.Ddport(path, env.dir, tcp_ports=[env.proxy_port, env.dns_port],
-                      udp_ports=[env.dns_port], name=name)
-    d.start()
-    return d
+    return ddtest.start_proxy_dns(env.dir, name, ddport_config(env, extra_devices),
+                                  env.proxy_port, env.dns_port)
 
 
 def setup():

@@ -40,11 +40,8 @@ def config(env, idle, limit, rate_limit="off"):
 def start(env, name, idle, limit, rate_limit="off"):
     env.proxy_port = ddtest.free_port()
     env.dns_port = ddtest.free_port()
-    path = ddtest.write_file(env.dir, name + ".yaml", config(env, idle, limit, rate_limit))
-    d = ddtest.Ddport(path, env.dir, tcp_ports=[env.proxy_port, env.dns_port],
-                      udp_ports=[env.dns_port], name=name)
-    d.start()
-    return d
+    return ddtest.start_proxy_dns(env.dir, name, config(env, idle, limit, rate_limit),
+                                  env.proxy_port, env.dns_port)
 
 
 def setup():
