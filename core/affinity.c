@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* affinity.c -- workers pinned one per CPU, sockets steered by CPU */
+/* affinity.c -- workers pinned one per CPU, sockets steered by CPU, and
+ * the workers' scheduling policy */
 #include "core/core.h"
 
 #include <errno.h>
@@ -80,4 +81,9 @@ int core_affinity_steer(int fd) {
              "their packets are spread by hash instead",
              strerror(err));
   return -err;
+}
+
+int core_sched_batch(void) {
+  struct sched_param param = {.sched_priority = 0};
+  return -pthread_setschedparam(pthread_self(), SCHED_BATCH, &param);
 }

@@ -166,6 +166,12 @@ int core_affinity_pin(unsigned worker);
  * logging the first refusal once. */
 int core_affinity_steer(int fd);
 
+/* cpu_scheduling: batch. Puts the calling thread under SCHED_BATCH: when
+ * its socket wakes it, it waits for the task running on its CPU to use up
+ * its time slice or sleep instead of taking the CPU at once, and finds a
+ * batch of events rather than one. 0 or a negative errno. */
+int core_sched_batch(void);
+
 /* ---- HTTP request heads (http_head.c) ------------------------------------ */
 
 #define CORE_HTTP_HEAD_WANTED_MAX 4

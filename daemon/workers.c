@@ -145,6 +145,14 @@ static void worker_main(void *arg) {
   if (pin_rc != 0)
     core_log(CORE_LOG_WARN, "worker %u: cannot run on CPU %d only: %s", w->id,
              core_affinity_cpu(w->id), strerror(-pin_rc));
+  if (w->config->cpu_scheduling == REG_SCHED_BATCH) {
+    int sched_rc = core_sched_batch();
+    if (sched_rc != 0)
+      core_log(CORE_LOG_WARN,
+               "worker %u: cannot use cpu_scheduling: batch (%s); it runs "
+               "under the normal policy",
+               w->id, strerror(-sched_rc));
+  }
   reg_thread_register();
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);
@@ -319,6 +327,10 @@ int daemon_serve(const reg_config_t *config, reg_t *reg,
   unsigned n = config->workers ? config->workers : uv_available_parallelism();
   if (config->cpu_affinity && !plan_affinity(n))
     return 1;
+  if (config->cpu_scheduling == REG_SCHED_BATCH)
+    core_log(CORE_LOG_INFO,
+             "cpu_scheduling: batch: a worker woken by its sockets waits for "
+             "the task on its CPU to yield, then takes a batch of events");
   if (!addresses_free(config))
     return 1;
   int log_rc = core_access_log_open(config->proxy.access_log);

@@ -2504,9 +2504,20 @@ static void parse_accounts(ctx_t *c, const slot_t *slot) {
 
 /* ---- the top level ------------------------------------------------------- */
 
+static void parse_cpu_scheduling(ctx_t *c, const slot_t *slot) {
+  const node_t *v = slot->value;
+  if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "normal") == 0)
+    c->config->cpu_scheduling = REG_SCHED_NORMAL;
+  else if (v->kind == REG_YAML_SCALAR && strcmp(v->text, "batch") == 0)
+    c->config->cpu_scheduling = REG_SCHED_BATCH;
+  else
+    expected(c, v, slot->key, "'normal' or 'batch'", "'cpu_scheduling'");
+}
+
 enum {
   TOP_WORKERS,
   TOP_CPU_AFFINITY,
+  TOP_CPU_SCHEDULING,
   TOP_STATE_DIR,
   TOP_LISTENERS,
   TOP_PROXY,
@@ -2520,12 +2531,19 @@ enum {
   TOP_COUNT
 };
 static const char *const top_keys[TOP_COUNT] = {
-    [TOP_WORKERS] = "workers",     [TOP_CPU_AFFINITY] = "cpu_affinity",
-    [TOP_STATE_DIR] = "state_dir", [TOP_LISTENERS] = "listeners",
-    [TOP_PROXY] = "proxy",         [TOP_DNS] = "dns",
-    [TOP_UPDATE] = "update",       [TOP_ADMIN] = "admin",
-    [TOP_ACCOUNTS] = "accounts",   [TOP_RELOAD] = "reload",
-    [TOP_REGISTRY] = "registry",   [TOP_DEVICES] = "devices",
+    [TOP_WORKERS] = "workers",
+    [TOP_CPU_AFFINITY] = "cpu_affinity",
+    [TOP_CPU_SCHEDULING] = "cpu_scheduling",
+    [TOP_STATE_DIR] = "state_dir",
+    [TOP_LISTENERS] = "listeners",
+    [TOP_PROXY] = "proxy",
+    [TOP_DNS] = "dns",
+    [TOP_UPDATE] = "update",
+    [TOP_ADMIN] = "admin",
+    [TOP_ACCOUNTS] = "accounts",
+    [TOP_RELOAD] = "reload",
+    [TOP_REGISTRY] = "registry",
+    [TOP_DEVICES] = "devices",
 };
 
 static void parse_workers(ctx_t *c, const slot_t *slot) {
@@ -2945,6 +2963,8 @@ static void parse_top(ctx_t *c, node_t *root) {
   if (s[TOP_CPU_AFFINITY].key != NULL)
     get_bool(c, s[TOP_CPU_AFFINITY].value, s[TOP_CPU_AFFINITY].key,
              "'cpu_affinity'", &c->config->cpu_affinity);
+  if (s[TOP_CPU_SCHEDULING].key != NULL)
+    parse_cpu_scheduling(c, &s[TOP_CPU_SCHEDULING]);
   if (s[TOP_STATE_DIR].key != NULL)
     get_string(c, s[TOP_STATE_DIR].value, s[TOP_STATE_DIR].key,
                "a directory path", "'state_dir'", &cfg->state_dir);

@@ -111,6 +111,7 @@ size_t reg_config_restart_keys(const reg_config_t *running,
   } while (0)
   DIFFERS("workers", a->workers == b->workers);
   DIFFERS("cpu_affinity", a->cpu_affinity == b->cpu_affinity);
+  DIFFERS("cpu_scheduling", a->cpu_scheduling == b->cpu_scheduling);
   DIFFERS("state_dir", same_str(a->state_dir, b->state_dir));
   DIFFERS("proxy.timeouts",
           a->proxy.peek_timeout_ms == b->proxy.peek_timeout_ms &&

@@ -125,10 +125,17 @@ typedef enum reg_splice {
   REG_SPLICE_OFF,  /* read into a small buffer and write it out */
 } reg_splice_t;
 
+/* cpu_scheduling: the scheduling policy of the worker threads. */
+typedef enum reg_sched {
+  REG_SCHED_NORMAL, /* SCHED_OTHER, as every other thread */
+  REG_SCHED_BATCH,  /* SCHED_BATCH: a wakeup does not preempt */
+} reg_sched_t;
+
 typedef struct reg_config {
   char *path;
   unsigned workers;  /* 0: one per CPU */
   bool cpu_affinity; /* worker i on CPU i, sockets steered by CPU */
+  reg_sched_t cpu_scheduling;
   char *state_dir;
 
   reg_listener_t *listeners;
@@ -228,12 +235,13 @@ void reg_config_free_devices(reg_config_t *config);
 /* Compares a configuration read on reload with the one the workers run
  * with, and stores in keys (up to max) the names of the settings that
  * differ and that running workers cannot change: "workers", "cpu_affinity",
- * "state_dir", "proxy.timeouts", "proxy.limits", "proxy.max_hello",
- * "proxy.allow_targets", "proxy.access_log", "proxy.splice", "dns.listen",
- * "dns.zones", "dns.serial_batch", "update.listen". Update timeouts, limits
- * and the certificate apply at once, and so do listeners (the daemon opens
- * and closes them). Devices, accounts, registry files and reload settings
- * apply at once and are never named. Returns the number stored. Pure. */
+ * "cpu_scheduling", "state_dir", "proxy.timeouts", "proxy.limits",
+ * "proxy.max_hello", "proxy.allow_targets", "proxy.access_log", "proxy.splice",
+ * "dns.listen", "dns.zones", "dns.serial_batch", "update.listen". Update
+ * timeouts, limits and the certificate apply at once, and so do listeners (the
+ * daemon opens and closes them). Devices, accounts, registry files and reload
+ * settings apply at once and are never named. Returns the number stored. Pure.
+ */
 size_t reg_config_restart_keys(const reg_config_t *running,
                                const reg_config_t *next, const char **keys,
                                size_t max);

@@ -482,6 +482,26 @@ class Ddport:
             time.sleep(0.05)
         raise Failure("reload not applied within %d s: %s" % (timeout, self.stderr_tail()))
 
+    def check_restart_needed(self, old, new, key, timeout=10):
+        """Replaces old with new in the config, reloads and checks that the
+        log names key as needing a restart; the config is put back after."""
+        with open(self.config_path, encoding="utf-8") as f:
+            text = f.read()
+        check(old in text, "%r is not in the config" % old)
+        try:
+            with open(self.config_path, "w", encoding="utf-8") as f:
+                f.write(text.replace(old, new))
+            self.reload(timeout)
+            want = "needs a restart: " + key
+            deadline = time.monotonic() + timeout
+            while want not in self.stderr_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            check(want in self.stderr_text(),
+                  "reload did not say %s needs a restart: %s" % (key, self.stderr_tail()))
+        finally:
+            with open(self.config_path, "w", encoding="utf-8") as f:
+                f.write(text)
+
     def stderr_text(self):
         try:
             with open(self.stderr_path, "rb") as f:
@@ -976,6 +996,20 @@ def require_binary():
 
 def tempdir(prefix="ddtest-"):
     return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+def threads(pid):
+    """[(tid, name)] of process pid's threads, from /proc; a thread that
+    ends meanwhile is left out."""
+    out = []
+    task_dir = "/proc/%d/task" % pid
+    for tid in os.listdir(task_dir):
+        try:
+            with open(os.path.join(task_dir, tid, "comm")) as f:
+                out.append((int(tid), f.read().strip()))
+        except OSError:
+            continue
+    return out
 
 
 # --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import os
 import socket
 import struct
 import sys
-import time
 
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -72,19 +71,17 @@ def need_two_cpus():
 def workers_of(d):
     """{worker name: (tid, allowed CPUs)} of d's worker threads."""
     out = {}
-    task_dir = "/proc/%d/task" % d.proc.pid
-    for tid in os.listdir(task_dir):
+    for tid, comm in ddtest.threads(d.proc.pid):
+        if not comm.startswith("ddport-w"):
+            continue
         try:
-            with open(os.path.join(task_dir, tid, "comm")) as f:
-                comm = f.read().strip()
-            with open(os.path.join(task_dir, tid, "status")) as f:
+            with open("/proc/%d/task/%d/status" % (d.proc.pid, tid)) as f:
                 status = f.read()
         except OSError:  # a thread that ended meanwhile
             continue
-        if comm.startswith("ddport-w"):
-            allowed = next(line.split(":", 1)[1].strip() for line in status.splitlines()
-                           if line.startswith("Cpus_allowed_list:"))
-            out[comm] = (int(tid), allowed)
+        allowed = next(line.split(":", 1)[1].strip() for line in status.splitlines()
+                       if line.startswith("Cpus_allowed_list:"))
+        out[comm] = (tid, allowed)
     return out
 
 
@@ -242,20 +239,9 @@ def t_bad_value(env):
 def t_reload_needs_restart(env):
     need_two_cpus()
     d = env.ddport
-    with open(d.config_path) as f:
-        text = f.read()
-    ddtest.write_file(env.dir, "ddport.yaml", text.replace("cpu_affinity: on", "cpu_affinity: off"))
-    try:
-        d.reload()
-        deadline = time.monotonic() + 10
-        while "needs a restart: cpu_affinity" not in d.stderr_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        check("needs a restart: cpu_affinity" in d.stderr_text(),
-              "reload did not say cpu_affinity needs a restart: %s" % d.stderr_tail())
-        check_eq(workers_of(d)["ddport-w1"][1], str(ORIGINAL_CPUS[1]),
-                 "worker 1's CPUs after the reload")
-    finally:
-        ddtest.write_file(env.dir, "ddport.yaml", text)
+    d.check_restart_needed("cpu_affinity: on", "cpu_affinity: off", "cpu_affinity")
+    check_eq(workers_of(d)["ddport-w1"][1], str(ORIGINAL_CPUS[1]),
+             "worker 1's CPUs after the reload")
 
 
 def t_still_running(env):

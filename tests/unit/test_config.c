@@ -633,6 +633,12 @@ static void test_wrong_type(void) {
   expect_errors("dns: {serial_batch: 500ms}\n",
                 "t.yaml:1:21: 'serial_batch' must be at least 1s (a serial "
                 "counts seconds)\n");
+  expect_errors("cpu_scheduling: fifo\n",
+                "t.yaml:1:17: expected 'normal' or 'batch' for "
+                "'cpu_scheduling', got 'fifo'\n");
+  expect_errors("cpu_scheduling: [batch]\n",
+                "t.yaml:1:17: expected 'normal' or 'batch' for "
+                "'cpu_scheduling', got a sequence\n");
 }
 
 static void test_transfers(void) {
@@ -1592,6 +1598,7 @@ static void test_restart_keys(void) {
 
   b = load_ok("workers: 3\n"
               "cpu_affinity: on\n"
+              "cpu_scheduling: batch\n"
               "listeners:\n"
               "  - {name: http, protocol: http, address: 127.0.0.1:8080}\n"
               "proxy: {timeouts: {idle: 1m}, allow_targets: [127.0.0.0/8]}\n"
@@ -1604,9 +1611,11 @@ static void test_restart_keys(void) {
   for (size_t i = 0; i < n; i++)
     snprintf(joined + strlen(joined), sizeof joined - strlen(joined), "%s%s",
              i ? " " : "", keys[i]);
-  ASSERT_STR_EQ(joined, "workers cpu_affinity proxy.timeouts "
+  ASSERT_STR_EQ(joined, "workers cpu_affinity cpu_scheduling proxy.timeouts "
                         "proxy.allow_targets dns.zones dns.serial_batch");
   ASSERT(b->cpu_affinity && !a->cpu_affinity);
+  ASSERT(b->cpu_scheduling == REG_SCHED_BATCH &&
+         a->cpu_scheduling == REG_SCHED_NORMAL);
   ASSERT_EQ(reg_config_restart_keys(a, b, keys, 2), 2);
   reg_config_free(b);
 
