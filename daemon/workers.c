@@ -134,13 +134,14 @@ static void run_loop(uv_loop_t *loop) {
   reg_thread_online();
 }
 
-static void worker_main(void *arg) {
-  worker_t *w = arg;
+/* Names the calling worker thread, and puts it on its CPU and under its
+ * scheduling policy (cpu_affinity, cpu_scheduling). Failures are logged:
+ * the worker then runs where and how any thread does. */
+static void place_worker(const worker_t *w) {
   /* "ddport-w0" ...: top -H and /proc/PID/task/TID/comm tell them apart. */
   char name[16];
   snprintf(name, sizeof name, "ddport-w%u", w->id);
   pthread_setname_np(pthread_self(), name);
-  /* Before any socket: its memory and its packets belong on this CPU. */
   int pin_rc = core_affinity_pin(w->id);
   if (pin_rc != 0)
     core_log(CORE_LOG_WARN, "worker %u: cannot run on CPU %d only: %s", w->id,
@@ -153,6 +154,12 @@ static void worker_main(void *arg) {
                "under the normal policy",
                w->id, strerror(-sched_rc));
   }
+}
+
+static void worker_main(void *arg) {
+  worker_t *w = arg;
+  /* Before any socket: its memory and its packets belong on this CPU. */
+  place_worker(w);
   reg_thread_register();
   uv_loop_init(&w->loop);
   uv_async_init(&w->loop, &w->stop, on_stop_request);

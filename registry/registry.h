@@ -236,12 +236,12 @@ void reg_config_free_devices(reg_config_t *config);
  * with, and stores in keys (up to max) the names of the settings that
  * differ and that running workers cannot change: "workers", "cpu_affinity",
  * "cpu_scheduling", "state_dir", "proxy.timeouts", "proxy.limits",
- * "proxy.max_hello", "proxy.allow_targets", "proxy.access_log", "proxy.splice",
- * "dns.listen", "dns.zones", "dns.serial_batch", "update.listen". Update
- * timeouts, limits and the certificate apply at once, and so do listeners (the
- * daemon opens and closes them). Devices, accounts, registry files and reload
- * settings apply at once and are never named. Returns the number stored. Pure.
- */
+ * "proxy.max_hello", "proxy.allow_targets", "proxy.access_log",
+ * "proxy.splice", "dns.listen", "dns.zones", "dns.serial_batch",
+ * "update.listen". Update timeouts, limits and the certificate apply at
+ * once, and so do listeners (the daemon opens and closes them). Devices,
+ * accounts, registry files and reload settings apply at once and are never
+ * named. Returns the number stored. Pure. */
 size_t reg_config_restart_keys(const reg_config_t *running,
                                const reg_config_t *next, const char **keys,
                                size_t max);

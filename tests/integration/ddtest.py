@@ -258,6 +258,17 @@ def start_proxy_dns(directory, name, text, proxy_port, dns_port):
                   name=name).start()
 
 
+def start_on_free_ports(env, name, text_for):
+    """Picks free proxy and DNS ports (kept in env.proxy_port and
+    env.dns_port, and on the ddport returned), then start_proxy_dns in
+    env.dir with the config text_for() writes for them."""
+    env.proxy_port = free_port()
+    env.dns_port = free_port()
+    d = start_proxy_dns(env.dir, name, text_for(), env.proxy_port, env.dns_port)
+    d.proxy_port, d.dns_port = env.proxy_port, env.dns_port
+    return d
+
+
 def write_config(directory, proxy_port, dns_port, backend_port, dead_port, extra_devices="",
                  name="ddport.yaml"):
     return write_file(directory, name, config_text(proxy_port, dns_port, backend_port, dead_port,

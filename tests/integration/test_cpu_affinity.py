@@ -36,11 +36,8 @@ def config(env, affinity, workers):
 
 
 def start(env, name, affinity, workers=2):
-    env.proxy_port = ddtest.free_port()
-    env.dns_port = ddtest.free_port()
     env.dead_port = ddtest.free_port()
-    return ddtest.start_proxy_dns(env.dir, name, config(env, affinity, workers),
-                                  env.proxy_port, env.dns_port)
+    return ddtest.start_on_free_ports(env, name, lambda: config(env, affinity, workers))
 
 
 def setup():

@@ -35,13 +35,8 @@ def config(env, scheduling):
 
 def start(env, name, scheduling):
     """ddport on fresh ports, which it keeps as proxy_port and dns_port."""
-    env.proxy_port = ddtest.free_port()
-    env.dns_port = ddtest.free_port()
     env.dead_port = ddtest.free_port()
-    d = ddtest.start_proxy_dns(env.dir, name, config(env, scheduling),
-                               env.proxy_port, env.dns_port)
-    d.proxy_port, d.dns_port = env.proxy_port, env.dns_port
-    return d
+    return ddtest.start_on_free_ports(env, name, lambda: config(env, scheduling))
 
 
 def setup():

@@ -38,10 +38,7 @@ def config(env, idle, limit, rate_limit="off"):
 
 
 def start(env, name, idle, limit, rate_limit="off"):
-    env.proxy_port = ddtest.free_port()
-    env.dns_port = ddtest.free_port()
-    return ddtest.start_proxy_dns(env.dir, name, config(env, idle, limit, rate_limit),
-                                  env.proxy_port, env.dns_port)
+    return ddtest.start_on_free_ports(env, name, lambda: config(env, idle, limit, rate_limit))
 
 
 def setup():
