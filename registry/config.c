@@ -966,8 +966,10 @@ static void parse_listener(ctx_t *c, const node_t *item, const node_t **seen) {
   snprintf(what, sizeof what, "listener '%s'", l.name ? l.name : "?");
   for (size_t i = 0; l.name != NULL && i < (n_addrs ? n_addrs : 1); i++) {
     reg_listener_t entry = l;
-    const node_t *a =
-        addrs && addrs->kind == REG_YAML_SEQUENCE ? &addrs->kids[i] : addrs;
+    /* None when 'address' is missing or an empty list (told above). */
+    const node_t *a = n_addrs == 0                       ? NULL
+                      : addrs->kind == REG_YAML_SEQUENCE ? &addrs->kids[i]
+                                                         : addrs;
     if (n_addrs > 0 && get_hostport(c, a, a == addrs ? s[L_ADDRESS].key : NULL,
                                     "'address'", &entry.addr))
       claim_address(c, a, &entry.addr, what);
