@@ -71,6 +71,19 @@ static struct cds_lfht *marks_new(void) {
   return ht;
 }
 
+/* The mark at iter, NULL past the last. A walk goes through this and not
+ * cds_lfht_for_each_entry, which also takes the entry of the NULL node
+ * that ends the walk: NULL minus an offset, undefined behaviour that
+ * clang's sanitizer stops on. */
+static mark_t *mark_at(struct cds_lfht_iter *iter) {
+  struct cds_lfht_node *node = cds_lfht_iter_get_node(iter);
+  return node ? caa_container_of(node, mark_t, node) : NULL;
+}
+
+#define for_each_mark(ht, iter, m)                                             \
+  for (cds_lfht_first(ht, iter); ((m) = mark_at(iter)) != NULL;                \
+       cds_lfht_next(ht, iter))
+
 static void mark_free(struct cds_lfht_node *node) {
   free(caa_container_of(node, mark_t, node));
 }
@@ -145,7 +158,7 @@ static batch_t *batch_from_marks(const hist_state_t *s,
   size_t n = 0, cap = 0, bytes = 0;
   struct cds_lfht_iter iter;
   mark_t *m;
-  cds_lfht_for_each_entry(s->marks, &iter, m, node) {
+  for_each_mark(s->marks, &iter, m) {
     if (visible(m->name, m->len, arg) == m->visible)
       continue;
     if (n == cap) {
@@ -241,7 +254,7 @@ int hist_state_foreach_visible(const hist_state_t *s, uint64_t before,
   int rc = 0;
   if (before == 0)
     return 0;
-  cds_lfht_for_each_entry(s->marks, &iter, m, node) {
+  for_each_mark(s->marks, &iter, m) {
     REG_TSAN_ACQUIRE(m);
     if (m->seq < before && m->visible && (rc = visit(m->name, arg)) != 0)
       break;
