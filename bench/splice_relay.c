@@ -11,6 +11,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,14 +37,14 @@ struct pair {
 static pthread_mutex_t pair_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Moves n bytes from the pipe to fd. Returns false if fd failed. */
-static int drain(int pipe_rd, int fd, ssize_t n) {
+static bool drain(int pipe_rd, int fd, ssize_t n) {
   while (n > 0) {
     ssize_t w = splice(pipe_rd, NULL, fd, NULL, (size_t)n, SPLICE_F_MOVE);
     if (w <= 0)
-      return 0;
+      return false;
     n -= w;
   }
-  return 1;
+  return true;
 }
 
 /* The last of a pair's two directions closes both sockets and frees it. */
@@ -100,6 +102,9 @@ int main(int argc, char **argv) {
                     "(both on 127.0.0.1)\n");
     return 2;
   }
+  /* A visitor that closes first makes a write fail with EPIPE, which ends
+   * that direction; the signal would end the process. */
+  signal(SIGPIPE, SIG_IGN);
   struct sockaddr_in addr = {.sin_family = AF_INET,
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   struct sockaddr_in origin = addr;
