@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "relay_common.h"
+
 #define PIPE_BYTES (1024 * 1024)
 
 typedef struct pair pair_t;
@@ -88,54 +90,19 @@ static int start(direction_t *d) {
   return rc;
 }
 
-static int port_of(const char *text) {
-  char *end;
-  long v = strtol(text, &end, 10);
-  return *end == '\0' && v > 0 && v < 65536 ? (int)v : -1;
-}
-
 int main(int argc, char **argv) {
-  int listen_port = argc == 3 ? port_of(argv[1]) : -1;
-  int origin_port = argc == 3 ? port_of(argv[2]) : -1;
-  if (listen_port < 0 || origin_port < 0) {
-    fprintf(stderr, "usage: splice_relay LISTEN_PORT ORIGIN_PORT "
-                    "(both on 127.0.0.1)\n");
-    return 2;
-  }
-  /* A visitor that closes first makes a write fail with EPIPE, which ends
-   * that direction; the signal would end the process. */
-  signal(SIGPIPE, SIG_IGN);
-  struct sockaddr_in addr = {.sin_family = AF_INET,
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct sockaddr_in origin = addr;
-  addr.sin_port = htons((uint16_t)listen_port);
-  origin.sin_port = htons((uint16_t)origin_port);
-  int one = 1;
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-      bind(lfd, (struct sockaddr *)&addr, sizeof addr) || listen(lfd, 4096)) {
-    fprintf(stderr, "splice_relay: 127.0.0.1:%d: %s\n", listen_port,
-            strerror(errno));
-    return 1;
-  }
+  struct sockaddr_in origin;
+  int lfd = relay_listen(argc, argv, "splice_relay", &origin);
   for (;;) {
-    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (cfd < 0) {
-      if (errno == EMFILE || errno == ENFILE)
-        usleep(10000);
+    int cfd, ofd;
+    if (!relay_accept_pair(lfd, &origin, &cfd, &ofd))
       continue;
-    }
-    int ofd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    pair_t *pair = ofd >= 0 ? calloc(1, sizeof *pair) : NULL;
-    if (!pair || connect(ofd, (struct sockaddr *)&origin, sizeof origin)) {
-      free(pair);
+    pair_t *pair = calloc(1, sizeof *pair);
+    if (!pair) {
       close(cfd);
-      if (ofd >= 0)
-        close(ofd);
+      close(ofd);
       continue;
     }
-    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(ofd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     pair->up = (direction_t){.from = cfd, .to = ofd, .pair = pair};
     pair->down = (direction_t){.from = ofd, .to = cfd, .pair = pair};
     if (start(&pair->up) != 0) {
