@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/* dns_floor.c -- the least a UDP DNS server can do: no zone, no lookup,
+ * no answer. Each of THREADS threads has its own SO_REUSEPORT socket on
+ * 127.0.0.1:PORT, takes up to 64 datagrams with one recvmmsg(2), turns
+ * every query into its own reply (QR and AA set, RCODE NOERROR, the
+ * message otherwise as it came, question and OPT record included) and
+ * sends the batch back with one sendmmsg(2). The bench runs it in the DNS
+ * scenario beside ddport, NSD and Knot as a floor: what the client and
+ * the kernel's UDP path alone leave on this machine for a server's own
+ * work. Its answers are not the zone's (every name gets NOERROR and no
+ * records), so it is a measuring instrument, not a DNS server. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BATCH 64
+#define MAX_MESSAGE 1232 /* a query larger than this is dropped */
+#define MAX_THREADS 64
+#define RCVBUF_BYTES (4 * 1024 * 1024)
+
+static int open_socket(int port) {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int one = 1, rcvbuf = RCVBUF_BYTES;
+  struct sockaddr_in addr = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+      bind(fd, (struct sockaddr *)&addr, sizeof addr)) {
+    fprintf(stderr, "dns_floor: 127.0.0.1:%d: %s\n", port, strerror(errno));
+    exit(1);
+  }
+  /* Raised as far as net.core.rmem_max lets it, as ddport does. */
+  (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  return fd;
+}
+
+/* Replies to every query fd receives, a batch at a time, forever. */
+static void *serve(void *arg) {
+  int fd = (int)(intptr_t)arg;
+  static __thread uint8_t bufs[BATCH][MAX_MESSAGE];
+  static __thread struct sockaddr_in peers[BATCH];
+  struct iovec iov[BATCH];
+  struct mmsghdr in[BATCH], out[BATCH];
+  for (;;) {
+    for (int i = 0; i < BATCH; i++) {
+      iov[i] = (struct iovec){bufs[i], MAX_MESSAGE};
+      in[i].msg_hdr = (struct msghdr){.msg_name = &peers[i],
+                                      .msg_namelen = sizeof peers[i],
+                                      .msg_iov = &iov[i],
+                                      .msg_iovlen = 1};
+    }
+    int n = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+    if (n < 0) {
+      if (errno != EINTR)
+        usleep(1000);
+      continue;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+      uint8_t *msg = bufs[i];
+      if (in[i].msg_len < 12 || (in[i].msg_hdr.msg_flags & MSG_TRUNC) ||
+          (msg[2] & 0x80)) /* too short, too long, or not a query */
+        continue;
+      msg[2] = (uint8_t)(msg[2] | 0x84); /* QR, AA; opcode and RD kept */
+      msg[3] = 0;                        /* RA clear, RCODE NOERROR */
+      iov[i].iov_len = in[i].msg_len;
+      out[m].msg_hdr = in[i].msg_hdr;
+      out[m].msg_hdr.msg_iov = &iov[i];
+      m++;
+    }
+    for (int sent = 0; sent < m;) {
+      int k = sendmmsg(fd, out + sent, (unsigned)(m - sent), 0);
+      if (k <= 0)
+        break; /* a full send buffer drops the rest, like any UDP server */
+      sent += k;
+    }
+  }
+  return NULL;
+}
+
+static long number_of(const char *text, long max) {
+  char *end;
+  long v = strtol(text, &end, 10);
+  return *end == '\0' && v > 0 && v <= max ? v : -1;
+}
+
+int main(int argc, char **argv) {
+  long port = argc == 3 ? number_of(argv[1], 65535) : -1;
+  long threads = argc == 3 ? number_of(argv[2], MAX_THREADS) : -1;
+  if (port < 0 || threads < 0) {
+    fprintf(stderr,
+            "usage: dns_floor PORT THREADS (on 127.0.0.1; at most "
+            "%d threads)\n",
+            MAX_THREADS);
+    return 2;
+  }
+  pthread_t tid[MAX_THREADS];
+  for (long i = 0; i < threads; i++) {
+    int fd = open_socket((int)port);
+    if (pthread_create(&tid[i], NULL, serve, (void *)(intptr_t)fd) != 0) {
+      fprintf(stderr, "dns_floor: cannot start a thread\n");
+      return 1;
+    }
+  }
+  for (long i = 0; i < threads; i++)
+    pthread_join(tid[i], NULL);
+  return 0;
+}
