@@ -8,7 +8,15 @@
  * scenario beside ddport, NSD and Knot as a floor: what the client and
  * the kernel's UDP path alone leave on this machine for a server's own
  * work. Its answers are not the zone's (every name gets NOERROR and no
- * records), so it is a measuring instrument, not a DNS server. */
+ * records), so it is a measuring instrument, not a DNS server.
+ *
+ * It gets the scheduling the bench gives ddport (cpu_affinity: on and
+ * cpu_scheduling: batch), through ddport's own functions: thread i runs
+ * on the i-th CPU of the process, its socket takes the packets that CPU
+ * handles, and the threads run under SCHED_BATCH. Without that a floor
+ * would measure the scheduler rather than the work it leaves out. */
+#include "core/core.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -41,9 +49,29 @@ static int open_socket(int port) {
   return fd;
 }
 
-/* Replies to every query fd receives, a batch at a time, forever. */
+struct worker {
+  unsigned id;
+  int fd;
+};
+
+/* Pinned and batched as a ddport worker is; a failure is said once per
+ * thread and the thread serves anyway, as ddport's workers do. */
+static void schedule_like_ddport(unsigned id) {
+  int rc = core_affinity_pin(id);
+  if (rc != 0)
+    fprintf(stderr, "dns_floor: thread %u: cannot pin to CPU %d: %s\n", id,
+            core_affinity_cpu(id), strerror(-rc));
+  rc = core_sched_batch();
+  if (rc != 0)
+    fprintf(stderr, "dns_floor: thread %u: no SCHED_BATCH: %s\n", id,
+            strerror(-rc));
+}
+
+/* Replies to every query its socket receives, a batch at a time, forever. */
 static void *serve(void *arg) {
-  int fd = (int)(intptr_t)arg;
+  const struct worker *w = arg;
+  int fd = w->fd;
+  schedule_like_ddport(w->id);
   static __thread uint8_t bufs[BATCH][MAX_MESSAGE];
   static __thread struct sockaddr_in peers[BATCH];
   struct iovec iov[BATCH];
@@ -101,10 +129,23 @@ int main(int argc, char **argv) {
             MAX_THREADS);
     return 2;
   }
-  pthread_t tid[MAX_THREADS];
+  unsigned n_cpus;
+  int rc = core_affinity_plan((unsigned)threads, &n_cpus);
+  if (rc != 0) {
+    fprintf(stderr, "dns_floor: %ld threads on %u CPUs: %s\n", threads, n_cpus,
+            strerror(-rc));
+    return 1;
+  }
+  static pthread_t tid[MAX_THREADS];
+  static struct worker workers[MAX_THREADS];
+  /* Every socket joins the group before any packet is steered: socket i
+   * is the group's index i, which core_affinity_steer maps to CPU i. */
   for (long i = 0; i < threads; i++) {
-    int fd = open_socket((int)port);
-    if (pthread_create(&tid[i], NULL, serve, (void *)(intptr_t)fd) != 0) {
+    workers[i] = (struct worker){(unsigned)i, open_socket((int)port)};
+    (void)core_affinity_steer(workers[i].fd); /* it says why it failed */
+  }
+  for (long i = 0; i < threads; i++) {
+    if (pthread_create(&tid[i], NULL, serve, &workers[i]) != 0) {
       fprintf(stderr, "dns_floor: cannot start a thread\n");
       return 1;
     }
