@@ -10,15 +10,18 @@
  * work. Its answers are not the zone's (every name gets NOERROR and no
  * records), so it is a measuring instrument, not a DNS server.
  *
- * It gets the scheduling the bench gives ddport (cpu_affinity: on and
- * cpu_scheduling: batch), through ddport's own functions: thread i runs
+ * It gets ddport's own UDP socket and the scheduling the bench gives
+ * ddport (cpu_affinity: on and cpu_scheduling: batch), through ddport's
+ * own functions: thread i runs
  * on the i-th CPU of the process, its socket takes the packets that CPU
  * handles, and the threads run under SCHED_BATCH. Without that a floor
  * would measure the scheduler rather than the work it leaves out. */
 #include "core/core.h"
+#include "dns/dns.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -31,21 +34,23 @@
 #define BATCH 64
 #define MAX_MESSAGE 1232 /* a query larger than this is dropped */
 #define MAX_THREADS 64
-#define RCVBUF_BYTES (4 * 1024 * 1024)
 
+/* ddport's own worker socket (dns_udp_socket_open: SO_REUSEPORT, the
+ * receive buffer, steered by CPU once core_affinity_plan has run), made
+ * blocking: a thread here waits in recvmmsg rather than in a loop. */
 static int open_socket(int port) {
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  int one = 1, rcvbuf = RCVBUF_BYTES;
-  struct sockaddr_in addr = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
-      bind(fd, (struct sockaddr *)&addr, sizeof addr)) {
-    fprintf(stderr, "dns_floor: 127.0.0.1:%d: %s\n", port, strerror(errno));
+  struct sockaddr_storage ss = {0};
+  struct sockaddr_in *addr = (struct sockaddr_in *)&ss;
+  *addr = (struct sockaddr_in){.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int fd = dns_udp_socket_open(&ss);
+  int flags = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+  if (fd < 0 || flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    fprintf(stderr, "dns_floor: 127.0.0.1:%d: %s\n", port,
+            strerror(fd < 0 ? -fd : errno));
     exit(1);
   }
-  /* Raised as far as net.core.rmem_max lets it, as ddport does. */
-  (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   return fd;
 }
 
@@ -138,12 +143,9 @@ int main(int argc, char **argv) {
   }
   static pthread_t tid[MAX_THREADS];
   static struct worker workers[MAX_THREADS];
-  /* Every socket joins the group before any packet is steered: socket i
-   * is the group's index i, which core_affinity_steer maps to CPU i. */
-  for (long i = 0; i < threads; i++) {
+  /* Socket i is the group's index i, which the steering maps to CPU i. */
+  for (long i = 0; i < threads; i++)
     workers[i] = (struct worker){(unsigned)i, open_socket((int)port)};
-    (void)core_affinity_steer(workers[i].fd); /* it says why it failed */
-  }
   for (long i = 0; i < threads; i++) {
     if (pthread_create(&tid[i], NULL, serve, &workers[i]) != 0) {
       fprintf(stderr, "dns_floor: cannot start a thread\n");

@@ -24,6 +24,13 @@ size_t dns_answer_query(const reg_config_t *config, const reg_t *reg,
 
 typedef struct dns_server dns_server_t;
 
+/* Opens and binds one worker's UDP socket on addr, as the server does for
+ * each DNS address: non-blocking, SO_REUSEPORT, IPv6-only for an IPv6
+ * address, a 4 MiB receive buffer where the kernel grants it, steered by
+ * CPU under cpu_affinity (core_affinity_steer). Returns the descriptor or a
+ * negative errno. bench/dns_floor.c opens its sockets with it too. */
+int dns_udp_socket_open(const struct sockaddr_storage *addr);
+
 /* Opens one SO_REUSEPORT UDP socket and one TCP listener per address in
  * config->dns.listen on loop and starts answering. config and reg are borrowed
  * and must outlive the server. Returns 0 and *out, or a negative errno / UV_E*

@@ -250,7 +250,7 @@ static void on_close(uv_handle_t *handle) {
     free(server);
 }
 
-static int udp_socket_open(const struct sockaddr_storage *addr) {
+int dns_udp_socket_open(const struct sockaddr_storage *addr) {
   int one = 1;
   int rcvbuf = SOCKET_RCVBUF;
   int err;
@@ -290,7 +290,7 @@ static int udp_start(uv_loop_t *loop, dns_server_t *server, dns_udp_t *udp) {
   char text[64];
   const char *what = "bind";
 
-  int fd = udp_socket_open(&udp->addr);
+  int fd = dns_udp_socket_open(&udp->addr);
   if (fd < 0) {
     core_log(CORE_LOG_ERROR, "dns: cannot %s udp %s: %s", what,
              core_sockaddr_format((const struct sockaddr *)&udp->addr, text,
